@@ -1,0 +1,1 @@
+"""Shipped YAML configs (installed as data of ``torchreid_privacy.configs``)."""

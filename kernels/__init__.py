@@ -1,0 +1,1 @@
+"""Triton fused kernels (see kernels/README.md)."""

@@ -1,0 +1,1 @@
+"""Built-in components; each module registers its classes/functions on import."""

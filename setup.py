@@ -1,0 +1,50 @@
+"""torchreid-privacy: privacy-preserving person re-identification as torchreid plugins."""
+from setuptools import setup
+
+setup(
+    name="torchreid-privacy",
+    version="0.1.0",
+    description=(
+        "Train any torchreid backbone identity-invariant on raw and reversibly anonymized "
+        "pedestrian images (Zhang, Ye & Yang, ACM MM 2022)"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=[
+        "torchreid_privacy",
+        "torchreid_privacy.data",
+        "torchreid_privacy.plugins",
+        "torchreid_privacy.kernels",
+        "torchreid_privacy.configs",
+    ],
+    package_dir={
+        "torchreid_privacy": "torchreid_privacy",
+        "torchreid_privacy.plugins": "plugins",
+        "torchreid_privacy.kernels": "kernels",
+        "torchreid_privacy.configs": "configs",
+    },
+    package_data={"torchreid_privacy.configs": ["*.yaml"]},
+    install_requires=[
+        # torchvision pins its torch release, so the resolver picks a matched pair.
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "torchreid==0.2.5",
+        # what `import torchreid` needs; the PyPI wheel declares none of it
+        "scipy",
+        "opencv-python-headless",
+        "gdown",
+        "tensorboard",
+        "Pillow",
+        "triton; platform_system == 'Linux'",
+        "scikit-learn",
+        "pyyaml",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest", "pytest-benchmark", "scikit-image"]},
+    entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

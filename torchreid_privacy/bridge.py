@@ -1,0 +1,211 @@
+"""The one place that knows how torchreid is laid out.
+
+PyPI's ``torchreid==0.2.5`` puts everything under ``torchreid.reid.*``; a source install of
+upstream deep-person-reid puts it under ``torchreid.*``. Everything else in this package
+asks this module for torchreid's classes and functions, so a future torchreid layout
+change is a one-file fix.
+
+It also repairs what current torch broke in torchreid: checkpoints hold numpy scalars that
+``torch.load(weights_only=True)`` (the default since torch 2.6) refuses, so we allow-list
+exactly those numpy globals; and ``build_model`` defaults to downloading ImageNet weights,
+so we pass ``pretrained=False`` unless weights are given.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import warnings
+from types import ModuleType
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+
+def _import_torchreid() -> ModuleType:
+    """Return the module that holds torchreid's sub-packages (``data``, ``models``, ...)."""
+    with warnings.catch_warnings():
+        # torchreid warns at import that its Cython ranking is missing; our own evaluator
+        # (torchreid_privacy.evaluation) is the fast path, so the warning is noise here.
+        warnings.filterwarnings("ignore", message="Cython evaluation")
+        top = importlib.import_module("torchreid")
+        try:
+            return importlib.import_module("torchreid.reid")  # PyPI 0.2.5 layout
+        except ModuleNotFoundError:
+            return top  # upstream source layout
+
+
+reid = _import_torchreid()
+LAYOUT = "pypi" if reid.__name__ == "torchreid.reid" else "source"
+TORCHREID_VERSION: str = getattr(importlib.import_module("torchreid"), "__version__", "unknown")
+
+
+def _sub(name: str) -> ModuleType:
+    return importlib.import_module(f"{reid.__name__}.{name}")
+
+
+models = _sub("models")
+data = _sub("data")
+datasets = _sub("data.datasets")
+engine = _sub("engine")
+losses = _sub("losses")
+metrics = _sub("metrics")
+optim = _sub("optim")
+utils = _sub("utils")
+torchtools = _sub("utils.torchtools")
+
+# Re-exported torchreid API (the rest of the package imports these names from here).
+ImageDataset = _sub("data.datasets.dataset").ImageDataset
+ImageDataManager = data.ImageDataManager
+Engine = engine.Engine
+ImageSoftmaxEngine = engine.ImageSoftmaxEngine
+ImageTripletEngine = engine.ImageTripletEngine
+CrossEntropyLoss = losses.CrossEntropyLoss
+TripletLoss = losses.TripletLoss
+build_optimizer = optim.build_optimizer
+build_lr_scheduler = optim.build_lr_scheduler
+compute_distance_matrix = metrics.compute_distance_matrix
+accuracy = metrics.accuracy
+read_image = utils.read_image
+build_transforms = _sub("data.transforms").build_transforms
+RandomIdentitySampler = _sub("data.sampler").RandomIdentitySampler
+MetricMeter = utils.MetricMeter
+save_checkpoint = utils.save_checkpoint
+
+
+def torchreid_evaluate_rank(distmat: np.ndarray, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
+                            use_metric_cuhk03: bool = False):
+    """torchreid's own ranking evaluator (Python loop unless its Cython lib is built).
+
+    Kept as the reference our vectorized evaluator is tested against.
+    """
+    rank = _sub("metrics.rank")
+    return rank.evaluate_rank(
+        distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank,
+        use_metric_cuhk03=use_metric_cuhk03, use_cython=False,
+    )
+
+
+# --------------------------------------------------------------------------- models
+def _model_factory() -> Dict[str, Callable[..., torch.nn.Module]]:
+    # module-level ``__model_factory`` is not name-mangled; vars() reaches it
+    return vars(models)["__model_factory"]
+
+
+def available_models() -> List[str]:
+    return sorted(_model_factory())
+
+
+def register_model(name: str, factory: Callable[..., torch.nn.Module], force: bool = False) -> None:
+    """Add a backbone to torchreid's model factory (idempotent for the same factory)."""
+    table = _model_factory()
+    old = table.get(name)
+    if old is not None and old is not factory and not force:
+        same = (getattr(old, "__module__", None), getattr(old, "__qualname__", None)) == (
+            getattr(factory, "__module__", None), getattr(factory, "__qualname__", None))
+        if not same:
+            raise KeyError(f"model '{name}' already exists in torchreid's model factory")
+    table[name] = factory
+
+
+def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Optional[str] = None,
+                pretrained: bool = False, use_gpu: bool = False) -> torch.nn.Module:
+    """``torchreid.models.build_model`` without the surprise download.
+
+    ``pretrained=True`` asks torchreid to fetch ImageNet weights (network); the default here
+    is random init. ``weights`` loads a local torchreid checkpoint or state dict instead.
+    """
+    if name not in _model_factory():
+        import difflib
+
+        close = difflib.get_close_matches(name, available_models(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise KeyError(f"model.name: unknown torchreid model '{name}'{hint}")
+    model = models.build_model(name=name, num_classes=num_classes, loss=loss,
+                               pretrained=pretrained, use_gpu=use_gpu)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load a (torchreid) checkpoint's state dict into ``model``, matching keys and shapes."""
+    torchtools.load_pretrained_weights(model, path)
+
+
+# --------------------------------------------------------------------------- datasets
+def _image_dataset_table() -> Dict[str, Any]:
+    return vars(datasets)["__image_datasets"]
+
+
+def available_datasets() -> List[str]:
+    return sorted(_image_dataset_table())
+
+
+def register_dataset(name: str, dataset_cls: type, force: bool = False) -> None:
+    """``register_image_dataset`` that tolerates re-registering the same class."""
+    table = _image_dataset_table()
+    old = table.get(name)
+    if old is not None:
+        if old is dataset_cls or force or (old.__module__, old.__qualname__) == (
+                dataset_cls.__module__, dataset_cls.__qualname__):
+            table[name] = dataset_cls
+            return
+        raise KeyError(f"dataset '{name}' already exists in torchreid's dataset registry")
+    datasets.register_image_dataset(name, dataset_cls)
+
+
+def init_image_dataset(name: str, **kwargs: Any):
+    return datasets.init_image_dataset(name, **kwargs)
+
+
+# --------------------------------------------------------------------------- checkpoints
+# numpy globals that torchreid's checkpoints (``rank1`` is a numpy float) pickle
+_NUMPY_SAFE_GLOBALS: List[Any] = [np.dtype, np.ndarray, np.float64, np.float32, np.int64, np.int32]
+
+
+def _numpy_reconstructors() -> List[Any]:
+    found = []
+    for mod, attr in (("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+                      ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")):
+        try:
+            found.append(getattr(importlib.import_module(mod), attr))
+        except (ImportError, AttributeError):
+            continue
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        found += [getattr(dtypes, n) for n in ("Float64DType", "Float32DType", "Int64DType", "Int32DType")
+                  if hasattr(dtypes, n)]
+    return found
+
+
+def install_safe_globals() -> None:
+    """Allow-list the numpy objects torchreid checkpoints contain for ``weights_only`` loads.
+
+    With this, torchreid's own ``load_checkpoint`` / ``resume_from_checkpoint`` work again on
+    torch >= 2.6, and no code-executing pickle is ever accepted.
+    """
+    torch.serialization.add_safe_globals(_NUMPY_SAFE_GLOBALS + _numpy_reconstructors())
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read safely; the message names the file."""
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; refuse anything that would run code."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    install_safe_globals()
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
+    return obj
+
+
+install_safe_globals()

@@ -1,0 +1,128 @@
+"""Name -> component registries (timm/mmengine style).
+
+Adding a component is one file plus one decorator: ``@DESENSITIZERS.register("mosaic")``.
+Names are unique per registry; registering a different object under a taken name is an
+error unless ``force=True``. Re-registering the *same* object (re-import of a module) is a
+no-op, so registration is idempotent.
+"""
+from __future__ import annotations
+
+import difflib
+import logging
+from importlib import metadata
+from typing import Any, Callable, Dict, Iterator, List, Optional, TypeVar
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENTRY_POINT_GROUP = "torchreid_privacy.plugins"
+
+
+class Registry:
+    """A named table of factories (classes or functions)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: Dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: Optional[str] = None, *, force: bool = False) -> Callable[[T], T]:
+        """Decorator: register ``obj`` under ``name`` (default: ``obj.__name__``)."""
+
+        def deco(obj: T) -> T:
+            key = name or obj.__name__  # type: ignore[attr-defined]
+            old = self._items.get(key)
+            if old is not None and not force and not _same_object(old, obj):
+                raise KeyError(
+                    f"{self.kind} '{key}' is already registered by "
+                    f"{old.__module__}.{old.__qualname__}; pass force=True to replace it"
+                )
+            self._items[key] = obj
+            return obj
+
+        return deco
+
+    def get(self, name: str) -> Callable[..., Any]:
+        load_plugins()
+        try:
+            return self._items[name]
+        except KeyError:
+            raise KeyError(self._unknown(name)) from None
+
+    def build(self, spec: Any, *args: Any, **kwargs: Any) -> Any:
+        """Build from a name, a class/function, or pass through an already-built object."""
+        if isinstance(spec, str):
+            return self.get(spec)(*args, **kwargs)
+        if callable(spec) and isinstance(spec, type):
+            return spec(*args, **kwargs)
+        if spec is None:
+            raise ValueError(f"{self.kind}: no component given")
+        return spec
+
+    def _unknown(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names(), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        return f"unknown {self.kind} '{name}' (registered: {', '.join(self.names())}){hint}"
+
+    def names(self) -> List[str]:
+        load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        load_plugins()
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    """True when ``b`` is ``a`` or the same definition re-created by a module reload."""
+    if a is b:
+        return True
+    return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (
+        getattr(b, "__module__", None),
+        getattr(b, "__qualname__", None),
+    )
+
+
+DESENSITIZERS = Registry("desensitizer")
+ANONYMIZERS = Registry("anonymizer")
+DISCRIMINATORS = Registry("discriminator")
+LOSSES = Registry("loss")
+ENGINES = Registry("engine")
+
+ALL_REGISTRIES = {
+    "desensitizers": DESENSITIZERS,
+    "anonymizers": ANONYMIZERS,
+    "discriminators": DISCRIMINATORS,
+    "losses": LOSSES,
+    "engines": ENGINES,
+}
+
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the built-in plugins and every entry point of group ``torchreid_privacy.plugins``.
+
+    A third-party package declares ``entry_points={"torchreid_privacy.plugins": ["x = pkg.mod"]}``;
+    importing ``pkg.mod`` runs its ``@REGISTRY.register`` decorators. A broken plugin is
+    logged and skipped so it cannot take the built-ins down with it.
+    """
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import torchreid_privacy.plugins  # noqa: F401  (built-ins register on import)
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a third-party plugin must not break the built-ins
+            log.warning("skipping plugin entry point %s (%s): %s", ep.name, ep.value, exc)
