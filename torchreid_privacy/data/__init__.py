@@ -1,0 +1,26 @@
+"""Data: synthetic Market-1501, identity-disjoint validation split, torchreid datasets.
+
+Importing this package registers ``synthetic_market`` and the ``<base>_val`` datasets in
+torchreid's dataset registry.
+"""
+from torchreid_privacy.data.datasets import SyntheticMarket, ValSplitDataset, register_val_split
+from torchreid_privacy.data.split import split_identities, split_items, write_split
+from torchreid_privacy.data.synthetic import (
+    SyntheticSpec,
+    ensure_synthetic_market,
+    make_synthetic_market,
+    read_manifest,
+)
+
+__all__ = [
+    "SyntheticMarket",
+    "SyntheticSpec",
+    "ValSplitDataset",
+    "ensure_synthetic_market",
+    "make_synthetic_market",
+    "read_manifest",
+    "register_val_split",
+    "split_identities",
+    "split_items",
+    "write_split",
+]

@@ -1,0 +1,427 @@
+"""The privacy engine: joint training of G, G_R, C, D1, D2 and the supervision upgrade.
+
+A torchreid ``Engine`` subclass: every net is registered with its optimizer and scheduler
+(``register_model``), so torchreid's ``save_model``/``set_model_mode``/``update_lr`` work on
+all of them, and ``forward_backward(data)`` returns a dict of floats like torchreid's
+softmax/triplet engines.
+
+Example::
+
+    from torchreid_privacy import bridge
+    from torchreid_privacy.config import load_config
+    from torchreid_privacy.builder import build_privacy_engine
+
+    cfg = load_config("configs/quickstart.yaml", ["privacy.mode", "progressive"])
+    engine = build_privacy_engine(cfg)          # datamanager, C, G, G_R, D1, D2, optimizers
+    results = engine.run_privacy(save_dir="log/quickstart", max_epoch=cfg.train.max_epoch)
+    results["test"]["rank"]["O->P"]["R1"]
+
+Modes: ``baseline`` trains C on O and M (no generator; P := M at test time), ``joint``
+trains all five nets, ``progressive`` adds the supervision upgrade: every ``val_period``
+epochs, if on the validation split PSNR(O,P) < PSNR(O,M) + eps_psnr and SSIM(O,P) <
+SSIM(O,M) + eps_ssim (M: the conventional desensitizer) and O->P rank-1 beats the best so
+far and ``r1_floor``, a frozen copy of G becomes the supervision: M = G_snapshot(O).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from torchreid_privacy import bridge, checkpoint
+from torchreid_privacy.config import Config, to_dict
+from torchreid_privacy.desensitize import desensitize
+from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_settings
+from torchreid_privacy.images import denormalize, from_gan, normalize, save_grid, to_gan
+from torchreid_privacy.registry import ENGINES, LOSSES
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("O->O", "O->P", "P->O", "P->P")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN/Inf; the message names the term and the step."""
+
+
+def _requires_grad(nets: List[torch.nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+@ENGINES.register("privacy")
+class PrivacyEngine(bridge.Engine):
+    """Joint anonymization + identity-invariant ReID training (see module docstring).
+
+    Args:
+        datamanager: torchreid ``ImageDataManager`` whose train loader yields O batches
+            (identity sampler) and whose ``test_loader`` holds ``val_target`` and test targets.
+        model: the ReID backbone C (built with ``loss='triplet'``: returns logits, features).
+        optimizer, scheduler: C's optimizer and scheduler.
+        privacy: the ``privacy`` config section.
+        nets: ``generator``, ``decoder``, ``disc_op`` (D1), ``disc_pr`` (D2) modules
+            (omitted in baseline mode) with their ``optims``/``scheds`` dicts.
+        reid_loss: a ``ReIDLoss`` (label-smoothed CE + triplet + center) with its own
+            ``center_optimizer`` (SGD, lr ``privacy.center_lr``).
+        norm_mean, norm_std: the datamanager's normalization (to get O in [0,1]).
+        val_target: name of the validation target in ``datamanager.test_loader`` (or None).
+    """
+
+    def __init__(self, datamanager, model: torch.nn.Module, optimizer, scheduler, privacy: Config,
+                 reid_loss: torch.nn.Module, center_optimizer, norm_mean, norm_std,
+                 nets: Optional[Dict[str, torch.nn.Module]] = None,
+                 optims: Optional[Dict[str, Any]] = None, scheds: Optional[Dict[str, Any]] = None,
+                 val_target: Optional[str] = None, test_targets: Optional[List[str]] = None,
+                 use_gpu: bool = False, config: Optional[Config] = None) -> None:
+        super().__init__(datamanager, use_gpu=use_gpu)
+        self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.p = privacy
+        self.mode = privacy.mode
+        self.config = config
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.register_model("model", model, optimizer, scheduler)
+        self.reid_loss = reid_loss
+        self.center_optimizer = center_optimizer
+        self.register_model("center", reid_loss, center_optimizer,
+                            torch.optim.lr_scheduler.ConstantLR(center_optimizer, factor=1.0, total_iters=0))
+        nets, optims, scheds = nets or {}, optims or {}, scheds or {}
+        if self.mode != "baseline":
+            for name in ("generator", "decoder", "disc_op", "disc_pr"):
+                if name not in nets:
+                    raise ValueError(f"privacy.mode={self.mode} needs the '{name}' network")
+                self.register_model(name, nets[name], optims[name], scheds[name])
+            self.gan_loss = LOSSES.get("gan")(mode=privacy.gan_mode)
+        self.nets = nets
+        self.mean = torch.tensor(norm_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(norm_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
+        self.desensitizer = privacy.desensitizer.name
+        self.desensitizer_params = dict(privacy.desensitizer.params)
+        self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
+        self.val_target = val_target
+        self.test_targets = test_targets or [t for t in datamanager.test_loader if t != val_target]
+        self.best_score = -math.inf
+        self.best_upgrade_r1 = -math.inf
+        self.best_state: Optional[Dict[str, Any]] = None
+        self.upgrades: List[Dict[str, Any]] = []
+        self.history: List[Dict[str, Any]] = []
+        self.global_step = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _to01(self, x: torch.Tensor) -> torch.Tensor:
+        return denormalize(x, self.mean, self.std)
+
+    def _norm(self, x01: torch.Tensor) -> torch.Tensor:
+        return normalize(x01, self.mean, self.std)
+
+    def conventional(self, o01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """M from the conventional desensitizer (mosaic/blur/noise) on [0,1] images."""
+        params = dict(self.desensitizer_params)
+        if self.desensitizer == "noise" and generator is not None:
+            params["generator"] = generator
+        return desensitize(o01, self.desensitizer, **params)
+
+    @torch.no_grad()
+    def supervision(self, o01: torch.Tensor) -> torch.Tensor:
+        """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
+        if self.supervisor is not None:
+            return from_gan(self.supervisor(to_gan(o01)))
+        return self.conventional(o01)
+
+    def _check(self, terms: Dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(
+                    f"loss term '{name}' is {value.item()} at epoch {self.epoch + 1}, "
+                    f"step {self.global_step}; stopping (last good checkpoint kept)")
+
+    def _reid(self, x: torch.Tensor, pids: torch.Tensor, n_views: int) -> Dict[str, torch.Tensor]:
+        """ReID loss of C on ``n_views`` stacked views of the batch (O then M or P)."""
+        out = self.model(x)
+        logits, feats = out if isinstance(out, (tuple, list)) else (out, out)
+        b = pids.shape[0]
+        terms: Dict[str, torch.Tensor] = {}
+        for i, tag in enumerate(["o", "p"][:n_views]):
+            sl = slice(i * b, (i + 1) * b)
+            total, parts = self.reid_loss(logits[sl], feats[sl], pids)
+            terms[f"reid_{tag}"] = total
+            for k, v in parts.items():
+                terms[f"{k}_{tag}"] = v.detach()
+        return terms
+
+    # ------------------------------------------------------------------ training step
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        imgs, pids = self.parse_data_for_train(data)
+        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
+        o01 = self._to01(imgs)
+        m01 = self.supervision(o01)
+        w = self.p.weights
+        self.global_step += 1
+        if self.mode == "baseline":
+            terms = self._reid(torch.cat([imgs, self._norm(m01)]), pids, 2)
+            loss = w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"]
+            self._check({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]})
+            self._step(loss, ["model"])
+            return {k: float(v) for k, v in terms.items()}
+
+        G, GR = self.nets["generator"], self.nets["decoder"]
+        D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
+        o, m = to_gan(o01), to_gan(m01)
+        p = G(o)
+        r = GR(p)
+
+        # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
+        _requires_grad([D1, D2], True)
+        pd, rd = p.detach(), r.detach()
+        d_terms = {
+            "d_op": self.gan_loss(D1(o, m), True) + self.gan_loss(D1(o, pd), False),
+            "d_pr": self.gan_loss(D2(pd, o), True) + self.gan_loss(D2(pd, rd), False),
+        }
+        self._check(d_terms)
+        self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False)
+
+        # G / G_R / C step
+        _requires_grad([D1, D2], False)
+        terms = {
+            "gan": self.gan_loss(D1(o, p), True) + self.gan_loss(D2(p, r), True),
+            "rec_p": F.l1_loss(p, m),
+            "rec_r": F.l1_loss(r, o),
+        }
+        terms.update(self._reid(torch.cat([imgs, self._norm(from_gan(p))]), pids, 2))
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p")}
+        self._check(main)
+        loss = sum(getattr(w, k) * v for k, v in main.items())
+        self._step(loss, ["model", "generator", "decoder"])
+        _requires_grad([D1, D2], True)
+        out = {k: float(v) for k, v in terms.items()}
+        out.update({k: float(v) for k, v in d_terms.items()})
+        return out
+
+    def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
+        optims = [self._optims[n] for n in names]
+        if center:
+            optims.append(self.center_optimizer)
+        for opt in optims:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if center and self.p.weights.center > 0:
+            # centers learn at their own rate (lr center_lr), independent of the loss weight
+            for param in self.reid_loss.center_parameters():
+                if param.grad is not None:
+                    param.grad.mul_(1.0 / self.p.weights.center)
+        for opt in optims:
+            opt.step()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def anonymize(self, o01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """P in [0,1]: G(O), or M in baseline mode."""
+        if self.mode == "baseline":
+            return self.conventional(o01, generator)
+        return from_gan(self.nets["generator"](to_gan(o01)))
+
+    @torch.no_grad()
+    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "eval") -> Dict[str, Any]:
+        """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
+        self.set_model_mode("eval")
+        gen = torch.Generator(device=self.device).manual_seed(self.p.eval_seed)
+        acc = {k: ImageMetricAccumulator() for k in ("O-M", "O-P", "O-R")}
+        feats: Dict[str, Dict[str, torch.Tensor]] = {}
+        ids: Dict[str, Dict[str, torch.Tensor]] = {}
+        grid = None
+        loaders = self.test_loader[target]
+        for split in ("query", "gallery"):
+            fo, fp, pids, camids = [], [], [], []
+            for data in tqdm(loaders[split], desc=f"{desc} {target}/{split}", leave=False,
+                             disable=None, dynamic_ncols=True):
+                imgs, pid, camid = self.parse_data_for_eval(data)
+                imgs = imgs.to(self.device)
+                o01 = self._to01(imgs)
+                m01 = self.conventional(o01, gen)
+                p01 = m01 if self.mode == "baseline" else self.anonymize(o01)
+                acc["O-M"].update(o01, m01)
+                acc["O-P"].update(o01, p01)
+                r01 = None
+                if self.mode != "baseline":
+                    r01 = from_gan(self.nets["decoder"](to_gan(p01)))
+                    acc["O-R"].update(o01, r01)
+                fo.append(self._features(imgs))
+                fp.append(self._features(self._norm(p01)))
+                pids.append(torch.as_tensor(pid))
+                camids.append(torch.as_tensor(camid))
+                if grid is None and grid_path:
+                    cols = [o01, m01, p01] + ([r01] if r01 is not None else [])
+                    grid = [c[: self.p.grid_images] for c in cols]
+            feats[split] = {"O": torch.cat(fo), "P": torch.cat(fp)}
+            ids[split] = {"pids": torch.cat(pids), "camids": torch.cat(camids)}
+        if grid is not None:
+            save_grid(grid_path, grid)
+        rank = evaluate_settings(
+            {"query": feats["query"], "gallery": feats["gallery"]},
+            ids["query"]["pids"], ids["query"]["camids"], ids["gallery"]["pids"], ids["gallery"]["camids"])
+        image = {k: v.result() for k, v in acc.items() if v.count}
+        self.set_model_mode("train")
+        if self.supervisor is not None:
+            self.supervisor.eval()
+        return {"rank": rank, "image": image}
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if isinstance(out, (tuple, list)):
+            out = out[-1]
+        return out.float().cpu()
+
+    # ------------------------------------------------------------------ validation + upgrade
+    def gates(self, val: Dict[str, Any]) -> Dict[str, bool]:
+        """The three upgrade conditions on a validation result."""
+        om, op = val["image"]["O-M"], val["image"]["O-P"]
+        r1 = val["rank"]["O->P"]["R1"]
+        return {
+            "psnr": op["psnr"] < om["psnr"] + self.p.eps_psnr,
+            "ssim": op["ssim"] < om["ssim"] + self.p.eps_ssim,
+            "rank1": r1 > max(self.best_upgrade_r1, self.p.r1_floor),
+        }
+
+    def maybe_upgrade(self, val: Dict[str, Any]) -> bool:
+        """Progressive mode: snapshot G as the new supervision when every gate holds."""
+        if self.mode != "progressive":
+            return False
+        gates = self.gates(val)
+        if not all(gates.values()):
+            return False
+        r1 = val["rank"]["O->P"]["R1"]
+        self.best_upgrade_r1 = r1
+        snap = copy.deepcopy(self.nets["generator"]).eval()
+        _requires_grad([snap], False)
+        self.supervisor = snap
+        event = {"epoch": self.epoch + 1, "val_r1_op": r1,
+                 "psnr_op": val["image"]["O-P"]["psnr"], "ssim_op": val["image"]["O-P"]["ssim"]}
+        self.upgrades.append(event)
+        if self.writer is not None:
+            self.writer.add_scalar("Upgrade/val_r1_op", r1, self.epoch + 1)
+            self.writer.add_scalar("Upgrade/count", len(self.upgrades), self.epoch + 1)
+        log.info("supervision upgraded at epoch %d (val O->P rank-1 %.3f)", self.epoch + 1, r1)
+        return True
+
+    @staticmethod
+    def selection_score(val: Dict[str, Any]) -> float:
+        """Model selection on the validation split: mean rank-1 over the four settings."""
+        return sum(val["rank"][s]["R1"] for s in SETTINGS) / len(SETTINGS)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> Dict[str, Any]:
+        return {
+            "format": "torchreid-privacy/1",
+            "mode": self.mode,
+            "epoch": self.epoch + 1,
+            "models": {n: m.state_dict() for n, m in self._models.items()},
+            "optims": {n: o.state_dict() for n, o in self._optims.items()},
+            "scheds": {n: s.state_dict() for n, s in self._scheds.items() if s is not None},
+            "supervisor": None if self.supervisor is None else self.supervisor.state_dict(),
+            "best_score": self.best_score,
+            "best_upgrade_r1": self.best_upgrade_r1,
+            "upgrades": self.upgrades,
+            "history": self.history,
+            "num_classes": self.datamanager.num_train_pids,
+            "config": to_dict(self.config) if self.config is not None else None,
+            "rng": checkpoint.rng_state(),
+            "global_step": self.global_step,
+        }
+
+    def load_state(self, ckpt: Dict[str, Any], resume: bool = True) -> None:
+        for name, net in self._models.items():
+            if name not in ckpt["models"]:
+                raise bridge.CheckpointError(f"checkpoint lacks network '{name}'")
+            checkpoint.load_state(net, ckpt["models"][name], name)
+        if ckpt.get("supervisor") is not None:
+            snap = copy.deepcopy(self.nets["generator"]).eval()
+            snap.load_state_dict(ckpt["supervisor"])
+            _requires_grad([snap], False)
+            self.supervisor = snap
+        if not resume:
+            return
+        for name, opt in self._optims.items():
+            opt.load_state_dict(ckpt["optims"][name])
+        for name, sched in self._scheds.items():
+            if sched is not None and name in ckpt["scheds"]:
+                sched.load_state_dict(ckpt["scheds"][name])
+        self.best_score = ckpt["best_score"]
+        self.best_upgrade_r1 = ckpt["best_upgrade_r1"]
+        self.upgrades = list(ckpt["upgrades"])
+        self.history = list(ckpt["history"])
+        self.global_step = ckpt.get("global_step", 0)
+        checkpoint.set_rng_state(ckpt.get("rng"))
+
+    # ------------------------------------------------------------------ the loop
+    def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
+                    resume: Optional[str] = None, eval_test: bool = True) -> Dict[str, Any]:
+        """Train, validate/upgrade every ``val_period`` epochs, select on val, test once.
+
+        Returns (and writes to ``save_dir/results.json``) ``{"mode", "test": {target: ...},
+        "val": last validation, "upgrades": [...], "history": [...]}``.
+        """
+        from torch.utils.tensorboard import SummaryWriter
+
+        os.makedirs(save_dir, exist_ok=True)
+        ckpt_dir = os.path.join(save_dir, checkpoint.CKPT_DIR)
+        if resume:
+            ck = checkpoint.load(resume)
+            self.load_state(ck, resume=True)
+            start_epoch = ck["epoch"]
+        if self.writer is None:
+            self.writer = SummaryWriter(log_dir=save_dir)
+        self.max_epoch = max_epoch
+        t0 = time.time()
+        val = None
+        bar = tqdm(range(start_epoch, max_epoch), desc=f"train [{self.mode}]", disable=None, dynamic_ncols=True)
+        for self.epoch in bar:
+            self.train(print_freq=print_freq)
+            last = self.epoch + 1 == max_epoch
+            if self.val_target and ((self.epoch + 1) % self.p.val_period == 0 or last):
+                val = self.evaluate(self.val_target, os.path.join(save_dir, "grids", f"val-epoch{self.epoch + 1:03d}.png"),
+                                    desc="val")
+                self._log_eval("Val", val)
+                upgraded = self.maybe_upgrade(val)
+                score = self.selection_score(val)
+                self.history.append({"epoch": self.epoch + 1, "score": score, "upgraded": upgraded,
+                                     "val_r1": {s: val["rank"][s]["R1"] for s in SETTINGS}})
+                bar.set_postfix(val_r1_op=f"{val['rank']['O->P']['R1']:.2f}", upgrades=len(self.upgrades))
+                if score > self.best_score:
+                    self.best_score = score
+                    self.best_state = copy.deepcopy(self.state())
+                    checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
+            checkpoint.save_atomic(self.state(), os.path.join(ckpt_dir, checkpoint.LAST))
+        if self.best_state is not None:
+            self.load_state(self.best_state, resume=False)
+        results: Dict[str, Any] = {"mode": self.mode, "val": val, "upgrades": self.upgrades,
+                                   "history": self.history, "train_seconds": round(time.time() - t0, 1)}
+        if eval_test:
+            results["test"] = {}
+            for target in self.test_targets:
+                res = self.evaluate(target, os.path.join(save_dir, "grids", f"test-{target}.png"), desc="test")
+                self._log_eval(f"Test/{target}", res)
+                results["test"][target] = res
+        with open(os.path.join(save_dir, "results.json.tmp"), "w") as f:
+            json.dump(results, f, indent=2, default=float)
+        os.replace(os.path.join(save_dir, "results.json.tmp"), os.path.join(save_dir, "results.json"))
+        self.writer.flush()
+        return results
+
+    def _log_eval(self, prefix: str, res: Dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        step = self.epoch + 1
+        for setting, r in res["rank"].items():
+            self.writer.add_scalar(f"{prefix}/rank1/{setting}", r["R1"], step)
+            self.writer.add_scalar(f"{prefix}/mAP/{setting}", r["mAP"], step)
+        for pair, m in res["image"].items():
+            self.writer.add_scalar(f"{prefix}/psnr/{pair}", m["psnr"], step)
+            self.writer.add_scalar(f"{prefix}/ssim/{pair}", m["ssim"], step)

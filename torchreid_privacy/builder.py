@@ -1,0 +1,160 @@
+"""Config -> torchreid datamanager, backbone, optimizers, schedulers, engine.
+
+``privacy.enabled: false`` builds exactly what torchreid's ``scripts/main.py`` builds
+(softmax or triplet engine by ``loss.name``); ``true`` builds the privacy engine with the
+validation split as the first test target.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Dict, List, Tuple
+
+import numpy as np
+import torch
+
+from torchreid_privacy import bridge
+from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwargs, optimizer_kwargs,
+                                      use_gpu)
+from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
+    """torchreid's scheduler (``train.lr_scheduler``), after a linear warm-up when privacy is on."""
+    base = bridge.build_lr_scheduler(optimizer, **lr_scheduler_kwargs(cfg))
+    p = cfg.privacy
+    if not p.enabled or p.warmup_epochs <= 0:
+        return base
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=p.warmup_factor, end_factor=1.0,
+                                             total_iters=p.warmup_epochs)
+    return torch.optim.lr_scheduler.ChainedScheduler([warm, base])
+
+
+def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
+    """The datamanager, the validation target name (or None) and the test target names."""
+    from torchreid_privacy.data.datasets import register_val_split
+
+    kwargs = imagedata_kwargs(cfg)
+    val_target = None
+    targets = list(cfg.data.targets)
+    if cfg.privacy.enabled and cfg.privacy.val_ratio > 0:
+        # train on the train identities of the split; validate on the held-out identities
+        val_sources = [register_val_split(s, val_ratio=cfg.privacy.val_ratio, seed=cfg.privacy.seed)
+                       for s in cfg.data.sources]
+        val_target = val_sources[0]
+        kwargs["sources"] = val_sources
+        kwargs["targets"] = [val_target] + [t for t in targets if t != val_target]
+    dm = bridge.ImageDataManager(**kwargs)
+    return dm, val_target, targets
+
+
+def build_reid_model(cfg: Config, num_classes: int, loss: str) -> torch.nn.Module:
+    return bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
+                              weights=cfg.model.load_weights or None, pretrained=cfg.model.pretrained,
+                              use_gpu=use_gpu(cfg))
+
+
+def _adam(params, cfg: Config) -> torch.optim.Optimizer:
+    p = cfg.privacy
+    return torch.optim.Adam(params, lr=p.lr, betas=tuple(p.gen_betas), weight_decay=cfg.train.weight_decay)
+
+
+def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
+    """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2."""
+    p = cfg.privacy
+    nets = {
+        "generator": ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs),
+        "decoder": ANONYMIZERS.get(p.decoder.name)(ngf=p.decoder.ngf, num_downs=p.decoder.num_downs),
+    }
+    for name in ("disc_op", "disc_pr"):
+        nets[name] = DISCRIMINATORS.get(p.discriminator.name)(ndf=p.discriminator.ndf,
+                                                              n_layers=p.discriminator.n_layers)
+    return nets
+
+
+def build_privacy_engine(cfg: Config):
+    """Everything the privacy engine needs, from one config."""
+    seed_everything(cfg.privacy.seed)
+    gpu = use_gpu(cfg)
+    device = torch.device("cuda" if gpu else "cpu")
+    dm, val_target, targets = build_datamanager(cfg)
+    model = build_reid_model(cfg, dm.num_train_pids, loss="triplet").to(device)
+    optimizer = bridge.build_optimizer(model, **optimizer_kwargs(cfg))
+    scheduler = build_scheduler(optimizer, cfg)
+    feat_dim = _feature_dim(model, cfg, device)
+    p = cfg.privacy
+    reid_loss = LOSSES.get("reid")(num_classes=dm.num_train_pids, feat_dim=feat_dim, margin=p.triplet.margin,
+                                   weight_center=p.weights.center, weighted_triplet=p.triplet.weighted,
+                                   label_smooth=p.label_smooth).to(device)
+    center_opt = torch.optim.SGD(reid_loss.parameters(), lr=p.center_lr)
+    nets, optims, scheds = {}, {}, {}
+    if p.mode != "baseline":
+        nets = {k: v.to(device) for k, v in build_privacy_nets(cfg).items()}
+        for name, net in nets.items():
+            optims[name] = _adam(net.parameters(), cfg)
+            scheds[name] = build_scheduler(optims[name], cfg)
+    engine_cls = ENGINES.get("privacy")
+    return engine_cls(dm, model, optimizer, scheduler, p, reid_loss, center_opt,
+                      norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std, nets=nets, optims=optims,
+                      scheds=scheds, val_target=val_target, test_targets=targets, use_gpu=gpu, config=cfg)
+
+
+@torch.no_grad()
+def _feature_dim(model: torch.nn.Module, cfg: Config, device: torch.device) -> int:
+    """Embedding size of a torchreid backbone (eval mode returns features)."""
+    was_training = model.training
+    model.eval()
+    out = model(torch.zeros(2, 3, cfg.data.height, cfg.data.width, device=device))
+    model.train(was_training)
+    if isinstance(out, (tuple, list)):
+        out = out[-1]
+    return int(out.shape[1])
+
+
+def build_torchreid_engine(cfg: Config):
+    """torchreid's own engine, exactly as its ``scripts/main.py`` builds it."""
+    seed_everything(cfg.train.seed)
+    dm = bridge.ImageDataManager(**imagedata_kwargs(cfg))
+    model = build_reid_model(cfg, dm.num_train_pids, loss=cfg.loss.name)
+    gpu = use_gpu(cfg)
+    if gpu:
+        model = model.cuda()
+    optimizer = bridge.build_optimizer(model, **optimizer_kwargs(cfg))
+    scheduler = build_scheduler(optimizer, cfg)
+    if cfg.model.resume:
+        cfg.train.start_epoch = bridge.torchtools.resume_from_checkpoint(cfg.model.resume, model, optimizer=optimizer,
+                                                                         scheduler=scheduler)
+    if cfg.loss.name == "softmax":
+        return bridge.ImageSoftmaxEngine(dm, model, optimizer=optimizer, scheduler=scheduler, use_gpu=gpu,
+                                         label_smooth=cfg.loss.softmax.label_smooth)
+    return bridge.ImageTripletEngine(dm, model, optimizer=optimizer, margin=cfg.loss.triplet.margin,
+                                     weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,
+                                     scheduler=scheduler, use_gpu=gpu, label_smooth=cfg.loss.softmax.label_smooth)
+
+
+def nets_from_checkpoint(path: str, names: Tuple[str, ...], device: str = "cpu") -> Tuple[Config, Dict[str, torch.nn.Module]]:
+    """Rebuild the named privacy nets (``generator``, ``decoder``, ...) from a ``train`` checkpoint."""
+    from torchreid_privacy import checkpoint
+    from torchreid_privacy.config import load_config
+
+    ckpt = checkpoint.load(path, need=names)
+    if not ckpt.get("config"):
+        raise bridge.CheckpointError(f"{path}: checkpoint carries no config; cannot rebuild its networks")
+    cfg = load_config(base=ckpt["config"])
+    built = build_privacy_nets(cfg)
+    nets = {}
+    for name in names:
+        net = built[name]
+        checkpoint.load_state(net, ckpt["models"][name], f"{path} [{name}]")
+        nets[name] = net.to(device).eval()
+    return cfg, nets

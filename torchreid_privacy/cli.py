@@ -1,0 +1,229 @@
+"""``torchreid-privacy`` command line: train | test | anonymize | recover | demo | list | config |
+make-data | split.
+
+Every failure a user can cause (bad config key or type, missing file, unreadable checkpoint,
+bad parameter) ends in one line ``torchreid-privacy: error: ...`` naming the culprit and a
+non-zero exit; ``TORCHREID_PRIVACY_DEBUG=1`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import List, Optional
+
+PROG = "torchreid-privacy"
+
+
+def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--config-file", required=required, help="torchreid YAML config (with an optional privacy: section)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="'key value' overrides, e.g. train.max_epoch 5")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train (privacy engine if privacy.enabled, else torchreid's engine)")
+    p.add_argument("--resume", help="checkpoint file or run directory to resume from")
+    _add_config_args(p, required=True)
+
+    p = sub.add_parser("test", help="evaluate a trained checkpoint on its test targets")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    p.add_argument("--output", help="write results.json and grids here (default: a test/ folder beside it)")
+    _add_config_args(p)
+
+    for name, helptext in (("anonymize", "apply the encoder G to a folder (O -> P)"),
+                           ("recover", "apply the recovery decoder G_R to a folder (P -> R)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--input", required=True, help="folder of images (never written to)")
+        p.add_argument("--output", required=True, help="output folder (same file names; existing files kept)")
+        p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+        p.add_argument("--batch-size", type=int, default=32)
+        p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+
+    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive, print the table")
+    p.add_argument("--output", default="demo-output", help="run folder (default: demo-output)")
+    p.add_argument("--data-root", help="where the synthetic dataset lives (default: OUTPUT/data)")
+    p.add_argument("--modes", default="baseline,joint,progressive")
+    _add_config_args(p)
+
+    sub.add_parser("list", help="print every registered component by kind")
+
+    p = sub.add_parser("config", help="print the merged config as YAML")
+    _add_config_args(p)
+
+    p = sub.add_parser("make-data", help="write the synthetic Market-1501-layout dataset")
+    p.add_argument("--root", required=True)
+    p.add_argument("--ids", type=int, default=None, help="number of identities (default: the generator's)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("split", help="identity-disjoint train/val split of a torchreid dataset's train set")
+    p.add_argument("--dataset", required=True, help="torchreid dataset name, e.g. market1501")
+    p.add_argument("--root", required=True)
+    p.add_argument("--output", required=True, help="JSON file to write (never overwritten)")
+    p.add_argument("--val-ratio", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=1)
+    return ap
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # pragma: no cover - torch import problems surface elsewhere
+        return False
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from torchreid_privacy.builder import build_privacy_engine, build_torchreid_engine
+    from torchreid_privacy.config import engine_run_kwargs, load_config
+
+    cfg = load_config(args.config_file, args.opts)
+    if cfg.privacy.enabled:
+        engine = build_privacy_engine(cfg)
+        results = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
+                                     start_epoch=cfg.train.start_epoch, print_freq=cfg.train.print_freq,
+                                     resume=args.resume)
+        _print_results({cfg.privacy.mode: results})
+        return 0
+    if args.resume:
+        cfg.model.resume = args.resume
+    engine = build_torchreid_engine(cfg)
+    engine.run(**engine_run_kwargs(cfg))
+    return 0
+
+
+def _print_results(by_mode: dict) -> None:
+    from torchreid_privacy.report import format_table, summarize
+
+    rows = {}
+    for mode, res in by_mode.items():
+        for target, r in (res.get("test") or {}).items():
+            rows[mode if len(res["test"]) == 1 else f"{mode}/{target}"] = summarize(r)
+    if rows:
+        print(format_table(rows))
+
+
+def _cmd_test(args: argparse.Namespace) -> int:
+    from torchreid_privacy import checkpoint
+    from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.config import load_config
+
+    path = checkpoint.resolve(args.checkpoint)
+    ckpt = checkpoint.load(path)
+    cfg = load_config(args.config_file, args.opts, base=ckpt.get("config") if not args.config_file else None)
+    engine = build_privacy_engine(cfg)
+    engine.load_state(ckpt, resume=False)
+    out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "test")
+    results = {"mode": cfg.privacy.mode, "checkpoint": path, "test": {}}
+    for target in engine.test_targets:
+        results["test"][target] = engine.evaluate(target, os.path.join(out, f"grid-{target}.png"), desc="test")
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2, default=float)
+    _print_results({cfg.privacy.mode: results})
+    print(f"results: {os.path.join(out, 'results.json')}")
+    return 0
+
+
+def _cmd_folder(args: argparse.Namespace, which: str) -> int:
+    from torchreid_privacy.builder import nets_from_checkpoint
+    from torchreid_privacy.folder import check_folders, process_folder
+    from torchreid_privacy.images import from_gan, to_gan
+
+    check_folders(args.input, args.output)  # fail before loading anything
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
+    cfg, nets = nets_from_checkpoint(args.checkpoint, (which,), device=args.device)
+    net = nets[which]
+    report = process_folder(args.input, args.output, lambda x: from_gan(net(to_gan(x))),
+                            height=cfg.data.height, width=cfg.data.width, batch_size=args.batch_size,
+                            device=args.device, desc="anonymize" if which == "generator" else "recover")
+    print(report.line())
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from torchreid_privacy import bridge
+    from torchreid_privacy.registry import ALL_REGISTRIES
+
+    for kind, reg in ALL_REGISTRIES.items():
+        print(f"{kind}: {', '.join(reg.names())}")
+    print(f"torchreid models: {', '.join(bridge.available_models())}")
+    print(f"torchreid datasets: {', '.join(bridge.available_datasets())}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from torchreid_privacy.config import dump_yaml, load_config
+
+    print(dump_yaml(load_config(args.config_file, args.opts)), end="")
+    return 0
+
+
+def _cmd_make_data(args: argparse.Namespace) -> int:
+    from torchreid_privacy.data.synthetic import make_synthetic_market
+
+    kwargs = {"seed": args.seed}
+    if args.ids is not None:
+        kwargs["num_ids"] = args.ids
+    path = make_synthetic_market(args.root, **kwargs)
+    print(f"synthetic Market-1501 layout at {path}")
+    return 0
+
+
+def _cmd_split(args: argparse.Namespace) -> int:
+    from torchreid_privacy.data.split import write_split
+
+    summary = write_split(args.dataset, args.root, args.output, val_ratio=args.val_ratio, seed=args.seed)
+    print(summary if isinstance(summary, str) else f"split written to {args.output}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from torchreid_privacy.demo import run_demo
+
+    run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
+             config_file=args.config_file, overrides=args.opts)
+    return 0
+
+
+COMMANDS = {
+    "train": _cmd_train,
+    "test": _cmd_test,
+    "anonymize": lambda a: _cmd_folder(a, "generator"),
+    "recover": lambda a: _cmd_folder(a, "decoder"),
+    "demo": _cmd_demo,
+    "list": _cmd_list,
+    "config": _cmd_config,
+    "make-data": _cmd_make_data,
+    "split": _cmd_split,
+}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if os.environ.get("TORCHREID_PRIVACY_DEBUG"):
+        return COMMANDS[args.command](args)
+    from torchreid_privacy.bridge import CheckpointError
+    from torchreid_privacy.config import ConfigError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError, FileExistsError,
+            FloatingPointError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

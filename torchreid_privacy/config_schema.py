@@ -1,0 +1,135 @@
+"""Default configuration: torchreid's ``scripts/default_config.py`` schema plus ``privacy:``.
+
+The torchreid part mirrors upstream key for key and default for default, so any torchreid
+YAML loads unchanged. The ``privacy`` defaults are the paper's (DESIGN.md §1).
+Keys listed in ``OPEN_KEYS`` hold free-form mappings (e.g. a desensitizer's parameters).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+TORCHREID_DEFAULTS: Dict[str, Any] = {
+    "model": {"name": "resnet50", "pretrained": True, "load_weights": "", "resume": ""},
+    "data": {
+        "type": "image",
+        "root": "reid-data",
+        "sources": ["market1501"],
+        "targets": ["market1501"],
+        "workers": 4,
+        "split_id": 0,
+        "height": 256,
+        "width": 128,
+        "combineall": False,
+        "transforms": ["random_flip"],
+        "k_tfm": 1,
+        "norm_mean": [0.485, 0.456, 0.406],
+        "norm_std": [0.229, 0.224, 0.225],
+        "save_dir": "log",
+        "load_train_targets": False,
+    },
+    "market1501": {"use_500k_distractors": False},
+    "cuhk03": {"labeled_images": False, "classic_split": False, "use_metric_cuhk03": False},
+    "sampler": {
+        "train_sampler": "RandomSampler",
+        "train_sampler_t": "RandomSampler",
+        "num_instances": 4,
+        "num_cams": 1,
+        "num_datasets": 1,
+    },
+    "video": {"seq_len": 15, "sample_method": "evenly", "pooling_method": "avg"},
+    "train": {
+        "optim": "adam",
+        "lr": 0.0003,
+        "weight_decay": 5e-4,
+        "max_epoch": 60,
+        "start_epoch": 0,
+        "batch_size": 32,
+        "fixbase_epoch": 0,
+        "open_layers": ["classifier"],
+        "staged_lr": False,
+        "new_layers": ["classifier"],
+        "base_lr_mult": 0.1,
+        "lr_scheduler": "single_step",
+        "stepsize": [20],
+        "gamma": 0.1,
+        "print_freq": 20,
+        "seed": 1,
+    },
+    "sgd": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
+    "rmsprop": {"alpha": 0.99},
+    "adam": {"beta1": 0.9, "beta2": 0.999},
+    "loss": {
+        "name": "softmax",
+        "softmax": {"label_smooth": True},
+        "triplet": {"margin": 0.3, "weight_t": 1.0, "weight_x": 0.0},
+    },
+    "test": {
+        "batch_size": 100,
+        "dist_metric": "euclidean",
+        "normalize_feature": False,
+        "ranks": [1, 5, 10, 20],
+        "evaluate": False,
+        "eval_freq": -1,
+        "start_eval": 0,
+        "rerank": False,
+        "visrank": False,
+        "visrank_topk": 10,
+    },
+    # set by torchreid's scripts/main.py from torch.cuda.is_available(); a key here so YAML may pin it
+    "use_gpu": True,
+}
+
+PRIVACY_DEFAULTS: Dict[str, Any] = {
+    "enabled": False,
+    "mode": "progressive",  # baseline | joint | progressive
+    # params default to the desensitizer's own (paper) defaults: mosaic 24, blur 12, noise 0.5
+    "desensitizer": {"name": "mosaic", "params": {}},
+    "generator": {"name": "unet_128", "ngf": 64, "num_downs": None},
+    "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None},
+    "discriminator": {"name": "basic", "ndf": 64, "n_layers": 3},
+    "gan_mode": "vanilla",  # vanilla | lsgan
+    "weights": {"gan": 1.0, "rec_p": 100.0, "rec_r": 100.0, "reid_o": 1.0, "reid_p": 1.0,
+                "center": 0.0005},
+    "triplet": {"margin": 0.3, "weighted": False},
+    "label_smooth": True,
+    "lr": 3.5e-4,
+    "gen_betas": [0.5, 0.999],
+    "center_lr": 0.5,
+    "warmup_epochs": 10,
+    "warmup_factor": 0.01,
+    "eps_psnr": 1.0,
+    "eps_ssim": 0.05,
+    "r1_floor": 0.75,
+    "val_period": 5,
+    "val_ratio": 0.2,
+    "kernels": "auto",  # auto | triton | torch
+    "seed": 1,
+    "grid_images": 8,
+    "eval_seed": 0,
+}
+
+PRIVACY_CHOICES: Dict[str, tuple] = {
+    "privacy.mode": ("baseline", "joint", "progressive"),
+    "privacy.gan_mode": ("vanilla", "lsgan"),
+    "privacy.kernels": ("auto", "triton", "torch"),
+    "loss.name": ("softmax", "triplet"),
+    "data.type": ("image", "video"),
+}
+
+# free-form mappings: their inner keys are not checked against the schema
+OPEN_KEYS = {"privacy.desensitizer.params"}
+
+# keys whose default is None: any of these types is accepted
+NULLABLE_TYPES: Dict[str, tuple] = {
+    "privacy.generator.num_downs": (int,),
+    "privacy.decoder.num_downs": (int,),
+}
+
+
+def defaults() -> Dict[str, Any]:
+    """A fresh deep copy of the full default tree."""
+    import copy
+
+    tree = copy.deepcopy(TORCHREID_DEFAULTS)
+    tree["privacy"] = copy.deepcopy(PRIVACY_DEFAULTS)
+    return tree
