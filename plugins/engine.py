@@ -91,8 +91,9 @@ class PrivacyEngine(bridge.Engine):
         self.register_model("model", model, optimizer, scheduler)
         self.reid_loss = reid_loss
         self.center_optimizer = center_optimizer
-        self.register_model("center", reid_loss, center_optimizer,
-                            torch.optim.lr_scheduler.ConstantLR(center_optimizer, factor=1.0, total_iters=0))
+        if center_optimizer is not None:  # centers: own SGD, constant lr (BoT/AGW)
+            self.register_model("center", reid_loss, center_optimizer,
+                                torch.optim.lr_scheduler.ConstantLR(center_optimizer, factor=1.0, total_iters=0))
         nets, optims, scheds = nets or {}, optims or {}, scheds or {}
         if self.mode != "baseline":
             for name in ("generator", "decoder", "disc_op", "disc_pr"):
@@ -170,7 +171,7 @@ class PrivacyEngine(bridge.Engine):
             loss = w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"]
             self._check({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]})
             self._step(loss, ["model"])
-            return {k: float(v) for k, v in terms.items()}
+            return {k: float(v.detach()) for k, v in terms.items()}
 
         G, GR = self.nets["generator"], self.nets["decoder"]
         D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
@@ -201,22 +202,20 @@ class PrivacyEngine(bridge.Engine):
         loss = sum(getattr(w, k) * v for k, v in main.items())
         self._step(loss, ["model", "generator", "decoder"])
         _requires_grad([D1, D2], True)
-        out = {k: float(v) for k, v in terms.items()}
+        out = {k: float(v.detach()) for k, v in terms.items()}
         out.update({k: float(v) for k, v in d_terms.items()})
         return out
 
     def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
         optims = [self._optims[n] for n in names]
+        center = center and self.center_optimizer is not None
         if center:
             optims.append(self.center_optimizer)
         for opt in optims:
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        if center and self.p.weights.center > 0:
-            # centers learn at their own rate (lr center_lr), independent of the loss weight
-            for param in self.reid_loss.center_parameters():
-                if param.grad is not None:
-                    param.grad.mul_(1.0 / self.p.weights.center)
+        if center:  # centers learn at their own rate (lr center_lr), independent of the loss weight
+            self.reid_loss.rescale_center_grad()
         for opt in optims:
             opt.step()
 
@@ -264,9 +263,8 @@ class PrivacyEngine(bridge.Engine):
             ids[split] = {"pids": torch.cat(pids), "camids": torch.cat(camids)}
         if grid is not None:
             save_grid(grid_path, grid)
-        rank = evaluate_settings(
-            {"query": feats["query"], "gallery": feats["gallery"]},
-            ids["query"]["pids"], ids["query"]["camids"], ids["gallery"]["pids"], ids["gallery"]["camids"])
+        rank = evaluate_settings(feats, q_pids=ids["query"]["pids"], g_pids=ids["gallery"]["pids"],
+                                 q_camids=ids["query"]["camids"], g_camids=ids["gallery"]["camids"])
         image = {k: v.result() for k, v in acc.items() if v.count}
         self.set_model_mode("train")
         if self.supervisor is not None:

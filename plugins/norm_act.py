@@ -17,6 +17,14 @@ ACTIVATIONS = ("leaky_relu", "relu", "identity")
 NORMS = ("batch", "instance", "none")
 
 
+def _kernels():
+    """``torchreid_privacy.kernels``, imported on first use: the kernels import the plugins'
+    desensitizers, so a top-level import here would be circular."""
+    import torchreid_privacy.kernels as kernels
+
+    return kernels
+
+
 def _check_act(act: str) -> str:
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
@@ -26,7 +34,8 @@ def _check_act(act: str) -> str:
 def apply_act(x: torch.Tensor, act: str, slope: float, inplace: bool = False) -> torch.Tensor:
     """The activation named ``act`` (the same set ``BatchNormAct2d`` accepts)."""
     if act == "leaky_relu":
-        return F.leaky_relu(x, slope, inplace=inplace)
+        # autograd refuses an in-place LeakyReLU backward with a slope <= 0
+        return F.leaky_relu(x, slope, inplace=inplace and slope > 0)
     if act == "relu":
         return F.relu(x, inplace=inplace)
     return x
@@ -35,7 +44,10 @@ def apply_act(x: torch.Tensor, act: str, slope: float, inplace: bool = False) ->
 class BatchNormAct2d(nn.BatchNorm2d):
     """``act(batch_norm(x))`` with ``act`` in ``leaky_relu`` | ``relu`` | ``identity``.
 
-    Weight-compatible with ``nn.BatchNorm2d`` (no extra parameters or buffers).
+    Weight-compatible with ``nn.BatchNorm2d`` (no extra parameters or buffers). With kernels
+    enabled (``torchreid_privacy.kernels``: mode ``auto`` on CUDA tensors, or ``triton``),
+    ``leaky_relu``/``relu`` run as the fused Triton ``bn_leaky_relu`` (relu = slope 0);
+    otherwise ``F.batch_norm`` then the activation.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
@@ -65,6 +77,12 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         running_mean, running_var, use_batch_stats, factor = self.batch_norm_args()
+        kernels = _kernels()
+        if self.act != "identity" and kernels.use_triton(None, x):
+            # one fused Triton kernel pair instead of batch_norm + activation (kernels/bn_leaky_relu.py)
+            slope = self.slope if self.act == "leaky_relu" else 0.0
+            return kernels.bn_leaky_relu(x, self.weight, self.bias, running_mean, running_var, slope,
+                                         use_batch_stats, factor, self.eps, backend="triton")
         y = F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
                          use_batch_stats, factor, self.eps)
         # in place is safe: batch_norm's backward needs its input, not its output

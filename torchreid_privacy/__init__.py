@@ -10,5 +10,6 @@ from torchreid_privacy.registry import (  # noqa: F401
     ENGINES,
     LOSSES,
 )
+from torchreid_privacy.desensitize import desensitize  # noqa: F401
 
 __version__ = "0.1.0"

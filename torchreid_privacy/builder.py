@@ -16,6 +16,7 @@ import torch
 from torchreid_privacy import bridge
 from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwargs, optimizer_kwargs,
                                       use_gpu)
+from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
 from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,10 @@ def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
     targets = list(cfg.data.targets)
     if cfg.privacy.enabled and cfg.privacy.val_ratio > 0:
         # train on the train identities of the split; validate on the held-out identities
-        val_sources = [register_val_split(s, val_ratio=cfg.privacy.val_ratio, seed=cfg.privacy.seed)
-                       for s in cfg.data.sources]
+        val_sources = []
+        for s in cfg.data.sources:
+            register_val_split(s, val_ratio=cfg.privacy.val_ratio, split_seed=cfg.privacy.seed, force=True)
+            val_sources.append(f"{s}_val")
         val_target = val_sources[0]
         kwargs["sources"] = val_sources
         kwargs["targets"] = [val_target] + [t for t in targets if t != val_target]
@@ -96,7 +99,8 @@ def build_privacy_engine(cfg: Config):
     reid_loss = LOSSES.get("reid")(num_classes=dm.num_train_pids, feat_dim=feat_dim, margin=p.triplet.margin,
                                    weight_center=p.weights.center, weighted_triplet=p.triplet.weighted,
                                    label_smooth=p.label_smooth).to(device)
-    center_opt = torch.optim.SGD(reid_loss.parameters(), lr=p.center_lr)
+    centers = reid_loss.center_parameters()
+    center_opt = torch.optim.SGD(centers, lr=p.center_lr) if centers else None
     nets, optims, scheds = {}, {}, {}
     if p.mode != "baseline":
         nets = {k: v.to(device) for k, v in build_privacy_nets(cfg).items()}

@@ -212,7 +212,8 @@ def load_config(config_file: Optional[str | os.PathLike] = None, overrides: Iter
         try:
             _merge(tree, load_yaml(config_file), valid)
         except ConfigError as exc:
-            raise ConfigError(f"{os.fspath(config_file)}: {exc}") from None
+            where = os.fspath(config_file)
+            raise ConfigError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
     items = list(overrides)
     if len(items) % 2:
         raise ConfigError(f"overrides come in 'key value' pairs; '{items[-1]}' has no value")

@@ -80,19 +80,20 @@ def _rank_block(dist: np.ndarray, qp: np.ndarray, qc: np.ndarray, gp: np.ndarray
     # how far that column moves up once the discarded entries are gone
     starts = _segment_starts(rows, n)
     removed_excl = np.cumsum(removed) - removed
-    kept_rank = cols - (removed_excl - removed_excl[starts[:-1]][rows])
+    kept_rank = cols - (removed_excl - removed_excl[starts[rows]])
     keep = ~removed
     r, k = rows[keep], kept_rank[keep]
     num_rel = np.bincount(r, minlength=n)
     valid = num_rel > 0
     pos_starts = _segment_starts(r, n)
-    hit_index = np.arange(1, len(r) + 1) - pos_starts[:-1][r]  # 1-based index of the hit
+    hit_index = np.arange(1, len(r) + 1) - pos_starts[r]  # 1-based index of the hit
     ap = np.bincount(r, weights=hit_index / (k + 1.0), minlength=n)[valid] / num_rel[valid]
     first = k[pos_starts[:-1][valid]]
     last = k[pos_starts[1:][valid] - 1]
     inp = num_rel[valid] / (last + 1.0)
-    groups = _cuhk03_groups(sorted_pids[valid], match[valid], order[valid], gc, qc[valid]) \
-        if with_groups else None
+    groups = None
+    if with_groups and valid.any():
+        groups = _cuhk03_groups(sorted_pids[valid], match[valid], order[valid], gc, qc[valid])
     return _Block(valid, first, ap, inp, groups)
 
 
@@ -184,6 +185,8 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
     if dist.ndim != 2:
         raise ValueError(f"distmat: expected a 2-D (num_query, num_gallery) matrix, got shape {dist.shape}")
     num_q, num_g = dist.shape
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"distmat: needs at least one query and one gallery sample, got shape {dist.shape}")
     qp, gp, qc, gc = (_to_numpy(a).reshape(-1) for a in (q_pids, g_pids, q_camids, g_camids))
     for name, arr, size in (("q_pids", qp, num_q), ("q_camids", qc, num_q),
                             ("g_pids", gp, num_g), ("g_camids", gc, num_g)):
@@ -214,7 +217,7 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
         firsts.append(res.first_rank)
         aps.append(res.ap)
         inps.append(res.inp)
-        if res.cuhk03 is not None and res.valid.any():
+        if res.cuhk03 is not None:
             cuhk_cmc.append(_cuhk03_cmc(res.cuhk03, max_rank, randint))  # draws stay in query order
     first = np.concatenate(firsts)
     num_valid = len(first)

@@ -85,6 +85,9 @@ def _same_object(a: Any, b: Any) -> bool:
     """True when ``b`` is ``a`` or the same definition re-created by a module reload."""
     if a is b:
         return True
+    qualname = getattr(b, "__qualname__", "") or ""
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        return False  # anonymous or local definitions cannot be told apart by name
     return (getattr(a, "__module__", None), getattr(a, "__qualname__", None)) == (
         getattr(b, "__module__", None),
         getattr(b, "__qualname__", None),

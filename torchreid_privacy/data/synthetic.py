@@ -45,7 +45,7 @@ _PALETTE = np.array([
     (110, 110, 60), (220, 200, 70), (220, 120, 40), (110, 75, 45), (200, 180, 140),
     (110, 60, 130),
 ], dtype=np.float64)
-_PALETTE_P = np.array([9, 7, 5, 6, 7, 6, 3, 4, 2, 3, 2, 2, 2, 4, 3, 2], dtype=np.float64)
+_PALETTE_P = np.array([5, 4, 4, 4, 4, 4, 3, 3, 2, 3, 2, 2, 2, 3, 3, 2], dtype=np.float64)
 _PALETTE_P /= _PALETTE_P.sum()
 _HAIR = np.array([(20, 18, 18), (70, 45, 30), (150, 110, 60), (200, 170, 110), (150, 150, 150)],
                  dtype=np.float64)
@@ -141,7 +141,7 @@ def _make_identity(rng: np.random.Generator) -> _Identity:
     hair = tuple(int(v) for v in np.clip(_HAIR[rng.choice(len(_HAIR), p=_HAIR_P)] + rng.normal(0, 8, 3), 0, 255))
     return _Identity(
         upper=upper, upper2=upper2,
-        pattern=str(rng.choice(["plain", "hstripes", "vstripes", "checks"], p=[0.5, 0.2, 0.1, 0.2])),
+        pattern=str(rng.choice(["plain", "hstripes", "vstripes", "checks"], p=[0.4, 0.25, 0.1, 0.25])),
         period=int(rng.integers(6, 13)), long_sleeves=bool(rng.random() < 0.6),
         lower=lower, lower_kind=str(rng.choice(["trousers", "shorts", "skirt"], p=[0.6, 0.2, 0.2])),
         shoes=shoes, skin=skin, hair=hair, long_hair=bool(rng.random() < 0.3),
@@ -154,11 +154,12 @@ def _make_identity(rng: np.random.Generator) -> _Identity:
 
 
 def _make_camera(rng: np.random.Generator) -> _Camera:
-    base = rng.uniform(40, 200, 3)
+    # muted scene colours (grey level plus a little tint), as streets and corridors are
+    base = rng.uniform(60, 190) + rng.normal(0, 18, 3)
     return _Camera(
-        bg=np.stack([base, np.clip(base + rng.normal(0, 40, 3), 0, 255)]),
-        floor=rng.uniform(50, 180, 3), floor_y=float(rng.uniform(0.7, 0.9)),
-        gain=np.exp(rng.normal(0, 0.15, 3)), blur=float(rng.choice([0.0, 0.0, 0.5, 0.9])),
+        bg=np.clip(np.stack([base, base + rng.normal(0, 30) + rng.normal(0, 10, 3)]), 0, 255),
+        floor=np.clip(rng.uniform(60, 170) + rng.normal(0, 12, 3), 0, 255), floor_y=float(rng.uniform(0.7, 0.9)),
+        gain=np.exp(rng.normal(0, 0.08, 3)), blur=float(rng.choice([0.0, 0.0, 0.5, 0.9])),
         quality=int(rng.integers(70, 96)),
     )
 
@@ -169,7 +170,7 @@ def _background(cam: _Camera, rng: np.random.Generator) -> Image.Image:
     h, w = HEIGHT * _SS, WIDTH * _SS
     grid = np.linspace(0, 1, 8)[:, None, None]
     # mostly brightness texture with a little chroma, like shaded walls and pavements
-    texture = rng.normal(0, 22, (8, 4, 1)) + rng.normal(0, 8, (8, 4, 3))
+    texture = rng.normal(0, 18, (8, 4, 1)) + rng.normal(0, 5, (8, 4, 3))
     coarse = cam.bg[0] * (1 - grid) + cam.bg[1] * grid + texture
     img = np.asarray(Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize(
         (w, h), Image.BICUBIC), dtype=np.float64)
@@ -180,7 +181,7 @@ def _background(cam: _Camera, rng: np.random.Generator) -> Image.Image:
     for _ in range(int(rng.integers(0, 4))):  # clutter: poles, signs, shop fronts
         x0, y0 = rng.uniform(0, w), rng.uniform(0, h)
         bw, bh = rng.uniform(4, 40), rng.uniform(10, 120)
-        draw.rectangle([x0, y0, x0 + bw, y0 + bh], fill=tuple(int(v) for v in rng.uniform(20, 235, 3)))
+        draw.rectangle([x0, y0, x0 + bw, y0 + bh], fill=tuple(int(v) for v in np.clip(rng.uniform(30, 220) + rng.normal(0, 20, 3), 0, 255)))
     return out
 
 
@@ -292,7 +293,7 @@ def _finish(img: Image.Image, cam: _Camera, rng: np.random.Generator) -> bytes:
     if cam.blur > 0:
         img = img.filter(ImageFilter.GaussianBlur(cam.blur))
     arr = np.asarray(img, dtype=np.float64)
-    gain = cam.gain * np.exp(rng.normal(0, 0.05, 3)) * rng.uniform(0.75, 1.25)
+    gain = cam.gain * np.exp(rng.normal(0, 0.03, 3)) * rng.uniform(0.85, 1.15)
     arr = arr * gain + rng.normal(0, 4.0, arr.shape)
     out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     buf = io.BytesIO()

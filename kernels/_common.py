@@ -1,0 +1,104 @@
+"""Helpers shared by the op files: argument checks, per-channel constants, launch sizes."""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from torchreid_privacy.desensitize import _channel_stats
+
+from .dispatch import INTERPRET, tl, triton
+
+Stats = Union[Sequence[float], Tensor]
+
+INT32_LIMIT = 2 ** 31 - 1
+# One program's worth of elements: big in the interpreter (each program costs Python
+# overhead), GPU-sized otherwise.
+ELEMENTWISE_BLOCK = 1 << 16 if INTERPRET else 1024
+
+
+def check_images(x: object, arg: str = "x") -> Tensor:
+    """An (N, C, H, W) floating tensor, else ``ValueError`` naming ``arg``."""
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{arg} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{arg} must be an (N, C, H, W) batch, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{arg} must be a floating tensor, got dtype {x.dtype}")
+    return x
+
+
+def check_number(value: object, arg: str, least: float, integral: bool = False) -> None:
+    """``value`` is a number >= ``least`` (an int when ``integral``), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{arg} must be a number, got {value!r}")
+    if integral and not isinstance(value, int):
+        raise ValueError(f"{arg} must be an integer, got {value!r}")
+    if not value >= least:
+        raise ValueError(f"{arg} must be >= {least}, got {value!r}")
+
+
+def channel_constants(mean: Stats, std: Stats, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(mean, std, 1/std, -mean/std)`` as contiguous float32 (C,) vectors on ``x``'s device.
+
+    Built exactly like ``torchreid_privacy.desensitize.desensitize_normalized`` builds them,
+    so the fused kernels use the reference's constants bit for bit (for float32 batches).
+    """
+    mean_t, std_t = _channel_stats(mean, std, x)
+    channels = x.shape[1]
+    mean_t = mean_t.float().reshape(-1).expand(channels).contiguous()
+    std_t = std_t.float().reshape(-1).expand(channels).contiguous()
+    return mean_t, std_t, std_t.reciprocal(), -mean_t / std_t
+
+
+def needs_int64(*tensors: Optional[Tensor]) -> bool:
+    """Whether some element offset of these tensors overflows int32 index arithmetic."""
+    for t in tensors:
+        if t is None or t.numel() == 0:
+            continue
+        span = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()))
+        if max(span, t.numel()) > INT32_LIMIT:
+            return True
+    return False
+
+
+def memory_order(x: Tensor) -> Tuple[int, ...]:
+    """``x``'s dimensions from outermost to innermost in memory (ties keep logical order).
+
+    Elementwise kernels walk elements in this order, so NCHW and channels-last tensors are
+    both read and written contiguously.
+    """
+    return tuple(sorted(range(x.dim()), key=lambda d: (-abs(x.stride(d)), d)))
+
+
+def permuted(values: Sequence[int], order: Sequence[int]) -> Tuple[int, ...]:
+    return tuple(values[d] for d in order)
+
+
+def elementwise_args(x: Tensor, *others: Tensor) -> Tuple[tuple, int]:
+    """Arguments for :func:`decode`: sizes D1..D3 and the strides of ``x`` and each of ``others``,
+    all in ``x``'s memory order, plus the channel dimension's slot in that order."""
+    order = memory_order(x)
+    sizes = permuted(x.shape, order)
+    return sizes[1:] + sum((permuted(t.stride(), order) for t in (x,) + others), ()), order.index(1)
+
+
+@triton.jit
+def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, CPOS: tl.constexpr):
+    """Element ``offs`` of a tensor walked in memory order -> offsets into two tensors + channel."""
+    i3 = offs % D3
+    rest = offs // D3
+    i2 = rest % D2
+    rest = rest // D2
+    i1 = rest % D1
+    i0 = rest // D1
+    if CPOS == 0:
+        c = i0
+    elif CPOS == 1:
+        c = i1
+    elif CPOS == 2:
+        c = i2
+    else:
+        c = i3
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3, i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3, c

@@ -1,0 +1,126 @@
+"""Additive Gaussian noise, clipped to [0, 1], with the normal draws made inside the kernel.
+
+The torch reference (``plugins/desensitizers.noise``) materialises the noise tensor, then
+scales, adds and clamps it (four passes). The kernel draws N(0, 1) with Triton's Philox
+(``tl.randn(seed, offset)``) keyed by the element's logical NCHW index, so a ``seed`` gives
+the same noise whatever the block size, strides or launch grid; it reads the batch once and
+writes the result once. Triton's and torch's generators differ, so the two backends give
+statistically identical, not bit-identical, noise. With ``NORMALIZED`` it is the noise branch
+of ``desensitize_normalized``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from torchreid_privacy.registry import DESENSITIZERS
+
+from ._common import ELEMENTWISE_BLOCK, check_images, check_number, needs_int64
+from .dispatch import launch_options, tl, triton, use_triton
+
+SEED_LIMIT = 2 ** 63
+
+
+@triton.jit(do_not_specialize=["seed"])
+def _noise_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
+                  numel, C, H, W, sxn, sxc, sxh, sxw, sigma, seed,
+                  NORMALIZED: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    if INT64:
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    w = offs % W
+    rest = offs // W
+    h = rest % H
+    rest = rest // H
+    c = rest % C
+    n = rest // C
+    v = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask, other=0.0).to(tl.float32)
+    if NORMALIZED:
+        std = tl.load(std_ptr + c, mask=mask, other=1.0)
+        v = tl.minimum(tl.maximum(v * std + tl.load(mean_ptr + c, mask=mask, other=0.0), 0.0), 1.0)
+    noisy = tl.minimum(tl.maximum(tl.randn(seed, offs) * sigma + v, 0.0), 1.0)
+    if NORMALIZED:
+        noisy = noisy * tl.load(inv_std_ptr + c, mask=mask, other=1.0) + tl.load(shift_ptr + c, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, noisy, mask=mask)
+
+
+def draw_seed(generator: Optional[torch.Generator] = None) -> int:
+    """A seed from ``generator`` (or torch's default one), so ``torch.manual_seed`` governs it.
+
+    A CUDA generator costs one small device-to-host copy.
+    """
+    device = generator.device if generator is not None else "cpu"
+    return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=device).item())
+
+
+def noise_launch(x: Tensor, sigma: float, seed: int,
+                 consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> Tensor:
+    """Launch the kernel; ``consts`` = ``(mean, std, 1/std, -mean/std)`` selects the normalized form."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return out
+    normalized = consts is not None
+    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
+    grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
+    _noise_kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(),
+                        float(sigma), int(seed), NORMALIZED=normalized, INT64=needs_int64(x, out),
+                        BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
+    return out
+
+
+def check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
+def add_noise_torch(x: Tensor, sigma: float = 0.5, seed: Optional[int] = None) -> Tensor:
+    """The reference: the registered ``noise`` desensitizer, its generator seeded by ``seed``."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    return DESENSITIZERS.get("noise")(x, sigma=sigma, generator=generator)
+
+
+def add_noise(x: Tensor, sigma: float = 0.5, seed: Optional[int] = None, *,
+              backend: Optional[str] = None) -> Tensor:
+    """``clip(x + N(0, sigma), 0, 1)`` of an (N, C, H, W) batch of [0, 1] images.
+
+    The same ``seed`` and backend give the same noise; ``seed=None`` draws one from torch's
+    default generator. Not differentiable.
+    """
+    check_images(x)
+    check_number(sigma, "sigma", 0.0)
+    if seed is not None:
+        check_seed(seed)
+    if use_triton(backend, x):
+        return noise_launch(x, float(sigma), draw_seed() if seed is None else seed)
+    return add_noise_torch(x, float(sigma), seed)
+
+
+def compare(reference: Tensor, result: Tensor, x: Tensor, sigma: float = 0.5, **_: object) -> None:
+    """Statistical check for the generic tests (the two generators differ): where no clipping
+    happened the noise must be N(0, sigma) and uncorrelated with x; clipped values sit at 0 or 1."""
+    for out in (reference, result):
+        if out.shape != x.shape or float(out.min()) < 0.0 or float(out.max()) > 1.0:
+            raise AssertionError(f"noisy images must keep shape {tuple(x.shape)} and lie in [0, 1]")
+        inside = (out > 0) & (out < 1)
+        noise = (out.double() - x.double())[inside]
+        # the unclipped part of a clipped Gaussian: loose bounds that still catch a wrong sigma
+        if noise.numel() < 0.25 * x.numel():
+            raise AssertionError(f"only {noise.numel()} of {x.numel()} values escaped clipping")
+        if abs(float(noise.mean())) > 0.15 * sigma or not 0.5 * sigma < float(noise.std()) < 1.1 * sigma:
+            raise AssertionError(f"noise mean {float(noise.mean()):.4f} / std {float(noise.std()):.4f} "
+                                 f"do not fit N(0, {sigma})")
+
+
+def example(device: torch.device, dtype: torch.dtype, shape: Tuple[int, ...]):
+    """Inputs for the generic kernel tests: ``(args, kwargs)``."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(shape, generator=gen).to(device=device, dtype=dtype)
+    return (x,), {"sigma": 0.1, "seed": 1234}

@@ -1,0 +1,85 @@
+"""Mosaic: every ``block`` x ``block`` cell filled with its top-left pixel, in one gather pass.
+
+The torch reference (``plugins/desensitizers.mosaic``) builds the output from broadcast
+views in two copies; the kernel reads each output pixel's cell corner straight from the
+input (the corners of a row of cells sit in cache) and writes the output once. The same
+kernel, with ``NORMALIZED``, is the mosaic branch of ``desensitize_normalized``: it
+de-normalizes and clamps the corner, then re-normalizes, so a normalized training batch is
+read once and M written once.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from torchreid_privacy.registry import DESENSITIZERS
+
+from ._common import ELEMENTWISE_BLOCK, check_images, check_number, needs_int64
+from .dispatch import launch_options, tl, triton, use_triton
+
+
+@triton.jit
+def _mosaic_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
+                   numel, C, H, W, sxn, sxc, sxh, sxw,
+                   CELL: tl.constexpr, NORMALIZED: tl.constexpr, INT64: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    if INT64:
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    w = offs % W
+    rest = offs // W
+    h = rest % H
+    rest = rest // H
+    c = rest % C
+    n = rest // C
+    src = n * sxn + c * sxc + (h // CELL * CELL) * sxh + (w // CELL * CELL) * sxw
+    v = tl.load(x_ptr + src, mask=mask, other=0.0)
+    if NORMALIZED:
+        mean = tl.load(mean_ptr + c, mask=mask, other=0.0)
+        std = tl.load(std_ptr + c, mask=mask, other=1.0)
+        raw = tl.minimum(tl.maximum(v.to(tl.float32) * std + mean, 0.0), 1.0)
+        v = raw * tl.load(inv_std_ptr + c, mask=mask, other=1.0) + tl.load(shift_ptr + c, mask=mask, other=0.0)
+    tl.store(out_ptr + offs, v, mask=mask)
+
+
+def mosaic_launch(x: Tensor, block: int, consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> Tensor:
+    """Launch the kernel; ``consts`` = ``(mean, std, 1/std, -mean/std)`` selects the normalized form."""
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return out
+    normalized = consts is not None
+    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
+    grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
+    _mosaic_kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(),
+                         CELL=int(block), NORMALIZED=normalized, INT64=needs_int64(x, out),
+                         BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
+    return out
+
+
+def mosaic_torch(x: Tensor, block: int = 24) -> Tensor:
+    """The reference: the registered ``mosaic`` desensitizer."""
+    return DESENSITIZERS.get("mosaic")(x, block=block)
+
+
+def mosaic(x: Tensor, block: int = 24, *, backend: Optional[str] = None) -> Tensor:
+    """Mosaic an (N, C, H, W) batch of [0, 1] images with ``block`` x ``block`` cells.
+
+    Not differentiable (the result is a training target); any strides accepted.
+    """
+    check_images(x)
+    check_number(block, "block", 1, integral=True)
+    if use_triton(backend, x):
+        return mosaic_launch(x, block)
+    return mosaic_torch(x, block)
+
+
+def example(device: torch.device, dtype: torch.dtype, shape: Tuple[int, ...]):
+    """Inputs for the generic kernel tests: ``(args, kwargs)``."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(shape, generator=gen).to(device=device, dtype=dtype)
+    return (x,), {"block": 8}

@@ -1,0 +1,59 @@
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before any Triton kernel is defined (see tests/kernels)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Tests use tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core box.
+torch.set_num_threads(1)
+
+TINY = [
+    "data.height", "64", "data.width", "32", "data.workers", "0",
+    "train.batch_size", "16", "train.max_epoch", "2", "train.print_freq", "1000",
+    "test.batch_size", "64", "use_gpu", "false",
+    "privacy.enabled", "true", "privacy.generator.ngf", "8", "privacy.decoder.ngf", "8",
+    "privacy.discriminator.ndf", "8", "privacy.val_period", "1", "privacy.warmup_epochs", "0",
+]
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> str:
+    """A small synthetic Market-1501 set shared by the integration tests."""
+    from torchreid_privacy.data.synthetic import make_synthetic_market
+
+    root = tmp_path_factory.mktemp("reid-data")
+    make_synthetic_market(root, num_ids=24, train_images_per_id=8, gallery_per_id=4, num_junk=6)
+    return str(root)
+
+
+@pytest.fixture
+def tiny_cfg(tiny_root, tmp_path):
+    """Factory: the quickstart config shrunk for tests, plus overrides."""
+    from torchreid_privacy.config import load_config
+    from torchreid_privacy.demo import QUICKSTART, packaged_config
+
+    def make(*overrides: str):
+        return load_config(packaged_config(QUICKSTART),
+                           ["data.root", tiny_root, "data.save_dir", str(tmp_path / "run"), *TINY, *overrides])
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_root, tmp_path_factory) -> str:
+    """A joint-mode run directory (2 short epochs) for the CLI tests."""
+    from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.config import load_config
+    from torchreid_privacy.demo import QUICKSTART, packaged_config
+
+    run = tmp_path_factory.mktemp("run")
+    cfg = load_config(packaged_config(QUICKSTART),
+                      ["data.root", tiny_root, "data.save_dir", str(run), *TINY, "privacy.mode", "joint"])
+    build_privacy_engine(cfg).run_privacy(save_dir=str(run), max_epoch=cfg.train.max_epoch)
+    return str(run)
