@@ -16,7 +16,7 @@ from .dispatch import (  # noqa: F401
     set_kernel_mode,
     use_triton,
 )
-from .ops import OPS, KernelOp, bench_shape  # noqa: F401  (imports every op module)
+from .ops import OPS, KernelOp  # noqa: F401  (imports every op module)
 from .add_noise import add_noise  # noqa: F401
 from .batch_hard_triplet import BatchHardTriplet, batch_hard_triplet  # noqa: F401
 from .bn_leaky_relu import bn_leaky_relu  # noqa: F401
@@ -28,7 +28,7 @@ from .tanh_denormalize import TanhDenormalize, tanh_denormalize  # noqa: F401
 
 __all__ = [
     "OPS", "KernelOp", "MODES", "BACKENDS", "ENV_VAR", "HAS_TRITON", "INTERPRET", "set_kernel_mode",
-    "get_kernel_mode", "resolve_backend", "use_triton", "bench_shape",
+    "get_kernel_mode", "resolve_backend", "use_triton",
     "mosaic", "gaussian_blur", "add_noise", "desensitize_normalized", "bn_leaky_relu", "tanh_denormalize",
     "ssim_psnr", "batch_hard_triplet", "TanhDenormalize", "BatchHardTriplet",
 ]

@@ -45,10 +45,11 @@ def channel_constants(mean: Stats, std: Stats, x: Tensor) -> Tuple[Tensor, Tenso
     Built exactly like ``torchreid_privacy.desensitize.desensitize_normalized`` builds them,
     so the fused kernels use the reference's constants bit for bit (for float32 batches).
     """
-    mean_t, std_t = _channel_stats(mean, std, x)
     channels = x.shape[1]
-    mean_t = mean_t.float().reshape(-1).expand(channels).contiguous()
-    std_t = std_t.float().reshape(-1).expand(channels).contiguous()
+    # float32 constants whatever x's dtype (the kernels compute in float32)
+    mean_t, std_t = _channel_stats(mean, std, x.new_empty((1, channels, 1, 1), dtype=torch.float32))
+    mean_t = mean_t.reshape(-1).expand(channels).contiguous()
+    std_t = std_t.reshape(-1).expand(channels).contiguous()
     return mean_t, std_t, std_t.reciprocal(), -mean_t / std_t
 
 
@@ -76,29 +77,41 @@ def permuted(values: Sequence[int], order: Sequence[int]) -> Tuple[int, ...]:
     return tuple(values[d] for d in order)
 
 
-def elementwise_args(x: Tensor, *others: Tensor) -> Tuple[tuple, int]:
+def elementwise_args(x: Tensor, *others: Tensor) -> Tuple[tuple, int, bool]:
     """Arguments for :func:`decode`: sizes D1..D3 and the strides of ``x`` and each of ``others``,
-    all in ``x``'s memory order, plus the channel dimension's slot in that order."""
+    all in ``x``'s memory order, then ``x``'s channel stride and channel count; plus the channel
+    dimension's slot in that order and whether every tensor is dense with ``x``'s strides (then
+    an element's offset is its index: no division but the channel's)."""
     order = memory_order(x)
     sizes = permuted(x.shape, order)
-    return sizes[1:] + sum((permuted(t.stride(), order) for t in (x,) + others), ()), order.index(1)
+    strides = sum((permuted(t.stride(), order) for t in (x,) + others), ())
+    dense = (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)) and all(
+        t.stride() == x.stride() for t in others)
+    return sizes[1:] + strides + (x.stride(1), x.shape[1]), order.index(1), dense
 
 
 @triton.jit
-def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, CPOS: tl.constexpr):
+def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, cs, C, CPOS: tl.constexpr, DENSE: tl.constexpr):
     """Element ``offs`` of a tensor walked in memory order -> offsets into two tensors + channel."""
-    i3 = offs % D3
-    rest = offs // D3
-    i2 = rest % D2
-    rest = rest // D2
-    i1 = rest % D1
-    i0 = rest // D1
-    if CPOS == 0:
-        c = i0
-    elif CPOS == 1:
-        c = i1
-    elif CPOS == 2:
-        c = i2
+    if DENSE:
+        x_off = offs
+        y_off = offs
+        c = (offs // cs) % C
     else:
-        c = i3
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3, i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3, c
+        i3 = offs % D3
+        rest = offs // D3
+        i2 = rest % D2
+        rest = rest // D2
+        i1 = rest % D1
+        i0 = rest // D1
+        if CPOS == 0:
+            c = i0
+        elif CPOS == 1:
+            c = i1
+        elif CPOS == 2:
+            c = i2
+        else:
+            c = i3
+        x_off = i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+        y_off = i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3
+    return x_off, y_off, c

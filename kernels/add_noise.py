@@ -26,20 +26,24 @@ SEED_LIMIT = 2 ** 63
 @triton.jit(do_not_specialize=["seed"])
 def _noise_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
                   numel, C, H, W, sxn, sxc, sxh, sxw, sigma, seed,
-                  NORMALIZED: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+                  NORMALIZED: tl.constexpr, DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INT64:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     else:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    w = offs % W
-    rest = offs // W
-    h = rest % H
-    rest = rest // H
-    c = rest % C
-    n = rest // C
-    v = tl.load(x_ptr + n * sxn + c * sxc + h * sxh + w * sxw, mask=mask, other=0.0).to(tl.float32)
+    if DENSE:  # contiguous input: the element's index is its offset
+        src = offs
+        c = (offs // (H * W)) % C
+    else:
+        w = offs % W
+        rest = offs // W
+        h = rest % H
+        rest = rest // H
+        c = rest % C
+        src = (rest // C) * sxn + c * sxc + h * sxh + w * sxw
+    v = tl.load(x_ptr + src, mask=mask, other=0.0).to(tl.float32)
     if NORMALIZED:
         std = tl.load(std_ptr + c, mask=mask, other=1.0)
         v = tl.minimum(tl.maximum(v * std + tl.load(mean_ptr + c, mask=mask, other=0.0), 0.0), 1.0)
@@ -68,7 +72,8 @@ def noise_launch(x: Tensor, sigma: float, seed: int,
     mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
     grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
     _noise_kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(),
-                        float(sigma), int(seed), NORMALIZED=normalized, INT64=needs_int64(x, out),
+                        float(sigma), int(seed), NORMALIZED=normalized, DENSE=x.is_contiguous(),
+                        INT64=needs_int64(x, out),
                         BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
     return out
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from ._common import check_number
 from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
 
-_MAX_ROWS = 128 if INTERPRET else 32  # anchors (and columns) per tile
+_MAX_ROWS = 128 if INTERPRET else 16  # anchors (and columns) per tile
 _MAX_DIM = 512 if INTERPRET else 64  # feature dimensions per dot
 _CLAMP = 1e-12  # torchreid clamps squared distances here before the sqrt
 

@@ -4,9 +4,9 @@ torch runs batch norm and the activation as separate kernels (stats, normalize, 
 in backward activation-grad, reductions, input-grad) and keeps the normalized tensor for
 the activation's backward. Here:
 
-* forward: a stats kernel (per-tile mean and M2, combined by Chan's formula in a per-channel
-  finalize kernel that also updates the running stats like ``nn.BatchNorm2d``), then one
-  elementwise kernel ``leaky((x - mean) * w * invstd + b)``;
+* forward: a stats kernel (per-tile mean and M2 of x shifted by its first value, combined by
+  Chan et al.'s formula in a per-channel finalize kernel that also updates the running stats
+  like ``nn.BatchNorm2d``), then one elementwise kernel ``leaky((x - mean) * w * invstd + b)``;
 * backward: one reduction kernel for ``sum(dz)`` and ``sum(dz * xhat)`` (``dz`` recomputed
   from x: nothing but x and two per-channel vectors is saved), then one elementwise kernel
   for ``dx``.
@@ -26,6 +26,7 @@ from ._common import ELEMENTWISE_BLOCK, decode, elementwise_args, needs_int64
 from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
 
 _REDUCE_TILE = 1 << 16 if INTERPRET else 4096  # elements per program of the reductions
+_MAX_PARTS_BLOCK = 1024  # tiles' partial statistics combined per step of the finalize loop
 
 
 @triton.jit
@@ -44,18 +45,21 @@ def _stats_kernel(x_ptr, mean_part_ptr, m2_part_ptr, P, C, HW, W, sn, sc, sh, sw
                   BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     pb = tl.program_id(0)
     offs, mask, c = _tile(pb, tl.program_id(1), P, C, HW, W, sn, sc, sh, sw, BLOCK_P, BLOCK_C)
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    count = tl.minimum(P - pb * BLOCK_P, BLOCK_P).to(tl.float32)
-    mean = tl.sum(x, axis=0) / count
-    centered = tl.where(mask, x - mean[None, :], 0.0)
     c_ok = c < C
+    # statistics of x - x[0, c, 0, 0]: shifted data keep float32 sums small and exact-ish
+    # when |mean| >> std (the combined mean is shift + mean of the shifted data)
+    shift = tl.load(x_ptr + c * sc, mask=c_ok, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32) - shift[None, :]
+    count = tl.minimum(P - pb * BLOCK_P, BLOCK_P).to(tl.float32)
+    mean = tl.sum(tl.where(mask, x, 0.0), axis=0) / count
+    centered = tl.where(mask, x - mean[None, :], 0.0)
     tl.store(mean_part_ptr + pb * C + c, mean, mask=c_ok)
     tl.store(m2_part_ptr + pb * C + c, tl.sum(centered * centered, axis=0), mask=c_ok)
 
 
 @triton.jit
-def _finalize_kernel(mean_part_ptr, m2_part_ptr, weight_ptr, bias_ptr, rmean_ptr, rvar_ptr,
-                     mean_ptr, invstd_ptr, scale_ptr, parts, P, C, momentum, eps,
+def _finalize_kernel(x_ptr, mean_part_ptr, m2_part_ptr, weight_ptr, bias_ptr, rmean_ptr, rvar_ptr,
+                     mean_ptr, invstd_ptr, scale_ptr, parts, P, C, sc, momentum, eps,
                      HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RUNNING: tl.constexpr,
                      BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
     """Per channel: combine the tiles' (count, mean, M2) with Chan et al.'s parallel formula."""
@@ -75,6 +79,7 @@ def _finalize_kernel(mean_part_ptr, m2_part_ptr, weight_ptr, bias_ptr, rmean_ptr
         delta = tl.load(mean_part_ptr + k * C + c, mask=ok, other=0.0) - mean
         acc += tl.where(ok, tl.load(m2_part_ptr + k * C + c, mask=ok, other=0.0) + count * delta * delta, 0.0)
     m2 = tl.sum(acc, axis=0)
+    mean += tl.load(x_ptr + c * sc).to(tl.float32)  # undo the stats kernel's shift
     invstd = 1.0 / tl.sqrt_rn(m2 / total + eps)
     tl.store(mean_ptr + c, mean)
     tl.store(invstd_ptr + c, invstd)
@@ -91,15 +96,16 @@ def _finalize_kernel(mean_part_ptr, m2_part_ptr, weight_ptr, bias_ptr, rmean_ptr
 
 @triton.jit
 def _forward_kernel(x_ptr, y_ptr, mean_ptr, scale_ptr, bias_ptr, numel, D1, D2, D3,
-                    sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, slope,
-                    CPOS: tl.constexpr, HAS_BIAS: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+                    sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, slope,
+                    CPOS: tl.constexpr, DENSE: tl.constexpr, HAS_BIAS: tl.constexpr, INT64: tl.constexpr,
+                    BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INT64:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     else:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, CPOS)
+    x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     z = (x - tl.load(mean_ptr + c, mask=mask, other=0.0)) * tl.load(scale_ptr + c, mask=mask, other=1.0)
     if HAS_BIAS:
@@ -131,8 +137,9 @@ def _grad_sums_kernel(x_ptr, dy_ptr, mean_ptr, invstd_ptr, scale_ptr, bias_ptr, 
 @triton.jit
 def _grad_input_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, bias_ptr,
                        mean_dz_ptr, mean_dzx_ptr, numel, D1, D2, D3, sx0, sx1, sx2, sx3,
-                       sg0, sg1, sg2, sg3, sd0, sd1, sd2, sd3, slope,
-                       CPOS: tl.constexpr, HAS_BIAS: tl.constexpr, BATCH_STATS: tl.constexpr,
+                       sg0, sg1, sg2, sg3, sd0, sd1, sd2, sd3, cs, C, slope,
+                       CPOS: tl.constexpr, DENSE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       BATCH_STATS: tl.constexpr,
                        INT64: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INT64:
@@ -140,8 +147,8 @@ def _grad_input_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, b
     else:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, CPOS)
-    dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, CPOS)
+    x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, cs, C, CPOS, DENSE)
+    dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     dy = tl.load(dy_ptr + dy_off, mask=mask, other=0.0).to(tl.float32)
     centered = x - tl.load(mean_ptr + c, mask=mask, other=0.0)
@@ -152,7 +159,8 @@ def _grad_input_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, b
     dz = tl.where(z > 0, dy, dy * slope)
     if BATCH_STATS:  # the batch mean and variance depend on x too
         xhat = centered * tl.load(invstd_ptr + c, mask=mask, other=1.0)
-        dz = dz - tl.load(mean_dz_ptr + c, mask=mask, other=0.0) - xhat * tl.load(mean_dzx_ptr + c, mask=mask, other=0.0)
+        mean_dzx = tl.load(mean_dzx_ptr + c, mask=mask, other=0.0)
+        dz = dz - tl.load(mean_dz_ptr + c, mask=mask, other=0.0) - xhat * mean_dzx
     tl.store(dx_ptr + dx_off, dz * scale, mask=mask)
 
 
@@ -187,19 +195,20 @@ def _forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], runnin
         invstd, scale = torch.empty_like(mean), torch.empty_like(mean)
         has_running = running_mean is not None and running_var is not None
         _finalize_kernel[(channels,)](
-            mean_part, m2_part, _vec(weight, mean), _vec(bias, mean), _vec(running_mean, mean),
-            _vec(running_var, mean), mean, invstd, scale, parts, positions, channels, float(momentum), float(eps),
+            x, mean_part, m2_part, _vec(weight, mean), _vec(bias, mean), _vec(running_mean, mean),
+            _vec(running_var, mean), mean, invstd, scale, parts, positions, channels, x.stride(1),
+            float(momentum), float(eps),
             HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None, HAS_RUNNING=has_running,
-            BLOCK_P=block_p, BLOCK_K=min(1024, pow2_at_least(parts)), **launch_options(4))
+            BLOCK_P=block_p, BLOCK_K=min(_MAX_PARTS_BLOCK, pow2_at_least(parts)), **launch_options(4))
     else:
         mean = running_mean.float()
         invstd = torch.rsqrt(running_var.float() + eps)
         scale = invstd if weight is None else invstd * weight.float()
     y = torch.empty_like(x)
     if x.numel():
-        args, cpos = elementwise_args(x, y)
+        args, cpos, dense = elementwise_args(x, y)
         _forward_kernel[(triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)](
-            x, y, mean, scale, _vec(bias, mean), x.numel(), *args, float(slope), CPOS=cpos,
+            x, y, mean, scale, _vec(bias, mean), x.numel(), *args, float(slope), CPOS=cpos, DENSE=dense,
             HAS_BIAS=bias is not None, INT64=needs_int64(x, y), BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
     return y, mean, invstd, scale
 
@@ -219,11 +228,11 @@ def _backward(dy: Tensor, x: Tensor, bias: Optional[Tensor], mean: Tensor, invst
         BLOCK_P=block_p, BLOCK_C=block_c, **launch_options(4))
     sum_dz, sum_dzx = dz_part.sum(0), dzx_part.sum(0)
     dx = torch.empty_like(x)
-    args, cpos = elementwise_args(x, dy, dx)
+    args, cpos, dense = elementwise_args(x, dy, dx)
     _grad_input_kernel[(triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)](
         x, dy, dx, mean, invstd, scale, _vec(bias, mean), sum_dz / positions, sum_dzx / positions,
-        x.numel(), *args, float(slope), CPOS=cpos, HAS_BIAS=bias is not None, BATCH_STATS=batch_stats,
-        INT64=needs_int64(x, dy, dx), BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
+        x.numel(), *args, float(slope), CPOS=cpos, DENSE=dense, HAS_BIAS=bias is not None,
+        BATCH_STATS=batch_stats, INT64=needs_int64(x, dy, dx), BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
     return dx, sum_dzx, sum_dz
 
 

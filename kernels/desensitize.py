@@ -9,6 +9,7 @@ op files). Desensitizers without a kernel (registered by third parties) take the
 from __future__ import annotations
 
 import inspect
+from functools import lru_cache
 from typing import Any, Optional, Tuple
 
 import torch
@@ -29,8 +30,11 @@ FUSED = ("mosaic", "blur", "noise")
 
 def _param(name: str, params: dict, key: str) -> Any:
     """``params[key]``, else the registered desensitizer's default (one source of defaults)."""
-    if key in params:
-        return params[key]
+    return params[key] if key in params else _default(name, key)
+
+
+@lru_cache(maxsize=None)
+def _default(name: str, key: str) -> Any:
     return inspect.signature(DESENSITIZERS.get(name)).parameters[key].default
 
 

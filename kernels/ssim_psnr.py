@@ -4,17 +4,20 @@ The reference (``torchreid_privacy.metrics_image``) materialises the filtered pl
 writes s = a + b - 1, d = a - b, s^2, d^2 (SSIM needs only those four; they carry the
 same information as a, b, a^2, b^2, ab, with less float32 cancellation), filters them by
 two depthwise convolutions and combines the maps, about ten full-size passes. The kernel
-takes a tile of the valid SSIM map per program:
+streams down the image instead: a program owns a strip of columns of a chunk of rows (of a
+block of image planes) and, row by row,
 
-* horizontal 11-tap Gaussian: 11 shifted loads of the input rows (they hit cache), the four
-  statistics formed from a and b in registers;
-* vertical 11-tap Gaussian: one ``tl.dot`` per statistic with a banded [TH, TH] matrix of the
-  taps (float32 "ieee" precision: tf32 would cost SSIM its 1e-4 accuracy);
-* the SSIM map, and the squared differences for MSE, summed into one partial per program.
+* filters the new input row horizontally (11 shifted loads, which hit cache; the four
+  statistics are formed from a and b in registers),
+* keeps the last 11 filtered rows in registers (a ring of variables) and filters them
+  vertically into one row of the SSIM map,
+* adds that row's SSIM and the row's squared differences to running sums.
 
-Tiles overlap by the 10-pixel window; each input pixel's squared error is counted by
-exactly one tile. Windows match ``skimage.metrics.structural_similarity(gaussian_weights=True,
-sigma=1.5, use_sample_covariance=False)`` (the map cropped by 5 pixels = valid windows only).
+Each input pixel is read from memory once, nothing but one partial sum per program is
+written, and everything stays exact float32 (no tensor-core rounding). Each input pixel's
+squared error is counted by exactly one program. Windows match
+``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+use_sample_covariance=False)`` (the map cropped by 5 pixels = valid windows only).
 No backward: passing tensors that require grad raises.
 """
 from __future__ import annotations
@@ -29,72 +32,110 @@ from torchreid_privacy import metrics_image
 from ._common import check_number
 from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
 
-_TAPS = 11  # 2 * int(3.5 * 1.5 + 0.5) + 1
-_TILE_H = 128 if INTERPRET else 64  # input rows per program (TILE_H - 10 output rows)
-_TILE_W = 128 if INTERPRET else 32  # output columns per program
+_TAPS = 11  # 2 * int(3.5 * 1.5 + 0.5) + 1: the ring below is written out for 11 rows
+_TILE_W = 128  # output columns per program
+_CHUNK_ROWS = None if INTERPRET else 64  # output rows per program (None: the whole image)
+_PLANES = 16 if INTERPRET else 1  # image planes per program (the interpreter pays per program)
 
 
 @triton.jit
-def _ssim_kernel(a_ptr, b_ptr, taps_ptr, ssim_part_ptr, mse_part_ptr, C, H, W, HV, WV,
+def _stack(s, d, ss, dd, stat):
+    """The four [PB, BW] statistics as one [4, PB, BW] tensor (``stat`` = 0..3 along axis 0)."""
+    return tl.where(stat == 0, s[None, :, :], tl.where(stat == 1, d[None, :, :],
+                                                       tl.where(stat == 2, ss[None, :, :], dd[None, :, :])))
+
+
+@triton.jit
+def _pick(stacked, stat, k: tl.constexpr):
+    return tl.sum(tl.where(stat == k, stacked, 0.0), axis=0)
+
+
+@triton.jit
+def _ssim_kernel(a_ptr, b_ptr, taps_ptr, ssim_part_ptr, mse_part_ptr, planes, C, H, W, HV, WV, chunk_rows,
                  san, sac, sah, saw, sbn, sbc, sbh, sbw, data_range, c1, c2,
-                 TAPS: tl.constexpr, TH: tl.constexpr, BW: tl.constexpr):
+                 PB: tl.constexpr, BW: tl.constexpr):
     tile_w = tl.program_id(0)
-    tile_h = tl.program_id(1)
-    plane = tl.program_id(2)
-    n = plane // C
-    ch = plane % C
-    out_rows = TH - (TAPS - 1)  # valid output rows per tile
-    r0 = tile_h * out_rows
-    c0 = tile_w * BW
-    last_h = r0 + out_rows >= HV
-    last_w = c0 + BW >= WV
-    ti = tl.arange(0, TH)
+    chunk = tl.program_id(1)
+    plane = tl.program_id(2) * PB + tl.arange(0, PB)
+    plane_ok = plane < planes
+    a_plane = a_ptr + ((plane // C).to(tl.int64) * san + (plane % C) * sac)[:, None]
+    b_plane = b_ptr + ((plane // C).to(tl.int64) * sbn + (plane % C) * sbc)[:, None]
     tj = tl.arange(0, BW)
-    rows = r0 + ti
-    row_ok = rows < H
-    a_row = n.to(tl.int64) * san + ch * sac + rows * sah
-    b_row = n.to(tl.int64) * sbn + ch * sbc + rows * sbh
-    # each input pixel's squared error belongs to one tile: its first BW columns / out_rows
-    # rows, and the trailing 10 of the last tile in each direction
-    mse_rows = row_ok & ((ti < out_rows) | last_h)
-    hs = tl.zeros([TH, BW], dtype=tl.float32)
-    hd = tl.zeros([TH, BW], dtype=tl.float32)
-    hss = tl.zeros([TH, BW], dtype=tl.float32)
-    hdd = tl.zeros([TH, BW], dtype=tl.float32)
-    sq_err = tl.zeros([TH, BW], dtype=tl.float32)
-    for j in tl.static_range(TAPS):
-        cols = c0 + tj + j
-        mask = row_ok[:, None] & (cols < W)[None, :]
-        a = tl.load(a_ptr + a_row[:, None] + (cols * saw)[None, :], mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + b_row[:, None] + (cols * sbw)[None, :], mask=mask, other=0.0).to(tl.float32)
-        g = tl.load(taps_ptr + j)
-        s = a + b - data_range
-        d = a - b
-        hs += g * s
-        hd += g * d
-        hss += g * (s * s)
-        hdd += g * (d * d)
-        if j == 0:
-            owned = mask & mse_rows[:, None]
-        else:
-            owned = mask & mse_rows[:, None] & (tj == BW - 1)[None, :] & last_w
-        sq_err += tl.where(owned, d * d, 0.0)
-    # vertical pass: out[i, :] = sum_k g[k - i] h[k, :] as a banded matmul
-    band = ti[None, :] - ti[:, None]
-    in_band = (band >= 0) & (band < TAPS)
-    gv = tl.load(taps_ptr + tl.where(in_band, band, 0), mask=in_band, other=0.0)
-    mu_s = tl.dot(gv, hs, input_precision="ieee")
-    mu_d = tl.dot(gv, hd, input_precision="ieee")
-    var_s = tl.dot(gv, hss, input_precision="ieee") - mu_s * mu_s
-    var_d = tl.dot(gv, hdd, input_precision="ieee") - mu_d * mu_d
-    mu_s2 = (mu_s + data_range) * (mu_s + data_range)
-    mu_d2 = mu_d * mu_d
-    # the factors 1/2 of the four SSIM terms cancel in the ratio (c1, c2 are doubled)
-    ssim = (mu_s2 - mu_d2 + c1) * (var_s - var_d + c2) / ((mu_s2 + mu_d2 + c1) * (var_s + var_d + c2))
-    valid = ((ti < out_rows) & (r0 + ti < HV))[:, None] & ((c0 + tj) < WV)[None, :]
-    part = (plane * tl.num_programs(1) + tile_h) * tl.num_programs(0) + tile_w
-    tl.store(ssim_part_ptr + part, tl.sum(tl.sum(tl.where(valid, ssim, 0.0), axis=1), axis=0))
-    tl.store(mse_part_ptr + part, tl.sum(tl.sum(sq_err, axis=1), axis=0))
+    c0 = tile_w * BW
+    a_cols = ((c0 + tj) * saw)[None, :]
+    b_cols = ((c0 + tj) * sbw)[None, :]
+    col_out_ok = plane_ok[:, None] & (c0 + tj < WV)[None, :]
+    # the last strip also owns the 10 columns right of its last window start (squared errors)
+    right_edge = ((tj == BW - 1) & (c0 + BW >= WV))[None, :]
+    r_start = chunk * chunk_rows
+    r_stop = tl.minimum(r_start + chunk_rows + 10, H)
+    # squared errors of rows [r_start, r_start + chunk_rows); the last chunk also takes the rest
+    own_stop = tl.where(r_start + chunk_rows >= HV, H, r_start + chunk_rows)
+    stat = tl.arange(0, 4)[:, None, None]
+    g0 = tl.load(taps_ptr + 0)
+    g1 = tl.load(taps_ptr + 1)
+    g2 = tl.load(taps_ptr + 2)
+    g3 = tl.load(taps_ptr + 3)
+    g4 = tl.load(taps_ptr + 4)
+    g5 = tl.load(taps_ptr + 5)
+    g6 = tl.load(taps_ptr + 6)
+    g7 = tl.load(taps_ptr + 7)
+    g8 = tl.load(taps_ptr + 8)
+    g9 = tl.load(taps_ptr + 9)
+    g10 = tl.load(taps_ptr + 10)
+    # horizontally filtered statistics of the 10 rows above the current one (oldest first)
+    h0 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h1 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h2 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h3 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h4 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h5 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h6 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h7 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h8 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    h9 = tl.zeros([4, PB, BW], dtype=tl.float32)
+    ssim_sum = tl.zeros([PB, BW], dtype=tl.float32)
+    sq_err = tl.zeros([PB, BW], dtype=tl.float32)
+    for r in range(r_start, r_stop):
+        a_row = a_plane + r * sah
+        b_row = b_plane + r * sbh
+        owned = plane_ok[:, None] & (r < own_stop)
+        hs = tl.zeros([PB, BW], dtype=tl.float32)
+        hd = tl.zeros([PB, BW], dtype=tl.float32)
+        hss = tl.zeros([PB, BW], dtype=tl.float32)
+        hdd = tl.zeros([PB, BW], dtype=tl.float32)
+        for j in tl.static_range(11):
+            mask = plane_ok[:, None] & ((c0 + tj + j) < W)[None, :]
+            a = tl.load(a_row + a_cols + j * saw, mask=mask, other=0.0).to(tl.float32)
+            b = tl.load(b_row + b_cols + j * sbw, mask=mask, other=0.0).to(tl.float32)
+            g = tl.load(taps_ptr + j)
+            s = a + b - data_range
+            d = a - b
+            hs += g * s
+            hd += g * d
+            hss += g * (s * s)
+            hdd += g * (d * d)
+            if j == 0:  # the strip's own columns
+                sq_err += tl.where(mask & owned, d * d, 0.0)
+            else:
+                sq_err += tl.where(mask & owned & right_edge, d * d, 0.0)
+        h = _stack(hs, hd, hss, hdd, stat)
+        v = g0 * h0 + g1 * h1 + g2 * h2 + g3 * h3 + g4 * h4 + g5 * h5
+        v = v + g6 * h6 + g7 * h7 + g8 * h8 + g9 * h9 + g10 * h
+        mu_s = _pick(v, stat, 0)
+        mu_d = _pick(v, stat, 1)
+        var_s = _pick(v, stat, 2) - mu_s * mu_s
+        var_d = _pick(v, stat, 3) - mu_d * mu_d
+        mu_s2 = (mu_s + data_range) * (mu_s + data_range)
+        mu_d2 = mu_d * mu_d
+        # the factors 1/2 of the four SSIM terms cancel in the ratio (c1, c2 are doubled)
+        ssim = (mu_s2 - mu_d2 + c1) * (var_s - var_d + c2) / ((mu_s2 + mu_d2 + c1) * (var_s + var_d + c2))
+        top = r - 10  # the output row whose window ends at this input row
+        ssim_sum += tl.where(col_out_ok & (top >= r_start) & (top < HV), ssim, 0.0)
+        h0, h1, h2, h3, h4, h5, h6, h7, h8, h9 = h1, h2, h3, h4, h5, h6, h7, h8, h9, h
+    part = (plane * tl.num_programs(1) + chunk) * tl.num_programs(0) + tile_w
+    tl.store(ssim_part_ptr + part, tl.sum(ssim_sum, axis=1), mask=plane_ok)
+    tl.store(mse_part_ptr + part, tl.sum(sq_err, axis=1), mask=plane_ok)
 
 
 def ssim_psnr_launch(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, Tensor]:
@@ -104,14 +145,19 @@ def ssim_psnr_launch(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, T
         empty = torch.zeros(0, dtype=torch.float64, device=a.device)
         return empty, empty
     taps = metrics_image.gaussian_taps().to(device=a.device, dtype=torch.float32)
-    block_w = max(16, min(_TILE_W, pow2_at_least(wv)))  # tl.dot needs >= 16
-    grid = (triton.cdiv(wv, block_w), triton.cdiv(hv, _TILE_H - _TAPS + 1), n * c)
-    ssim_part = torch.empty(grid[0] * grid[1] * grid[2], dtype=torch.float32, device=a.device)
+    if len(taps) != _TAPS:
+        raise ValueError(f"the kernel is written for {_TAPS}-tap windows, got {len(taps)}")
+    block_w = min(_TILE_W, pow2_at_least(wv))
+    chunk_rows = hv if _CHUNK_ROWS is None else _CHUNK_ROWS
+    planes_per_program = min(_PLANES, pow2_at_least(n * c))
+    grid = (triton.cdiv(wv, block_w), triton.cdiv(hv, chunk_rows), triton.cdiv(n * c, planes_per_program))
+    ssim_part = torch.empty(n * c * grid[0] * grid[1], dtype=torch.float32, device=a.device)
     mse_part = torch.empty_like(ssim_part)
     c1 = 2 * (metrics_image.SSIM_K1 * data_range) ** 2
     c2 = 2 * (metrics_image.SSIM_K2 * data_range) ** 2
-    _ssim_kernel[grid](a, b, taps, ssim_part, mse_part, c, h, w, hv, wv, *a.stride(), *b.stride(),
-                       float(data_range), c1, c2, TAPS=_TAPS, TH=_TILE_H, BW=block_w, **launch_options(8))
+    _ssim_kernel[grid](a, b, taps, ssim_part, mse_part, n * c, c, h, w, hv, wv, chunk_rows,
+                       *a.stride(), *b.stride(), float(data_range), c1, c2,
+                       PB=planes_per_program, BW=block_w, **launch_options(4))
     ssim = ssim_part.view(n, -1).sum(1, dtype=torch.float64) / (c * hv * wv)
     mse = mse_part.view(n, -1).sum(1, dtype=torch.float64) / (c * h * w)
     return ssim, mse

@@ -25,15 +25,16 @@ from .dispatch import launch_options, tl, triton, use_triton
 
 @triton.jit
 def _forward_kernel(x_ptr, y_ptr, mean_ptr, inv_std_ptr, numel, D1, D2, D3,
-                    sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3,
-                    CPOS: tl.constexpr, CLAMP: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+                    sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C,
+                    CPOS: tl.constexpr, DENSE: tl.constexpr, CLAMP: tl.constexpr, INT64: tl.constexpr,
+                    BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INT64:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     else:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, CPOS)
+    x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     image = tl.sigmoid(2.0 * x)  # (tanh(x) + 1) / 2
     if CLAMP:
@@ -44,16 +45,16 @@ def _forward_kernel(x_ptr, y_ptr, mean_ptr, inv_std_ptr, numel, D1, D2, D3,
 
 @triton.jit
 def _backward_kernel(x_ptr, dy_ptr, dx_ptr, inv_std_ptr, numel, D1, D2, D3,
-                     sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, sd0, sd1, sd2, sd3,
-                     CPOS: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+                     sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, sd0, sd1, sd2, sd3, cs, C,
+                     CPOS: tl.constexpr, DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
     if INT64:
         offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     else:
         offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
-    x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, CPOS)
-    dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, CPOS)
+    x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, cs, C, CPOS, DENSE)
+    dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, cs, C, CPOS, DENSE)
     s = tl.sigmoid(2.0 * tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32))
     dy = tl.load(dy_ptr + dy_off, mask=mask, other=0.0).to(tl.float32)
     tl.store(dx_ptr + dx_off, dy * tl.load(inv_std_ptr + c, mask=mask, other=1.0) * (2.0 * s * (1.0 - s)), mask=mask)
@@ -64,9 +65,10 @@ class TanhDenormalizeFunction(torch.autograd.Function):
     def forward(ctx, x, mean, inv_std, clamp):
         y = torch.empty_like(x)
         if x.numel():
-            args, cpos = elementwise_args(x, y)
+            args, cpos, dense = elementwise_args(x, y)
             _forward_kernel[(triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)](
-                x, y, mean, inv_std, x.numel(), *args, CPOS=cpos, CLAMP=clamp, INT64=needs_int64(x, y),
+                x, y, mean, inv_std, x.numel(), *args, CPOS=cpos, DENSE=dense, CLAMP=clamp,
+                INT64=needs_int64(x, y),
                 BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
         ctx.save_for_backward(x, inv_std)
         return y
@@ -76,9 +78,9 @@ class TanhDenormalizeFunction(torch.autograd.Function):
         x, inv_std = ctx.saved_tensors
         dx = torch.empty_like(x)
         if x.numel():
-            args, cpos = elementwise_args(x, dy, dx)
+            args, cpos, dense = elementwise_args(x, dy, dx)
             _backward_kernel[(triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)](
-                x, dy, dx, inv_std, x.numel(), *args, CPOS=cpos, INT64=needs_int64(x, dy, dx),
+                x, dy, dx, inv_std, x.numel(), *args, CPOS=cpos, DENSE=dense, INT64=needs_int64(x, dy, dx),
                 BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
         return dx, None, None, None
 

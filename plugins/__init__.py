@@ -3,4 +3,5 @@ from . import anonymizers  # noqa: F401
 from . import discriminators  # noqa: F401
 from . import losses  # noqa: F401
 from . import desensitizers  # noqa: F401
+from . import backbones  # noqa: F401
 from . import engine  # noqa: F401

@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from torchreid_privacy import bridge, checkpoint
+from torchreid_privacy import bridge, checkpoint, kernels
 from torchreid_privacy.config import Config, to_dict
 from torchreid_privacy.desensitize import desensitize
 from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_settings
 from torchreid_privacy.images import denormalize, from_gan, normalize, save_grid, to_gan
-from torchreid_privacy.registry import ENGINES, LOSSES
+from torchreid_privacy.registry import DESENSITIZERS, ENGINES, LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,12 @@ class PrivacyEngine(bridge.Engine):
         self.std = torch.tensor(norm_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.desensitizer = privacy.desensitizer.name
         self.desensitizer_params = dict(privacy.desensitizer.params)
+        # validate name and params once (clear error at build time), then call the plugin
+        # directly per batch: the public entry's range check would sync the device every step
+        desensitize(torch.zeros(1, 3, 8, 8), self.desensitizer, **self.desensitizer_params)
+        # mosaic/blur have fused Triton kernels (used on CUDA, torch reference elsewhere)
+        fused = {"mosaic": kernels.mosaic, "blur": kernels.gaussian_blur}
+        self._desensitize = fused.get(self.desensitizer) or DESENSITIZERS.get(self.desensitizer)
         self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
         self.val_target = val_target
         self.test_targets = test_targets or [t for t in datamanager.test_loader if t != val_target]
@@ -128,7 +134,7 @@ class PrivacyEngine(bridge.Engine):
         params = dict(self.desensitizer_params)
         if self.desensitizer == "noise" and generator is not None:
             params["generator"] = generator
-        return desensitize(o01, self.desensitizer, **params)
+        return self._desensitize(o01, **params)
 
     @torch.no_grad()
     def supervision(self, o01: torch.Tensor) -> torch.Tensor:

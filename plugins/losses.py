@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchreid_privacy import bridge
+from torchreid_privacy import bridge, kernels
 from torchreid_privacy.registry import LOSSES
 
 GAN_MODES = ("vanilla", "lsgan")
@@ -98,6 +98,8 @@ class BatchHardTripletLoss(bridge.TripletLoss):
     vectorized; same value and gradient."""
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(None, inputs):  # CUDA: one fused kernel (kernels/batch_hard_triplet.py)
+            return kernels.batch_hard_triplet(inputs, targets, self.margin, backend="triton")
         pos, neg = _identity_masks(inputs, targets)
         dist = pairwise_euclidean(inputs)
         dist_ap = dist.masked_fill(neg, float("-inf")).amax(dim=1)
@@ -116,6 +118,8 @@ class WeightedRegularizedTripletLoss(nn.Module):
     """
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if kernels.use_triton(None, inputs):  # CUDA: one fused kernel (kernels/batch_hard_triplet.py)
+            return kernels.batch_hard_triplet(inputs, targets, self.margin, backend="triton")
         pos, neg = _identity_masks(inputs, targets)
         dist = pairwise_euclidean(inputs)
         w_ap = torch.softmax(dist.masked_fill(neg, float("-inf")), dim=1)

@@ -13,11 +13,11 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import bridge
+from torchreid_privacy import bridge, kernels
 from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwargs, optimizer_kwargs,
                                       use_gpu)
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
-from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES
+from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES, load_plugins
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
 
 
 def build_reid_model(cfg: Config, num_classes: int, loss: str) -> torch.nn.Module:
+    load_plugins()  # our backbones (e.g. tiny_reid) join torchreid's model factory on import
     return bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
                               weights=cfg.model.load_weights or None, pretrained=cfg.model.pretrained,
                               use_gpu=use_gpu(cfg))
@@ -88,6 +89,7 @@ def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
 def build_privacy_engine(cfg: Config):
     """Everything the privacy engine needs, from one config."""
     seed_everything(cfg.privacy.seed)
+    kernels.set_kernel_mode(cfg.privacy.kernels)
     gpu = use_gpu(cfg)
     device = torch.device("cuda" if gpu else "cpu")
     dm, val_target, targets = build_datamanager(cfg)

@@ -1,5 +1,5 @@
 """``torchreid-privacy`` command line: train | test | anonymize | recover | demo | list | config |
-make-data | split.
+make-data | split | bench.
 
 Every failure a user can cause (bad config key or type, missing file, unreadable checkpoint,
 bad parameter) ends in one line ``torchreid-privacy: error: ...`` naming the culprit and a
@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     sub.add_parser("list", help="print every registered component by kind")
+
+    p = sub.add_parser("bench", help="GPU microbenchmarks: `bench kernels` checks and times every Triton kernel")
+    p.add_argument("what", choices=["kernels"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see --help after 'kernels')")
 
     p = sub.add_parser("config", help="print the merged config as YAML")
     _add_config_args(p)
@@ -192,7 +196,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from torchreid_privacy import bench
+
+    return bench.main(args.args)
+
+
 COMMANDS = {
+    "bench": _cmd_bench,
     "train": _cmd_train,
     "test": _cmd_test,
     "anonymize": lambda a: _cmd_folder(a, "generator"),

@@ -115,7 +115,12 @@ def register_val_split(base_name: str, name: Optional[str] = None, val_ratio: fl
 def _register_builtins() -> None:
     bridge.register_dataset("synthetic_market", SyntheticMarket)
     for base in VAL_SPLIT_BASES:
-        register_val_split(base)
+        try:
+            register_val_split(base)
+        except KeyError:
+            # the name is taken by a split re-registered with other parameters (e.g. a config's
+            # val_ratio, before a module reload) or by someone else's dataset: keep theirs
+            continue
 
 
 _register_builtins()

@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
+from torchreid_privacy import bridge
+
 Item = Tuple[str, int, int]  # (img_path, pid, camid)
 
 
@@ -105,11 +107,10 @@ def write_split(dataset_name: str, root: str | os.PathLike, output_json: str | o
 
     The body of ``torchreid-privacy split``. Writes ``{"dataset", "seed", "val_ratio",
     "query_ratio", "train": [[path, pid, camid], ...], "val_query": [...], "val_gallery":
-    [...]}`` atomically (temp file + link), and never overwrites an existing file.
+    [...]}`` atomically (temp file + link), and never overwrites an existing file. The
+    package's own datasets (``synthetic_market``, ``<base>_val``) are registered by importing
+    :mod:`torchreid_privacy.data`, which importing this module already does.
     """
-    from torchreid_privacy import bridge
-    from torchreid_privacy.data import datasets as _registered  # noqa: F401  (synthetic_market etc.)
-
     out = Path(output_json)
     if out.exists():
         raise FileExistsError(f"output_json: {out} already exists; refusing to overwrite it")
