@@ -43,22 +43,29 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Config):
 
 def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
     """The datamanager, the validation target name (or None) and the test target names."""
-    from torchreid_privacy.data.datasets import register_val_split
-
     kwargs = imagedata_kwargs(cfg)
     val_target = None
     targets = list(cfg.data.targets)
     if cfg.privacy.enabled and cfg.privacy.val_ratio > 0:
         # train on the train identities of the split; validate on the held-out identities
-        val_sources = []
-        for s in cfg.data.sources:
-            register_val_split(s, val_ratio=cfg.privacy.val_ratio, split_seed=cfg.privacy.seed, force=True)
-            val_sources.append(f"{s}_val")
+        val_sources = [val_split_name(s, cfg.privacy.val_ratio, cfg.privacy.split_seed) for s in cfg.data.sources]
         val_target = val_sources[0]
         kwargs["sources"] = val_sources
         kwargs["targets"] = [val_target] + [t for t in targets if t != val_target]
     dm = bridge.ImageDataManager(**kwargs)
     return dm, val_target, targets
+
+
+def val_split_name(source: str, val_ratio: float, split_seed: int) -> str:
+    """``<source>_val`` for the default split, a parameter-named registration otherwise."""
+    from torchreid_privacy.data.datasets import DEFAULT_SPLIT, register_val_split
+
+    if (val_ratio, split_seed) == DEFAULT_SPLIT:
+        name = f"{source}_val"
+    else:
+        name = f"{source}_val_r{val_ratio:g}_s{split_seed}"
+    register_val_split(source, name=name, val_ratio=val_ratio, split_seed=split_seed)
+    return name
 
 
 def build_reid_model(cfg: Config, num_classes: int, loss: str) -> torch.nn.Module:

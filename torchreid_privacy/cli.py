@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True)
     p.add_argument("--output", required=True, help="JSON file to write (never overwritten)")
     p.add_argument("--val-ratio", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="split seed (privacy.split_seed)")
     return ap
 
 

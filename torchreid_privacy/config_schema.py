@@ -102,6 +102,7 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "r1_floor": 0.75,
     "val_period": 5,
     "val_ratio": 0.2,
+    "split_seed": 0,  # identity-disjoint train/val split (torchreid-privacy split --seed)
     "kernels": "auto",  # auto | triton | torch
     "seed": 1,
     "grid_images": 8,

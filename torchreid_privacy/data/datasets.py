@@ -26,6 +26,7 @@ from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR, ensure_
 
 _MARKET_NAME = re.compile(r"([-\d]+)_c(\d)")
 VAL_SPLIT_BASES = ("synthetic_market", "market1501", "msmt17", "cuhk03")
+DEFAULT_SPLIT = (0.2, 0)  # (val_ratio, split_seed) of the built-in <base>_val datasets
 
 
 class SyntheticMarket(bridge.ImageDataset):
