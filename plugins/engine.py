@@ -119,8 +119,11 @@ class PrivacyEngine(bridge.Engine):
         self.best_upgrade_r1 = -math.inf
         self.best_state: Optional[Dict[str, Any]] = None
         self.upgrades: List[Dict[str, Any]] = []
-        self.history: List[Dict[str, Any]] = []
+        self.history: List[Dict[str, Any]] = []  # one entry per epoch: lr, mean losses, validation
         self.global_step = 0
+        self._loss_sums: Dict[str, float] = {}
+        self._loss_steps = 0
+        self._saved_epoch: Optional[int] = None  # epoch held by checkpoints/last.pth
 
     # ------------------------------------------------------------------ helpers
     def _to01(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,7 +151,7 @@ class PrivacyEngine(bridge.Engine):
             if not torch.isfinite(value).all():
                 raise NonFiniteLossError(
                     f"loss term '{name}' is {value.item()} at epoch {self.epoch + 1}, "
-                    f"step {self.global_step}; stopping (last good checkpoint kept)")
+                    f"step {self.global_step}; stopping")
 
     def _reid(self, x: torch.Tensor, pids: torch.Tensor, n_views: int) -> Dict[str, torch.Tensor]:
         """ReID loss of C on ``n_views`` stacked views of the batch (O then M or P)."""
@@ -165,7 +168,21 @@ class PrivacyEngine(bridge.Engine):
         return terms
 
     # ------------------------------------------------------------------ training step
+    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> Dict[str, float]:
+        """torchreid's epoch loop; returns the epoch's mean loss terms (kept in ``history``)."""
+        self._loss_sums, self._loss_steps = {}, 0
+        super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        return {k: v / self._loss_steps for k, v in self._loss_sums.items()}
+
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        """One training step (D step, then G/G_R/C step); returns every loss term as a float."""
+        out = self._train_step(data)
+        for k, v in out.items():
+            self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
+        self._loss_steps += 1
+        return out
+
+    def _train_step(self, data: Dict[str, Any]) -> Dict[str, float]:
         imgs, pids = self.parse_data_for_train(data)
         imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
         o01 = self._to01(imgs)
@@ -209,7 +226,7 @@ class PrivacyEngine(bridge.Engine):
         self._step(loss, ["model", "generator", "decoder"])
         _requires_grad([D1, D2], True)
         out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update({k: float(v) for k, v in d_terms.items()})
+        out.update({k: float(v.detach()) for k, v in d_terms.items()})
         return out
 
     def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
@@ -317,8 +334,12 @@ class PrivacyEngine(bridge.Engine):
 
     @staticmethod
     def selection_score(val: Dict[str, Any]) -> float:
-        """Model selection on the validation split: mean rank-1 over the four settings."""
-        return sum(val["rank"][s]["R1"] for s in SETTINGS) / len(SETTINGS)
+        """Model selection on the validation split: mean mAP over the four settings.
+
+        mAP rather than rank-1: a validation split holds few queries, and its rank-1
+        saturates within a few epochs, which would freeze selection at an early epoch.
+        """
+        return sum(val["rank"][s]["mAP"] for s in SETTINGS) / len(SETTINGS)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> Dict[str, Any]:
@@ -340,18 +361,27 @@ class PrivacyEngine(bridge.Engine):
             "global_step": self.global_step,
         }
 
-    def load_state(self, ckpt: Dict[str, Any], resume: bool = True) -> None:
+    def load_state(self, ckpt: Dict[str, Any], resume: bool = True, source: str = "checkpoint") -> None:
+        """Load every net (and the supervisor snapshot); with ``resume`` also optimizers,
+        schedulers, best metrics, history, step counter and RNG states, so training goes on
+        exactly as if it had never stopped. ``source`` names the file in error messages."""
+        if resume and ckpt.get("mode") != self.mode:
+            raise bridge.CheckpointError(f"{source}: checkpoint was trained with privacy.mode {ckpt.get('mode')}, "
+                                         f"the config says {self.mode}")
         for name, net in self._models.items():
             if name not in ckpt["models"]:
-                raise bridge.CheckpointError(f"checkpoint lacks network '{name}'")
-            checkpoint.load_state(net, ckpt["models"][name], name)
+                raise bridge.CheckpointError(f"{source}: checkpoint lacks network '{name}'")
+            checkpoint.load_state(net, ckpt["models"][name], f"{source} [{name}]")
         if ckpt.get("supervisor") is not None:
             snap = copy.deepcopy(self.nets["generator"]).eval()
-            snap.load_state_dict(ckpt["supervisor"])
+            checkpoint.load_state(snap, ckpt["supervisor"], f"{source} [supervisor]")
             _requires_grad([snap], False)
             self.supervisor = snap
         if not resume:
             return
+        missing = [n for n in self._optims if n not in ckpt.get("optims", {})]
+        if missing:
+            raise bridge.CheckpointError(f"{source}: checkpoint lacks optimizer state for {', '.join(missing)}")
         for name, opt in self._optims.items():
             opt.load_state_dict(ckpt["optims"][name])
         for name, sched in self._scheds.items():
@@ -364,22 +394,60 @@ class PrivacyEngine(bridge.Engine):
         self.global_step = ckpt.get("global_step", 0)
         checkpoint.set_rng_state(ckpt.get("rng"))
 
+    def _resume(self, resume: str | Dict[str, Any], save_dir: str) -> int:
+        """Restore a run from a checkpoint (file, run directory or loaded dict); returns its epoch.
+
+        The in-memory best state (used for the final test) is taken back from ``best.pth`` of
+        the run, checked to be the one ``best_score`` refers to.
+        """
+        if isinstance(resume, dict):
+            ck, source = resume, "resume checkpoint"
+        else:
+            source = checkpoint.resolve(resume, prefer=(checkpoint.LAST, checkpoint.BEST), flag="--resume")
+            ck = checkpoint.load(source)
+        self.load_state(ck, resume=True, source=source)
+        places = [os.path.join(save_dir, checkpoint.CKPT_DIR, checkpoint.BEST)]
+        if not isinstance(resume, dict):
+            places.append(os.path.join(os.path.dirname(os.path.abspath(source)), checkpoint.BEST))
+        self.best_state = None
+        for path in places:
+            if os.path.isfile(path):
+                best = checkpoint.load(path)
+                if best.get("best_score") == self.best_score and best.get("epoch", 0) <= ck["epoch"]:
+                    self.best_state = best
+                    break
+        if self.best_state is None and self.best_score > -math.inf:
+            log.warning("resume: no best.pth with best_score %.4f found; the final test uses the best "
+                        "epoch from now on, or the last weights", self.best_score)
+        self._saved_epoch = ck["epoch"]
+        log.info("resumed from %s at epoch %d (step %d)", source, ck["epoch"], self.global_step)
+        return ck["epoch"]
+
+    def _last_good(self, ckpt_dir: str) -> str:
+        if self._saved_epoch is None:
+            return "no checkpoint was written yet"
+        return f"last good checkpoint: {os.path.join(ckpt_dir, checkpoint.LAST)} (epoch {self._saved_epoch})"
+
     # ------------------------------------------------------------------ the loop
     def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
-                    resume: Optional[str] = None, eval_test: bool = True) -> Dict[str, Any]:
+                    resume: Optional[str | Dict[str, Any]] = None, eval_test: bool = True) -> Dict[str, Any]:
         """Train, validate/upgrade every ``val_period`` epochs, select on val, test once.
 
         Returns (and writes to ``save_dir/results.json``) ``{"mode", "test": {target: ...},
-        "val": last validation, "upgrades": [...], "history": [...]}``.
+        "val": last validation, "upgrades": [...], "history": [...]}``; ``history`` has one
+        entry per epoch (``lr``, mean ``losses``, and the validation rank-1s when validated).
+
+        ``resume`` (a checkpoint file, run directory or loaded checkpoint) continues a run
+        exactly: the same seed gives the same losses as a run that never stopped. A NaN/Inf
+        loss raises :class:`NonFiniteLossError`; ``checkpoints/last.pth`` then still holds the
+        last completed epoch.
         """
         from torch.utils.tensorboard import SummaryWriter
 
         os.makedirs(save_dir, exist_ok=True)
         ckpt_dir = os.path.join(save_dir, checkpoint.CKPT_DIR)
         if resume:
-            ck = checkpoint.load(resume)
-            self.load_state(ck, resume=True)
-            start_epoch = ck["epoch"]
+            start_epoch = self._resume(resume, save_dir)
         if self.writer is None:
             self.writer = SummaryWriter(log_dir=save_dir)
         self.max_epoch = max_epoch
@@ -387,7 +455,11 @@ class PrivacyEngine(bridge.Engine):
         val = None
         bar = tqdm(range(start_epoch, max_epoch), desc=f"train [{self.mode}]", disable=None, dynamic_ncols=True)
         for self.epoch in bar:
-            self.train(print_freq=print_freq)
+            entry: Dict[str, Any] = {"epoch": self.epoch + 1, "lr": self.get_current_lr()}
+            try:
+                entry["losses"] = self.train(print_freq=print_freq)
+            except NonFiniteLossError as exc:
+                raise NonFiniteLossError(f"{exc}; {self._last_good(ckpt_dir)}") from None
             last = self.epoch + 1 == max_epoch
             if self.val_target and ((self.epoch + 1) % self.p.val_period == 0 or last):
                 val = self.evaluate(self.val_target, os.path.join(save_dir, "grids", f"val-epoch{self.epoch + 1:03d}.png"),
@@ -395,14 +467,16 @@ class PrivacyEngine(bridge.Engine):
                 self._log_eval("Val", val)
                 upgraded = self.maybe_upgrade(val)
                 score = self.selection_score(val)
-                self.history.append({"epoch": self.epoch + 1, "score": score, "upgraded": upgraded,
-                                     "val_r1": {s: val["rank"][s]["R1"] for s in SETTINGS}})
+                entry.update({"score": score, "upgraded": upgraded,
+                              "val_r1": {s: val["rank"][s]["R1"] for s in SETTINGS}})
                 bar.set_postfix(val_r1_op=f"{val['rank']['O->P']['R1']:.2f}", upgrades=len(self.upgrades))
-                if score > self.best_score:
-                    self.best_score = score
-                    self.best_state = copy.deepcopy(self.state())
-                    checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
+            self.history.append(entry)
+            if "score" in entry and entry["score"] >= self.best_score:  # ties: the later model
+                self.best_score = entry["score"]
+                self.best_state = copy.deepcopy(self.state())
+                checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
             checkpoint.save_atomic(self.state(), os.path.join(ckpt_dir, checkpoint.LAST))
+            self._saved_epoch = self.epoch + 1
         if self.best_state is not None:
             self.load_state(self.best_state, resume=False)
         results: Dict[str, Any] = {"mode": self.mode, "val": val, "upgrades": self.upgrades,

@@ -13,10 +13,11 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import bridge, kernels
+from torchreid_privacy import bridge, kernels, weights
 from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwargs, optimizer_kwargs,
                                       use_gpu)
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
+from torchreid_privacy.data.validate import checked_datamanager
 from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES, load_plugins
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
         val_target = val_sources[0]
         kwargs["sources"] = val_sources
         kwargs["targets"] = [val_target] + [t for t in targets if t != val_target]
-    dm = bridge.ImageDataManager(**kwargs)
+    dm = checked_datamanager(cfg, lambda: bridge.ImageDataManager(**kwargs))
     return dm, val_target, targets
 
 
@@ -69,10 +70,14 @@ def val_split_name(source: str, val_ratio: float, split_seed: int) -> str:
 
 
 def build_reid_model(cfg: Config, num_classes: int, loss: str) -> torch.nn.Module:
+    """torchreid backbone; ``model.load_weights`` (file or URL) is loaded with ``weights_only=True``."""
     load_plugins()  # our backbones (e.g. tiny_reid) join torchreid's model factory on import
-    return bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
-                              weights=cfg.model.load_weights or None, pretrained=cfg.model.pretrained,
-                              use_gpu=use_gpu(cfg))
+    model = bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss, weights=None,
+                               pretrained=cfg.model.pretrained, use_gpu=use_gpu(cfg))
+    if cfg.model.load_weights:
+        path = weights.fetch(cfg.model.load_weights, what="model.load_weights")
+        weights.load_backbone_weights(model, path, what="model.load_weights")
+    return model
 
 
 def _adam(params, cfg: Config) -> torch.optim.Optimizer:
@@ -137,7 +142,7 @@ def _feature_dim(model: torch.nn.Module, cfg: Config, device: torch.device) -> i
 def build_torchreid_engine(cfg: Config):
     """torchreid's own engine, exactly as its ``scripts/main.py`` builds it."""
     seed_everything(cfg.train.seed)
-    dm = bridge.ImageDataManager(**imagedata_kwargs(cfg))
+    dm = checked_datamanager(cfg, lambda: bridge.ImageDataManager(**imagedata_kwargs(cfg)))
     model = build_reid_model(cfg, dm.num_train_pids, loss=cfg.loss.name)
     gpu = use_gpu(cfg)
     if gpu:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, Dict, Optional
+import zipfile
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,22 +40,34 @@ def save_atomic(obj: Dict[str, Any], path: str) -> None:
         os.close(dir_fd)
 
 
-def resolve(path: str) -> str:
-    """A checkpoint file, or a run directory -> its best, else last, checkpoint."""
+def resolve(path: str, prefer: Tuple[str, ...] = (BEST, LAST), flag: str = "--checkpoint") -> str:
+    """A checkpoint file, or a run directory -> the first of ``prefer`` found in it.
+
+    ``test``/``anonymize`` want the best checkpoint; ``train --resume`` wants the last one.
+    """
     if os.path.isdir(path):
-        for name in (BEST, LAST):
+        for name in prefer:
             for cand in (os.path.join(path, CKPT_DIR, name), os.path.join(path, name)):
                 if os.path.isfile(cand):
                     return cand
-        raise bridge.CheckpointError(f"--checkpoint: no {BEST} or {LAST} under run directory {path}")
+        raise bridge.CheckpointError(f"{flag}: no {' or '.join(prefer)} under run directory {path}")
     if not os.path.isfile(path):
-        raise bridge.CheckpointError(f"--checkpoint: no such file or directory: {path}")
+        raise bridge.CheckpointError(f"{flag}: no such file or directory: {path}")
     return path
 
 
-def load(path: str, need: tuple = ()) -> Dict[str, Any]:
+def load(path: str, need: tuple = (), prefer: Tuple[str, ...] = (BEST, LAST),
+         flag: str = "--checkpoint") -> Dict[str, Any]:
     """Load (weights_only) and check the nets named in ``need`` are present."""
-    ckpt = bridge.load_checkpoint(resolve(path))
+    path = resolve(path, prefer, flag)
+    try:
+        ckpt = bridge.load_checkpoint(path)
+    except bridge.CheckpointError as exc:
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip; an incomplete one has no directory
+            raise bridge.CheckpointError(
+                f"cannot load checkpoint {path}: the file is truncated or corrupted "
+                f"({os.path.getsize(path)} bytes, not a complete torch archive){_others(path)}") from exc
+        raise
     nets = ckpt.get("models")
     if not isinstance(nets, dict):
         raise bridge.CheckpointError(f"{path}: not a torchreid-privacy checkpoint (no 'models')")
@@ -64,6 +77,14 @@ def load(path: str, need: tuple = ()) -> Dict[str, Any]:
             f"{path}: checkpoint lacks {', '.join(missing)} (has {', '.join(sorted(nets))}); "
             f"was it trained in baseline mode?")
     return ckpt
+
+
+def _others(path: str) -> str:
+    """Hint naming the other checkpoints beside a damaged one (they were written separately)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    others = [n for n in (LAST, BEST) if os.path.isfile(os.path.join(folder, n))
+              and not os.path.samefile(os.path.join(folder, n), path)]
+    return f"; {' and '.join(others)} in that folder may still be good" if others else ""
 
 
 def load_state(net: torch.nn.Module, state: Dict[str, torch.Tensor], what: str) -> None:

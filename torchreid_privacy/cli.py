@@ -3,7 +3,8 @@ make-data | split | bench.
 
 Every failure a user can cause (bad config key or type, missing file, unreadable checkpoint,
 bad parameter) ends in one line ``torchreid-privacy: error: ...`` naming the culprit and a
-non-zero exit; ``TORCHREID_PRIVACY_DEBUG=1`` shows the traceback instead.
+non-zero exit; an unexpected failure (a bug) is one line too, exit code 3;
+``TORCHREID_PRIVACY_DEBUG=1`` shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -22,17 +23,40 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None
     p.add_argument("opts", nargs=argparse.REMAINDER, help="'key value' overrides, e.g. train.max_epoch 5")
 
 
+def _add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--weights", metavar="URL_OR_PATH",
+                   help=f"{what}: a local file or a URL (Google Drive links via gdown), cached; "
+                        "loaded with weights_only=True")
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the weights file (checked before loading)")
+
+
+def _weights_path(args: argparse.Namespace, configured: str = "") -> str:
+    """Local path of --weights (or of ``configured``), downloaded and sha256-checked; '' if none."""
+    from torchreid_privacy import weights
+
+    spec = args.weights or configured
+    if args.sha256 and not spec:
+        raise ValueError("--sha256: there are no weights to check (give --weights)")
+    if not spec:
+        return ""
+    return weights.fetch(spec, sha256=args.sha256, what="--weights" if args.weights else "model.load_weights")
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train (privacy engine if privacy.enabled, else torchreid's engine)")
-    p.add_argument("--resume", help="checkpoint file or run directory to resume from")
-    _add_config_args(p, required=True)
+    p.add_argument("--resume", help="checkpoint file or run directory (its last.pth) to resume from; "
+                                    "without --config-file the checkpoint's own config is used")
+    _add_weights_args(p, "initial ReID backbone weights (sets model.load_weights)")
+    _add_config_args(p)
 
     p = sub.add_parser("test", help="evaluate a trained checkpoint on its test targets")
     p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
     p.add_argument("--output", help="write results.json and grids here (default: a test/ folder beside it)")
+    _add_weights_args(p, "ReID backbone weights that replace the checkpoint's C (e.g. a third-party model "
+                         "trained on raw images), evaluated with the checkpoint's G and G_R")
     _add_config_args(p)
 
     for name, helptext in (("anonymize", "apply the encoder G to a folder (O -> P)"),
@@ -83,19 +107,34 @@ def _cuda() -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from torchreid_privacy import checkpoint
     from torchreid_privacy.builder import build_privacy_engine, build_torchreid_engine
     from torchreid_privacy.config import engine_run_kwargs, load_config
 
-    cfg = load_config(args.config_file, args.opts)
+    resume = None
+    if args.resume:  # fail before building anything if the checkpoint is missing or damaged
+        resume = checkpoint.resolve(args.resume, prefer=(checkpoint.LAST, checkpoint.BEST), flag="--resume")
+    if args.config_file:
+        cfg = load_config(args.config_file, args.opts)
+    elif resume:
+        ck = checkpoint.load(resume)
+        if not ck.get("config"):
+            raise ValueError(f"--config-file: required, {resume} carries no config")
+        cfg = load_config(base=ck["config"], overrides=args.opts)
+        del ck
+    else:
+        raise ValueError("--config-file: required (or --resume a run that carries its config)")
+    if args.weights or args.sha256:
+        cfg.model.load_weights = _weights_path(args, cfg.model.load_weights)
     if cfg.privacy.enabled:
         engine = build_privacy_engine(cfg)
         results = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
                                      start_epoch=cfg.train.start_epoch, print_freq=cfg.train.print_freq,
-                                     resume=args.resume)
+                                     resume=resume)
         _print_results({cfg.privacy.mode: results})
         return 0
-    if args.resume:
-        cfg.model.resume = args.resume
+    if resume:
+        cfg.model.resume = resume
     engine = build_torchreid_engine(cfg)
     engine.run(**engine_run_kwargs(cfg))
     return 0
@@ -120,10 +159,17 @@ def _cmd_test(args: argparse.Namespace) -> int:
     path = checkpoint.resolve(args.checkpoint)
     ckpt = checkpoint.load(path)
     cfg = load_config(args.config_file, args.opts, base=ckpt.get("config") if not args.config_file else None)
+    replacement = _weights_path(args)  # before building: a bad file or hash fails fast
+    cfg.model.load_weights = ""  # the checkpoint holds the trained backbone; its init weights are not needed
     engine = build_privacy_engine(cfg)
-    engine.load_state(ckpt, resume=False)
-    out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "test")
+    engine.load_state(ckpt, resume=False, source=path)
     results = {"mode": cfg.privacy.mode, "checkpoint": path, "test": {}}
+    if replacement:
+        from torchreid_privacy.weights import load_backbone_weights
+
+        load_backbone_weights(engine.model, replacement)
+        results["weights"] = replacement
+    out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(path))), "test")
     for target in engine.test_targets:
         results["test"][target] = engine.evaluate(target, os.path.join(out, f"grid-{target}.png"), desc="test")
     os.makedirs(out, exist_ok=True)
@@ -182,8 +228,10 @@ def _cmd_make_data(args: argparse.Namespace) -> int:
 
 def _cmd_split(args: argparse.Namespace) -> int:
     from torchreid_privacy.data.split import write_split
+    from torchreid_privacy.data.validate import torchreid_data_errors
 
-    summary = write_split(args.dataset, args.root, args.output, val_ratio=args.val_ratio, seed=args.seed)
+    with torchreid_data_errors():
+        summary = write_split(args.dataset, args.root, args.output, val_ratio=args.val_ratio, seed=args.seed)
     print(summary if isinstance(summary, str) else f"split written to {args.output}")
     return 0
 
@@ -226,14 +274,21 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (ConfigError, CheckpointError, ValueError, KeyError, FileNotFoundError, FileExistsError,
-            FloatingPointError) as exc:
+    except (ConfigError, CheckpointError, ValueError, KeyError, OSError, FloatingPointError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(msg)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not a user error: still one line, with the way to the traceback
+        print(f"{PROG}: error: internal error ({type(exc).__name__}: {_one_line(str(exc))}); "
+              f"rerun with TORCHREID_PRIVACY_DEBUG=1 for the traceback", file=sys.stderr)
+        return 3
+
+
+def _one_line(msg: str) -> str:
+    return "; ".join(line.strip() for line in str(msg).splitlines() if line.strip()) or "(no message)"
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import glob
+import logging
 import os.path as osp
 import re
 from typing import Any, List, Optional, Tuple
@@ -23,6 +24,8 @@ from typing import Any, List, Optional, Tuple
 from torchreid_privacy import bridge
 from torchreid_privacy.data.split import split_items
 from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR, ensure_synthetic_market
+
+log = logging.getLogger(__name__)
 
 _MARKET_NAME = re.compile(r"([-\d]+)_c(\d)")
 VAL_SPLIT_BASES = ("synthetic_market", "market1501", "msmt17", "cuhk03")
@@ -34,6 +37,8 @@ class SyntheticMarket(bridge.ImageDataset):
 
     Parsing is Market-1501's (pid -1 junk ignored, camids 0-based, train relabelled), with
     sorted file lists so the relabelling and item order do not depend on the filesystem.
+    A file whose name does not follow the pattern (a stray ``notes.jpg``) is skipped, counted
+    and logged instead of crashing the loader as torchreid's Market-1501 does.
     """
 
     _junk_pids = [0, -1]
@@ -52,11 +57,18 @@ class SyntheticMarket(bridge.ImageDataset):
 
     @staticmethod
     def process_dir(dir_path: str, relabel: bool = False) -> List[Tuple[str, int, int]]:
-        items = []
+        items, stray = [], []
         for path in sorted(glob.glob(osp.join(dir_path, "*.jpg"))):
-            pid, camid = map(int, _MARKET_NAME.search(osp.basename(path)).groups())
+            match = _MARKET_NAME.search(osp.basename(path))
+            if match is None:
+                stray.append(osp.basename(path))
+                continue
+            pid, camid = map(int, match.groups())
             if pid != -1:  # junk boxes are ignored, as in Market-1501
                 items.append((path, pid, camid - 1))
+        if stray:
+            log.warning("synthetic_market: skipped %d file(s) in %s whose name does not match %s (first: %s)",
+                        len(stray), dir_path, _MARKET_NAME.pattern, stray[0])
         if relabel:
             labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
             items = [(path, labels[pid], camid) for path, pid, camid in items]
