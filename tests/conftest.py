@@ -8,13 +8,7 @@ import torch  # noqa: E402
 # Tests use tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core box.
 torch.set_num_threads(1)
 
-TINY = [
-    "data.height", "64", "data.width", "32", "data.workers", "0",
-    "train.batch_size", "16", "train.max_epoch", "2", "train.print_freq", "1000",
-    "test.batch_size", "64", "use_gpu", "false",
-    "privacy.enabled", "true", "privacy.generator.ngf", "8", "privacy.decoder.ngf", "8",
-    "privacy.discriminator.ndf", "8", "privacy.val_period", "1", "privacy.warmup_epochs", "0",
-]
+from tiny_config import TINY  # noqa: E402  (shared with tests that run subprocesses)
 
 
 @pytest.fixture

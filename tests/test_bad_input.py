@@ -1,6 +1,5 @@
 """Bad input met through the CLI: a one-line error naming the culprit and a non-zero exit, or a
 counted, logged skip; never a traceback, never lost or overwritten data."""
-import importlib.util
 import logging
 import os
 import shutil
@@ -19,15 +18,7 @@ from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR
 from torchreid_privacy.demo import QUICKSTART, packaged_config
 
 
-def _tiny_overrides():
-    """``TINY`` of tests/conftest.py (``import conftest`` may find tests/kernels/conftest.py instead)."""
-    spec = importlib.util.spec_from_file_location("_tests_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TINY
-
-
-TINY = _tiny_overrides()
+from tiny_config import TINY
 
 
 def _train(root, save_dir, *overrides):

@@ -9,7 +9,6 @@ resumed (``train --resume RUN``, config taken from the checkpoint) and its per-e
 losses, learning rates, validation rank-1s and final test results are compared with an
 uninterrupted run of the same seed, run as a fresh process in the same environment.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -26,15 +24,7 @@ from torchreid_privacy.cli import main
 from torchreid_privacy.demo import QUICKSTART, packaged_config
 
 
-def _tiny_overrides():
-    """``TINY`` of tests/conftest.py (``import conftest`` may find tests/kernels/conftest.py instead)."""
-    spec = importlib.util.spec_from_file_location("_tests_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TINY
-
-
-TINY = _tiny_overrides()
+from tiny_config import TINY
 
 MAX_EPOCH = 4
 KILL_EPOCH = 3  # 1-based: the run dies after one step of this epoch

@@ -1,8 +1,6 @@
 """``--weights URL_OR_PATH`` / ``--sha256``: local files only (the download path is faked)."""
 import hashlib
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,15 +11,7 @@ from torchreid_privacy.demo import QUICKSTART, packaged_config
 from torchreid_privacy.registry import load_plugins
 
 
-def _tiny_overrides():
-    """``TINY`` of tests/conftest.py (``import conftest`` may find tests/kernels/conftest.py instead)."""
-    spec = importlib.util.spec_from_file_location("_tests_conftest", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.TINY
-
-
-TINY = _tiny_overrides()
+from tiny_config import TINY
 
 
 def _backbone(seed=0, num_classes=5):

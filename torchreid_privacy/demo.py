@@ -11,7 +11,7 @@ import json
 import os
 import time
 from importlib import resources
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from torchreid_privacy.config import load_config
 from torchreid_privacy.report import format_table, summarize

@@ -6,7 +6,6 @@ spent making M (desensitization). Run: ``pytest tests/benchmarks --benchmark-onl
 import time
 
 import pytest
-import torch
 
 from torchreid_privacy import bridge
 from torchreid_privacy.builder import build_privacy_engine
