@@ -79,3 +79,15 @@ def test_no_other_module_imports_torchreid():
             if re.search(r"^\s*(import torchreid\b|from torchreid[ .])", f.read_text(), re.M):
                 offenders.append(str(f.relative_to(root)))
     assert offenders == []
+
+
+def test_pretrained_download_failure_names_the_setting():
+    def factory(num_classes, loss="softmax", pretrained=False, use_gpu=False, **kw):
+        if pretrained:
+            raise OSError("Temporary failure in name resolution")
+        return torch.nn.Linear(2, num_classes)
+
+    bridge.register_model("offline_test_net", factory)
+    assert isinstance(bridge.build_model("offline_test_net", 3), torch.nn.Linear)
+    with pytest.raises(ConnectionError, match="model.pretrained: could not fetch ImageNet weights for 'offline_test_net'"):
+        bridge.build_model("offline_test_net", 3, pretrained=True)

@@ -112,8 +112,9 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Opt
                 pretrained: bool = False, use_gpu: bool = False) -> torch.nn.Module:
     """``torchreid.models.build_model`` without the surprise download.
 
-    ``pretrained=True`` asks torchreid to fetch ImageNet weights (network); the default here
-    is random init. ``weights`` loads a local torchreid checkpoint or state dict instead.
+    Random init by default. ``pretrained=True`` asks torchreid to fetch ImageNet weights
+    (network; a failure names ``model.pretrained`` and the way out); ``weights`` loads a
+    local torchreid checkpoint or state dict instead and never downloads.
     """
     if name not in _model_factory():
         import difflib
@@ -121,8 +122,17 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Opt
         close = difflib.get_close_matches(name, available_models(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise KeyError(f"model.name: unknown torchreid model '{name}'{hint}")
-    model = models.build_model(name=name, num_classes=num_classes, loss=loss,
-                               pretrained=pretrained, use_gpu=use_gpu)
+    pretrained = bool(pretrained) and not weights  # given weights replace the ImageNet download
+    try:
+        model = models.build_model(name=name, num_classes=num_classes, loss=loss,
+                                   pretrained=pretrained, use_gpu=use_gpu)
+    except Exception as exc:
+        if not pretrained:
+            raise
+        raise ConnectionError(
+            f"model.pretrained: could not fetch ImageNet weights for '{name}' ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); offline, set "
+            f"model.pretrained false or give model.load_weights PATH") from exc
     if weights:
         load_weights(model, weights)
     return model
