@@ -91,6 +91,18 @@ def elementwise_args(x: Tensor, *others: Tensor) -> Tuple[tuple, int, bool]:
 
 
 @triton.jit
+def flat_offsets(numel, BLOCK: tl.constexpr, INT64: tl.constexpr):
+    """This program's ``BLOCK`` flat element indices and their in-bounds mask; ``INT64`` widens
+    the index arithmetic before the multiply, so tensors past 2**31 elements don't wrap."""
+    pid = tl.program_id(0)
+    if INT64:
+        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    else:
+        offs = pid * BLOCK + tl.arange(0, BLOCK)
+    return offs, offs < numel
+
+
+@triton.jit
 def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, cs, C, CPOS: tl.constexpr, DENSE: tl.constexpr):
     """Element ``offs`` of a tensor walked in memory order -> offsets into two tensors + channel."""
     if DENSE:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from torchreid_privacy.registry import DESENSITIZERS
 
-from ._common import ELEMENTWISE_BLOCK, check_images, check_number, needs_int64
+from ._common import ELEMENTWISE_BLOCK, check_images, check_number, flat_offsets, needs_int64
 from .dispatch import launch_options, tl, triton, use_triton
 
 SEED_LIMIT = 2 ** 63
@@ -27,12 +27,7 @@ SEED_LIMIT = 2 ** 63
 def _noise_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
                   numel, C, H, W, sxn, sxc, sxh, sxw, sigma, seed,
                   NORMALIZED: tl.constexpr, DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    if INT64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_offsets(numel, BLOCK, INT64)
     if DENSE:  # contiguous input: the element's index is its offset
         src = offs
         c = (offs // (H * W)) % C

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._common import ELEMENTWISE_BLOCK, decode, elementwise_args, needs_int64
+from ._common import ELEMENTWISE_BLOCK, decode, elementwise_args, flat_offsets, needs_int64
 from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
 
 _REDUCE_TILE = 1 << 16 if INTERPRET else 4096  # elements per program of the reductions
@@ -99,12 +99,7 @@ def _forward_kernel(x_ptr, y_ptr, mean_ptr, scale_ptr, bias_ptr, numel, D1, D2, 
                     sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, slope,
                     CPOS: tl.constexpr, DENSE: tl.constexpr, HAS_BIAS: tl.constexpr, INT64: tl.constexpr,
                     BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    if INT64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_offsets(numel, BLOCK, INT64)
     x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     z = (x - tl.load(mean_ptr + c, mask=mask, other=0.0)) * tl.load(scale_ptr + c, mask=mask, other=1.0)
@@ -141,12 +136,7 @@ def _grad_input_kernel(x_ptr, dy_ptr, dx_ptr, mean_ptr, invstd_ptr, scale_ptr, b
                        CPOS: tl.constexpr, DENSE: tl.constexpr, HAS_BIAS: tl.constexpr,
                        BATCH_STATS: tl.constexpr,
                        INT64: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    if INT64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_offsets(numel, BLOCK, INT64)
     x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, cs, C, CPOS, DENSE)
     dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)

@@ -19,7 +19,8 @@ from torch import Tensor
 
 from torchreid_privacy.images import from_gan, normalize
 
-from ._common import ELEMENTWISE_BLOCK, Stats, channel_constants, decode, elementwise_args, needs_int64
+from ._common import (ELEMENTWISE_BLOCK, Stats, channel_constants, decode, elementwise_args, flat_offsets,
+                      needs_int64)
 from .dispatch import launch_options, tl, triton, use_triton
 
 
@@ -28,12 +29,7 @@ def _forward_kernel(x_ptr, y_ptr, mean_ptr, inv_std_ptr, numel, D1, D2, D3,
                     sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C,
                     CPOS: tl.constexpr, DENSE: tl.constexpr, CLAMP: tl.constexpr, INT64: tl.constexpr,
                     BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    if INT64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_offsets(numel, BLOCK, INT64)
     x_off, y_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sy0, sy1, sy2, sy3, cs, C, CPOS, DENSE)
     x = tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32)
     image = tl.sigmoid(2.0 * x)  # (tanh(x) + 1) / 2
@@ -47,12 +43,7 @@ def _forward_kernel(x_ptr, y_ptr, mean_ptr, inv_std_ptr, numel, D1, D2, D3,
 def _backward_kernel(x_ptr, dy_ptr, dx_ptr, inv_std_ptr, numel, D1, D2, D3,
                      sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, sd0, sd1, sd2, sd3, cs, C,
                      CPOS: tl.constexpr, DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    if INT64:
-        offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    else:
-        offs = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < numel
+    offs, mask = flat_offsets(numel, BLOCK, INT64)
     x_off, dy_off, c = decode(offs, D1, D2, D3, sx0, sx1, sx2, sx3, sg0, sg1, sg2, sg3, cs, C, CPOS, DENSE)
     dx_off, _, _ = decode(offs, D1, D2, D3, sd0, sd1, sd2, sd3, sd0, sd1, sd2, sd3, cs, C, CPOS, DENSE)
     s = tl.sigmoid(2.0 * tl.load(x_ptr + x_off, mask=mask, other=0.0).to(tl.float32))
