@@ -8,7 +8,7 @@ from torch import Tensor
 
 from torchreid_privacy.desensitize import _channel_stats
 
-from .dispatch import INTERPRET, tl, triton
+from .dispatch import INTERPRET, launch_options, tl, triton
 
 Stats = Union[Sequence[float], Tensor]
 
@@ -127,3 +127,23 @@ def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, cs, C, CPOS: tl.con
         x_off = i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
         y_off = i0 * t0 + i1 * t1 + i2 * t2 + i3 * t3
     return x_off, y_off, c
+
+
+def launch_desensitizer(kernel, x: Tensor, consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]],
+                        *scalars, **constexprs) -> Tensor:
+    """Launch an elementwise desensitizer kernel over ``x`` (mosaic, noise).
+
+    The kernels share one signature prefix: ``(x, out, mean, std, 1/std, -mean/std, numel,
+    C, H, W, 4 strides, *scalars)``; ``consts`` given selects their normalized form
+    (de-normalize -> desensitize -> re-normalize in one pass).
+    """
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return out
+    normalized = consts is not None
+    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
+    grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
+    kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(), *scalars,
+                 NORMALIZED=normalized, INT64=needs_int64(x, out), BLOCK=ELEMENTWISE_BLOCK,
+                 **constexprs, **launch_options(4))
+    return out

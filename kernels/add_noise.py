@@ -17,8 +17,8 @@ from torch import Tensor
 
 from torchreid_privacy.registry import DESENSITIZERS
 
-from ._common import ELEMENTWISE_BLOCK, check_images, check_number, flat_offsets, needs_int64
-from .dispatch import launch_options, tl, triton, use_triton
+from ._common import check_images, check_number, flat_offsets, launch_desensitizer
+from .dispatch import tl, triton, use_triton
 
 SEED_LIMIT = 2 ** 63
 
@@ -60,17 +60,7 @@ def draw_seed(generator: Optional[torch.Generator] = None) -> int:
 def noise_launch(x: Tensor, sigma: float, seed: int,
                  consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> Tensor:
     """Launch the kernel; ``consts`` = ``(mean, std, 1/std, -mean/std)`` selects the normalized form."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if x.numel() == 0:
-        return out
-    normalized = consts is not None
-    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
-    grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
-    _noise_kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(),
-                        float(sigma), int(seed), NORMALIZED=normalized, DENSE=x.is_contiguous(),
-                        INT64=needs_int64(x, out),
-                        BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
-    return out
+    return launch_desensitizer(_noise_kernel, x, consts, float(sigma), int(seed), DENSE=x.is_contiguous())
 
 
 def check_seed(seed: object) -> int:

@@ -16,8 +16,8 @@ from torch import Tensor
 
 from torchreid_privacy.registry import DESENSITIZERS
 
-from ._common import ELEMENTWISE_BLOCK, check_images, check_number, flat_offsets, needs_int64
-from .dispatch import launch_options, tl, triton, use_triton
+from ._common import check_images, check_number, flat_offsets, launch_desensitizer
+from .dispatch import tl, triton, use_triton
 
 
 @triton.jit
@@ -44,16 +44,7 @@ def _mosaic_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
 
 def mosaic_launch(x: Tensor, block: int, consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> Tensor:
     """Launch the kernel; ``consts`` = ``(mean, std, 1/std, -mean/std)`` selects the normalized form."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if x.numel() == 0:
-        return out
-    normalized = consts is not None
-    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
-    grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
-    _mosaic_kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(),
-                         CELL=int(block), NORMALIZED=normalized, INT64=needs_int64(x, out),
-                         BLOCK=ELEMENTWISE_BLOCK, **launch_options(4))
-    return out
+    return launch_desensitizer(_mosaic_kernel, x, consts, CELL=int(block))
 
 
 def mosaic_torch(x: Tensor, block: int = 24) -> Tensor:

@@ -38,10 +38,10 @@ from tqdm import tqdm
 
 from torchreid_privacy import bridge, checkpoint, kernels
 from torchreid_privacy.config import Config, to_dict
-from torchreid_privacy.desensitize import desensitize
+from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_settings
 from torchreid_privacy.images import denormalize, from_gan, normalize, save_grid, to_gan
-from torchreid_privacy.registry import DESENSITIZERS, ENGINES, LOSSES
+from torchreid_privacy.registry import ENGINES, LOSSES
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,11 @@ class PrivacyEngine(bridge.Engine):
         self.std = torch.tensor(norm_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.desensitizer = privacy.desensitizer.name
         self.desensitizer_params = dict(privacy.desensitizer.params)
-        # validate name and params once (clear error at build time), then call the plugin
-        # directly per batch: the public entry's range check would sync the device every step
-        desensitize(torch.zeros(1, 3, 8, 8), self.desensitizer, **self.desensitizer_params)
+        # checked once here, then called directly per batch (no per-step range check);
         # mosaic/blur have fused Triton kernels (used on CUDA, torch reference elsewhere)
+        plugin = resolve_desensitizer(self.desensitizer, self.desensitizer_params)
         fused = {"mosaic": kernels.mosaic, "blur": kernels.gaussian_blur}
-        self._desensitize = fused.get(self.desensitizer) or DESENSITIZERS.get(self.desensitizer)
+        self._desensitize = fused.get(self.desensitizer, plugin)
         self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
         self.val_target = val_target
         self.test_targets = test_targets or [t for t in datamanager.test_loader if t != val_target]

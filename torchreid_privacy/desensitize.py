@@ -42,11 +42,21 @@ def desensitize(images: Tensor, name: str, **params: Any) -> Tensor:
     Raises ``ValueError`` naming the offending argument for a malformed batch or parameter,
     and the registry's ``KeyError`` (listing the known names) for an unknown ``name``.
     """
-    fn = DESENSITIZERS.get(name)
+    fn = resolve_desensitizer(name, params)
     _check_batch(images)
     _check_range(images)
-    _check_params(fn, name, params)
     return fn(images, **params)
+
+
+def resolve_desensitizer(name: str, params: Dict[str, Any]) -> Callable[..., Tensor]:
+    """The registered function for ``name`` after checking ``params`` (no images needed).
+
+    Callers that desensitize every training batch check once here and then call the
+    function directly, skipping the per-batch range check (a device sync).
+    """
+    fn = DESENSITIZERS.get(name)
+    _check_params(fn, name, params)
+    return fn
 
 
 def desensitize_normalized(x: Tensor, name: str, mean: Stats, std: Stats, **params: Any) -> Tensor:

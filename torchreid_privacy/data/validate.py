@@ -39,13 +39,11 @@ def check_root(cfg: Any) -> None:
 
 def check_desensitizer(cfg: Any) -> None:
     """Name and parameters of ``privacy.desensitizer``, before anything is built."""
-    import torch
-
-    from torchreid_privacy.desensitize import desensitize
+    from torchreid_privacy.desensitize import resolve_desensitizer
 
     d = cfg.privacy.desensitizer
     try:
-        desensitize(torch.zeros(1, 3, 8, 8), d.name, **dict(d.params))
+        resolve_desensitizer(d.name, dict(d.params))
     except KeyError as exc:
         raise ValueError(f"privacy.desensitizer.name: {exc.args[0] if exc.args else exc}") from None
     except (ValueError, TypeError) as exc:
