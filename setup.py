@@ -14,6 +14,7 @@ setup(
     packages=[
         "torchreid_privacy",
         "torchreid_privacy.data",
+        "torchreid_privacy.attacks",
         "torchreid_privacy.plugins",
         "torchreid_privacy.kernels",
         "torchreid_privacy.configs",

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from torchreid_privacy import bridge, checkpoint, kernels
+from torchreid_privacy import bridge, checkpoint, distributed, kernels
+from torchreid_privacy.amp import Precision
 from torchreid_privacy.config import Config, to_dict
 from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_settings
@@ -81,9 +82,10 @@ class PrivacyEngine(bridge.Engine):
                  nets: Optional[Dict[str, torch.nn.Module]] = None,
                  optims: Optional[Dict[str, Any]] = None, scheds: Optional[Dict[str, Any]] = None,
                  val_target: Optional[str] = None, test_targets: Optional[List[str]] = None,
-                 use_gpu: bool = False, config: Optional[Config] = None) -> None:
+                 use_gpu: bool = False, config: Optional[Config] = None, amp: str = "off") -> None:
         super().__init__(datamanager, use_gpu=use_gpu)
-        self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
+        self.precision = Precision(amp, self.device)
         self.p = privacy
         self.mode = privacy.mode
         self.config = config
@@ -102,6 +104,8 @@ class PrivacyEngine(bridge.Engine):
                 self.register_model(name, nets[name], optims[name], scheds[name])
             self.gan_loss = LOSSES.get("gan")(mode=privacy.gan_mode)
         self.nets = nets
+        # what the training step calls: the nets themselves, or their DDP wrappers (distribute())
+        self._train_nets: Dict[str, torch.nn.Module] = dict(self._models)
         self.mean = torch.tensor(norm_mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(norm_std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1)
         self.desensitizer = privacy.desensitizer.name
@@ -123,6 +127,46 @@ class PrivacyEngine(bridge.Engine):
         self._loss_sums: Dict[str, float] = {}
         self._loss_steps = 0
         self._saved_epoch: Optional[int] = None  # epoch held by checkpoints/last.pth
+        self.step_hooks: List[Any] = []  # callables(engine) run after every training step
+
+    # ------------------------------------------------------------------ multi-process
+    def distribute(self, sync_bn: bool = False, seed: int = 0) -> None:
+        """Wrap every trainable net in DDP and shard the train batches (see ``distributed``).
+
+        Call after ``torch.distributed`` is initialized. Checkpoints and evaluation keep using
+        the bare nets. The discriminators run three times per step (real, fake, and for the G
+        loss), so their BatchNorm buffers are not broadcast (in-place buffer broadcasts between
+        forwards would break autograd); their running statistics are never used.
+        """
+        if sync_bn:
+            if self.device.type != "cuda":
+                raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA (torch has no CPU implementation)")
+            for name in self._models:
+                if name != "center":
+                    self._models[name] = distributed.convert_sync_batchnorm(self._models[name])
+        # torchreid's epoch loop re-opens every layer of C (open_all_layers) at each epoch start;
+        # do it before wrapping, or DDP would leave a parameter frozen at wrap time (e.g. a
+        # BNNeck bias) out of its gradient averaging and the ranks would drift apart
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+        wrapped = {}
+        for name, net in self._models.items():
+            if name == "center":  # the centers' gradients are averaged by hand in _step
+                continue
+            wrapped[name] = distributed.wrap_ddp(net, self.device, broadcast_buffers=not name.startswith("disc"))
+        self._train_nets.update(wrapped)
+        dm = self.datamanager
+        self.train_loader = distributed.train_loader(
+            dm.train_loader.dataset, dm.train_loader.batch_size, self._num_instances(), seed=seed,
+            num_workers=dm.train_loader.num_workers, pin_memory=dm.train_loader.pin_memory)
+
+    def _num_instances(self) -> int:
+        sampler = self.datamanager.train_loader.sampler
+        k = getattr(sampler, "num_instances", None)
+        if k is None:
+            raise ValueError("sampler.train_sampler: distributed training needs RandomIdentitySampler "
+                             f"(P x K batches), got {type(sampler).__name__}")
+        return int(k)
 
     # ------------------------------------------------------------------ helpers
     def _to01(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,9 +196,22 @@ class PrivacyEngine(bridge.Engine):
                     f"loss term '{name}' is {value.item()} at epoch {self.epoch + 1}, "
                     f"step {self.global_step}; stopping")
 
+    def _fwd(self, name: str, *inputs: torch.Tensor, bare: bool = False):
+        """A training forward of net ``name`` under autocast, outputs back in float32.
+
+        Losses are then computed in float32 whatever ``train.amp`` is. ``bare`` bypasses the
+        DDP wrapper (for a frozen discriminator inside the generator loss).
+        """
+        net = self._models[name] if bare else self._train_nets[name]
+        with self.precision.autocast():
+            out = net(*inputs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.float() for o in out)
+        return out.float()
+
     def _reid(self, x: torch.Tensor, pids: torch.Tensor, n_views: int) -> Dict[str, torch.Tensor]:
         """ReID loss of C on ``n_views`` stacked views of the batch (O then M or P)."""
-        out = self.model(x)
+        out = self._fwd("model", x)
         logits, feats = out if isinstance(out, (tuple, list)) else (out, out)
         b = pids.shape[0]
         terms: Dict[str, torch.Tensor] = {}
@@ -170,12 +227,18 @@ class PrivacyEngine(bridge.Engine):
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> Dict[str, float]:
         """torchreid's epoch loop; returns the epoch's mean loss terms (kept in ``history``)."""
         self._loss_sums, self._loss_steps = {}, 0
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
         super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
         return {k: v / self._loss_steps for k, v in self._loss_sums.items()}
 
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
         """One training step (D step, then G/G_R/C step); returns every loss term as a float."""
         out = self._train_step(data)
+        self.precision.update()
+        for hook in self.step_hooks:
+            hook(self)
         for k, v in out.items():
             self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
         self._loss_steps += 1
@@ -195,18 +258,17 @@ class PrivacyEngine(bridge.Engine):
             self._step(loss, ["model"])
             return {k: float(v.detach()) for k, v in terms.items()}
 
-        G, GR = self.nets["generator"], self.nets["decoder"]
         D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
         o, m = to_gan(o01), to_gan(m01)
-        p = G(o)
-        r = GR(p)
+        p = self._fwd("generator", o)
+        r = self._fwd("decoder", p)
 
         # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
         _requires_grad([D1, D2], True)
         pd, rd = p.detach(), r.detach()
         d_terms = {
-            "d_op": self.gan_loss(D1(o, m), True) + self.gan_loss(D1(o, pd), False),
-            "d_pr": self.gan_loss(D2(pd, o), True) + self.gan_loss(D2(pd, rd), False),
+            "d_op": self.gan_loss(self._fwd("disc_op", o, m), True) + self.gan_loss(self._fwd("disc_op", o, pd), False),
+            "d_pr": self.gan_loss(self._fwd("disc_pr", pd, o), True) + self.gan_loss(self._fwd("disc_pr", pd, rd), False),
         }
         self._check(d_terms)
         self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False)
@@ -214,7 +276,8 @@ class PrivacyEngine(bridge.Engine):
         # G / G_R / C step
         _requires_grad([D1, D2], False)
         terms = {
-            "gan": self.gan_loss(D1(o, p), True) + self.gan_loss(D2(p, r), True),
+            "gan": (self.gan_loss(self._fwd("disc_op", o, p, bare=True), True)
+                    + self.gan_loss(self._fwd("disc_pr", p, r, bare=True), True)),
             "rec_p": F.l1_loss(p, m),
             "rec_r": F.l1_loss(r, o),
         }
@@ -235,11 +298,12 @@ class PrivacyEngine(bridge.Engine):
             optims.append(self.center_optimizer)
         for opt in optims:
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        self.precision.backward(loss)  # DDP averages the nets' gradients during backward
         if center:  # centers learn at their own rate (lr center_lr), independent of the loss weight
             self.reid_loss.rescale_center_grad()
+            distributed.average_gradients(self.reid_loss.center_parameters())
         for opt in optims:
-            opt.step()
+            self.precision.step(opt)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -259,10 +323,12 @@ class PrivacyEngine(bridge.Engine):
         ids: Dict[str, Dict[str, torch.Tensor]] = {}
         grid = None
         loaders = self.test_loader[target]
+        main = distributed.is_main()
         for split in ("query", "gallery"):
             fo, fp, pids, camids = [], [], [], []
-            for data in tqdm(loaders[split], desc=f"{desc} {target}/{split}", leave=False,
-                             disable=None, dynamic_ncols=True):
+            # each rank embeds a strided share of the split; the pieces are gathered below
+            for data in tqdm(distributed.shard_loader(loaders[split]), desc=f"{desc} {target}/{split}", leave=False,
+                             disable=None if main else True, dynamic_ncols=True):
                 imgs, pid, camid = self.parse_data_for_eval(data)
                 imgs = imgs.to(self.device)
                 o01 = self._to01(imgs)
@@ -278,11 +344,15 @@ class PrivacyEngine(bridge.Engine):
                 fp.append(self._features(self._norm(p01)))
                 pids.append(torch.as_tensor(pid))
                 camids.append(torch.as_tensor(camid))
-                if grid is None and grid_path:
+                if grid is None and grid_path and main:
                     cols = [o01, m01, p01] + ([r01] if r01 is not None else [])
                     grid = [c[: self.p.grid_images] for c in cols]
-            feats[split] = {"O": torch.cat(fo), "P": torch.cat(fp)}
-            ids[split] = {"pids": torch.cat(pids), "camids": torch.cat(camids)}
+            local = [torch.cat(fo), torch.cat(fp), torch.cat(pids), torch.cat(camids)]
+            gathered = [distributed.unshard(list(col)) for col in zip(*distributed.gather_objects(local))]
+            feats[split] = {"O": gathered[0], "P": gathered[1]}
+            ids[split] = {"pids": gathered[2], "camids": gathered[3]}
+        for name, merged in zip(acc, zip(*distributed.gather_objects(list(acc.values())))):
+            acc[name] = ImageMetricAccumulator.merged(merged)
         if grid is not None:
             save_grid(grid_path, grid)
         rank = evaluate_settings(feats, q_pids=ids["query"]["pids"], g_pids=ids["gallery"]["pids"],
@@ -357,6 +427,9 @@ class PrivacyEngine(bridge.Engine):
             "num_classes": self.datamanager.num_train_pids,
             "config": to_dict(self.config) if self.config is not None else None,
             "rng": checkpoint.rng_state(),
+            # every rank's RNG (augmentation, noise) so a multi-process resume is exact too
+            "rng_ranks": distributed.gather_objects(checkpoint.rng_state()) if distributed.world_size() > 1 else None,
+            "amp_scaler": self.precision.state_dict(),
             "global_step": self.global_step,
         }
 
@@ -391,7 +464,12 @@ class PrivacyEngine(bridge.Engine):
         self.upgrades = list(ckpt["upgrades"])
         self.history = list(ckpt["history"])
         self.global_step = ckpt.get("global_step", 0)
-        checkpoint.set_rng_state(ckpt.get("rng"))
+        self.precision.load_state_dict(ckpt.get("amp_scaler"))
+        per_rank = ckpt.get("rng_ranks")
+        if per_rank and len(per_rank) == distributed.world_size():
+            checkpoint.set_rng_state(per_rank[distributed.rank()])
+        else:
+            checkpoint.set_rng_state(ckpt.get("rng"))
 
     def _resume(self, resume: str | Dict[str, Any], save_dir: str) -> int:
         """Restore a run from a checkpoint (file, run directory or loaded dict); returns its epoch.
@@ -443,16 +521,19 @@ class PrivacyEngine(bridge.Engine):
         """
         from torch.utils.tensorboard import SummaryWriter
 
-        os.makedirs(save_dir, exist_ok=True)
+        main = distributed.is_main()  # only rank 0 writes logs, grids, checkpoints and results
+        if main:
+            os.makedirs(save_dir, exist_ok=True)
         ckpt_dir = os.path.join(save_dir, checkpoint.CKPT_DIR)
         if resume:
             start_epoch = self._resume(resume, save_dir)
-        if self.writer is None:
+        if self.writer is None and main:
             self.writer = SummaryWriter(log_dir=save_dir)
         self.max_epoch = max_epoch
         t0 = time.time()
         val = None
-        bar = tqdm(range(start_epoch, max_epoch), desc=f"train [{self.mode}]", disable=None, dynamic_ncols=True)
+        bar = tqdm(range(start_epoch, max_epoch), desc=f"train [{self.mode}]", disable=None if main else True,
+                   dynamic_ncols=True)
         for self.epoch in bar:
             entry: Dict[str, Any] = {"epoch": self.epoch + 1, "lr": self.get_current_lr()}
             try:
@@ -473,8 +554,11 @@ class PrivacyEngine(bridge.Engine):
             if "score" in entry and entry["score"] >= self.best_score:  # ties: the later model
                 self.best_score = entry["score"]
                 self.best_state = copy.deepcopy(self.state())
-                checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
-            checkpoint.save_atomic(self.state(), os.path.join(ckpt_dir, checkpoint.LAST))
+                if main:
+                    checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
+            state = self.state()  # on every rank: it gathers the ranks' RNG states
+            if main:
+                checkpoint.save_atomic(state, os.path.join(ckpt_dir, checkpoint.LAST))
             self._saved_epoch = self.epoch + 1
         if self.best_state is not None:
             self.load_state(self.best_state, resume=False)
@@ -486,10 +570,12 @@ class PrivacyEngine(bridge.Engine):
                 res = self.evaluate(target, os.path.join(save_dir, "grids", f"test-{target}.png"), desc="test")
                 self._log_eval(f"Test/{target}", res)
                 results["test"][target] = res
-        with open(os.path.join(save_dir, "results.json.tmp"), "w") as f:
-            json.dump(results, f, indent=2, default=float)
-        os.replace(os.path.join(save_dir, "results.json.tmp"), os.path.join(save_dir, "results.json"))
-        self.writer.flush()
+        if main:
+            with open(os.path.join(save_dir, "results.json.tmp"), "w") as f:
+                json.dump(results, f, indent=2, default=float)
+            os.replace(os.path.join(save_dir, "results.json.tmp"), os.path.join(save_dir, "results.json"))
+            self.writer.flush()
+        distributed.barrier()  # nobody leaves before rank 0 has written everything
         return results
 
     def _log_eval(self, prefix: str, res: Dict[str, Any]) -> None:

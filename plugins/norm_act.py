@@ -41,6 +41,10 @@ def apply_act(x: torch.Tensor, act: str, slope: float, inplace: bool = False) ->
     return x
 
 
+def _act_repr(act: str, slope: float) -> str:
+    return f"act={act}" + (f", slope={slope}" if act == "leaky_relu" else "")
+
+
 class BatchNormAct2d(nn.BatchNorm2d):
     """``act(batch_norm(x))`` with ``act`` in ``leaky_relu`` | ``relu`` | ``identity``.
 
@@ -89,8 +93,43 @@ class BatchNormAct2d(nn.BatchNorm2d):
         return apply_act(y, self.act, self.slope, inplace=True)
 
     def extra_repr(self) -> str:
-        act = f"act={self.act}" + (f", slope={self.slope}" if self.act == "leaky_relu" else "")
-        return f"{super().extra_repr()}, {act}"
+        return f"{super().extra_repr()}, {_act_repr(self.act, self.slope)}"
+
+
+class SyncBatchNormAct2d(nn.SyncBatchNorm):
+    """``act(sync_batch_norm(x))``: what a ``BatchNormAct2d`` becomes under SyncBatchNorm.
+
+    Same parameters, buffers and state-dict keys as ``BatchNormAct2d``; made by
+    ``torchreid_privacy.distributed.convert_sync_batchnorm`` (torch's own converter would
+    drop the activation). Statistics are reduced over the process group, so no fused kernel.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, act: str = "relu",
+                 slope: float = 0.2, process_group=None) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=affine,
+                         track_running_stats=track_running_stats, process_group=process_group)
+        self.act = _check_act(act)
+        self.slope = float(slope)
+
+    @classmethod
+    def from_batchnorm_act(cls, bn: BatchNormAct2d, process_group=None) -> "SyncBatchNormAct2d":
+        """Convert, keeping the very same Parameter objects so existing optimizers stay valid."""
+        out = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats, bn.act, bn.slope,
+                  process_group)
+        if bn.affine:
+            with torch.no_grad():
+                out.weight, out.bias = bn.weight, bn.bias
+        out.running_mean, out.running_var = bn.running_mean, bn.running_var
+        out.num_batches_tracked = bn.num_batches_tracked
+        out.train(bn.training)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_act(super().forward(x), self.act, self.slope, inplace=True)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {_act_repr(self.act, self.slope)}"
 
 
 def act_module(act: str, slope: float = 0.2) -> nn.Module:

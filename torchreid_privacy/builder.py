@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import bridge, kernels, weights
+from torchreid_privacy import bridge, distributed, kernels, weights
 from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwargs, optimizer_kwargs,
                                       use_gpu)
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
@@ -122,9 +122,17 @@ def build_privacy_engine(cfg: Config):
             optims[name] = _adam(net.parameters(), cfg)
             scheds[name] = build_scheduler(optims[name], cfg)
     engine_cls = ENGINES.get("privacy")
-    return engine_cls(dm, model, optimizer, scheduler, p, reid_loss, center_opt,
-                      norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std, nets=nets, optims=optims,
-                      scheds=scheds, val_target=val_target, test_targets=targets, use_gpu=gpu, config=cfg)
+    engine = engine_cls(dm, model, optimizer, scheduler, p, reid_loss, center_opt,
+                        norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std, nets=nets, optims=optims,
+                        scheds=scheds, val_target=val_target, test_targets=targets, use_gpu=gpu, config=cfg,
+                        amp=cfg.train.amp)
+    if distributed.is_initialized():
+        # identical weights everywhere (DDP checks), then rank-specific augmentation/noise streams
+        engine.distribute(sync_bn=cfg.train.sync_bn, seed=p.seed)
+        seed_everything(p.seed + distributed.rank())
+    elif cfg.train.sync_bn:
+        log.warning("train.sync_bn: ignored in a single process (launch with torchrun to synchronize BatchNorm)")
+    return engine
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ from typing import List, Optional
 
 PROG = "torchreid-privacy"
 
+from torchreid_privacy import distributed  # noqa: E402  (light: torch.distributed only)
+
 
 def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--config-file", required=required, help="torchreid YAML config (with an optional privacy: section)")
@@ -127,12 +129,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.weights or args.sha256:
         cfg.model.load_weights = _weights_path(args, cfg.model.load_weights)
     if cfg.privacy.enabled:
-        engine = build_privacy_engine(cfg)
-        results = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
-                                     start_epoch=cfg.train.start_epoch, print_freq=cfg.train.print_freq,
-                                     resume=resume)
-        _print_results({cfg.privacy.mode: results})
-        return 0
+        return _train_privacy(cfg, resume)
+    if distributed.launched_by_torchrun() or cfg.train.amp not in ("off", False) or cfg.train.sync_bn:
+        raise ValueError("privacy.enabled: torchrun, train.amp and train.sync_bn need the privacy engine "
+                         "(privacy.enabled true); torchreid's own engines run single-process in float32")
     if resume:
         cfg.model.resume = resume
     engine = build_torchreid_engine(cfg)
@@ -149,6 +149,27 @@ def _print_results(by_mode: dict) -> None:
             rows[mode if len(res["test"]) == 1 else f"{mode}/{target}"] = summarize(r)
     if rows:
         print(format_table(rows))
+
+
+def _train_privacy(cfg, resume: Optional[str]) -> int:
+    """Privacy-engine training; one process, or one of N under torchrun (rank 0 prints)."""
+    from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.config import use_gpu
+
+    if distributed.launched_by_torchrun():
+        ctx = distributed.init_from_env(use_gpu(cfg))
+        logging.getLogger().setLevel(logging.INFO if ctx.rank == 0 else logging.WARNING)
+    try:
+        engine = build_privacy_engine(cfg)
+        results = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
+                                     start_epoch=cfg.train.start_epoch,
+                                     print_freq=cfg.train.print_freq if distributed.is_main() else 10**9,
+                                     resume=resume)
+        if distributed.is_main():
+            _print_results({cfg.privacy.mode: results})
+    finally:
+        distributed.shutdown()
+    return 0
 
 
 def _cmd_test(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-from torchreid_privacy.config_schema import NULLABLE_TYPES, OPEN_KEYS, PRIVACY_CHOICES, defaults
+from torchreid_privacy.config_schema import NULLABLE_TYPES, OPEN_KEYS, PRIVACY_CHOICES, YAML_BOOL_ALIASES, defaults
 
 
 class ConfigError(ValueError):
@@ -106,6 +106,8 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
             return value
         raise ConfigError(f"{key}: expected int, got {value!r} ({type(value).__name__})")
     if isinstance(default, str):
+        if isinstance(value, bool) and value in YAML_BOOL_ALIASES.get(key, {}):
+            value = YAML_BOOL_ALIASES[key][value]
         if isinstance(value, str):
             choices = PRIVACY_CHOICES.get(key)
             if choices and value not in choices:

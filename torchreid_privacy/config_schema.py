@@ -54,6 +54,10 @@ TORCHREID_DEFAULTS: Dict[str, Any] = {
         "gamma": 0.1,
         "print_freq": 20,
         "seed": 1,
+        # torchreid-privacy additions (privacy engine only): mixed precision and, under
+        # torchrun, SyncBatchNorm for every net (CUDA only)
+        "amp": "off",  # off | bf16 | fp16
+        "sync_bn": False,
     },
     "sgd": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
     "rmsprop": {"alpha": 0.99},
@@ -113,9 +117,13 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.mode": ("baseline", "joint", "progressive"),
     "privacy.gan_mode": ("vanilla", "lsgan"),
     "privacy.kernels": ("auto", "triton", "torch"),
+    "train.amp": ("off", "bf16", "fp16"),
     "loss.name": ("softmax", "triplet"),
     "data.type": ("image", "video"),
 }
+
+# YAML 1.1 reads a bare ``off`` as false: the string the user meant
+YAML_BOOL_ALIASES: Dict[str, Dict[bool, str]] = {"train.amp": {False: "off"}}
 
 # free-form mappings: their inner keys are not checked against the schema
 OPEN_KEYS = {"privacy.desensitizer.params"}

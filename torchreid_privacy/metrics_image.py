@@ -160,6 +160,18 @@ class ImageMetricAccumulator:
         self._ssim_sum += float(ssim_val.sum())
         self.count += int(mse.numel())
 
+    @classmethod
+    def merged(cls, parts: "list[ImageMetricAccumulator]") -> "ImageMetricAccumulator":
+        """One accumulator holding the sums of ``parts`` (e.g. gathered from several processes)."""
+        out = cls(parts[0].data_range)
+        for part in parts:
+            out.count += part.count
+            out._finite_psnr_sum += part._finite_psnr_sum
+            out._finite_psnr_count += part._finite_psnr_count
+            out._mse_sum += part._mse_sum
+            out._ssim_sum += part._ssim_sum
+        return out
+
     def result(self) -> Dict[str, float]:
         """``psnr``: mean of the finite per-image PSNRs (inf if all images are identical);
         ``psnr_dataset``: PSNR of the mean MSE over all images; ``ssim``: mean SSIM."""

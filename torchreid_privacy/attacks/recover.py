@@ -1,0 +1,125 @@
+"""Recovery attack: how well can someone without G_R undo G, given N leaked (P, O) pairs?
+
+The attacker trains a fresh U-Net of the decoder's family and size on N training-set pairs
+(P = G(O)) with L1 only -- L1 maximizes PSNR, a GAN term would only lower it -- and is scored
+by PSNR/SSIM(O, attacker(P)) on the test split, next to the authorized decoder G_R. A large
+``margin_db`` means recovery needs G_R itself, not just a few leaked pairs.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchreid_privacy.attacks.common import (
+    engine_from_checkpoint,
+    eval_batches01,
+    read_images01,
+    train_items,
+)
+from torchreid_privacy.config import Config
+from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy.metrics_image import ImageMetricAccumulator
+
+LR, BETAS = 2e-4, (0.5, 0.999)  # pix2pix's Adam settings
+_LOSS_WINDOW = 10  # steps averaged for the reported first/last training L1
+
+
+def _positive_int(flag: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{flag}: expected an integer >= 1, got {value!r}")
+    return value
+
+
+def check_pairs(pairs: Sequence[int]) -> list[int]:
+    """Validated pair counts (non-empty, each >= 1, no repeats)."""
+    if isinstance(pairs, (str, bytes)) or not isinstance(pairs, Sequence) or not pairs:
+        raise ValueError(f"--pairs: expected one or more pair counts, got {pairs!r}")
+    counts = [_positive_int("--pairs", n) for n in pairs]
+    if len(set(counts)) != len(counts):
+        raise ValueError(f"--pairs: repeated pair count in {counts}")
+    return counts
+
+
+def build_attacker(cfg: Config, seed: int) -> nn.Module:
+    """A fresh U-Net like G_R (``privacy.decoder``), initialized from ``seed`` (global RNG untouched)."""
+    from torchreid_privacy.registry import ANONYMIZERS, load_plugins
+
+    load_plugins()
+    d = cfg.privacy.decoder
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ANONYMIZERS.get(d.name)(ngf=d.ngf, num_downs=d.num_downs)
+
+
+def train_attacker(net: nn.Module, p01: torch.Tensor, o01: torch.Tensor, steps: int, batch_size: int,
+                   seed: int) -> tuple[nn.Module, list[float]]:
+    """L1 training in GAN space on minibatches drawn with replacement; returns (net, per-step L1)."""
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(steps):
+        idx = torch.randint(len(p01), (batch_size,), generator=gen).to(p01.device)
+        loss = F.l1_loss(net(to_gan(p01[idx])), to_gan(o01[idx]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return net.eval(), losses
+
+
+@torch.no_grad()
+def evaluate_attacker(engine: Any, net: nn.Module, target: str) -> dict[str, float]:
+    """PSNR/SSIM(O, net(P)) over ``target``'s query+gallery, P made by the engine as ``evaluate`` does."""
+    engine.set_model_mode("eval")
+    net.eval()
+    acc = ImageMetricAccumulator()
+    for o01 in eval_batches01(engine, target):
+        acc.update(o01, from_gan(net(to_gan(engine.anonymize(o01)))))
+    return acc.result()
+
+
+@torch.no_grad()
+def leaked_pairs(engine: Any, n: int, seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, O) in [0,1] for the first ``n`` training images of a seeded permutation."""
+    items = train_items(engine)
+    if n > len(items):
+        raise ValueError(f"--pairs: {n} pairs asked, but the training set has only {len(items)} images")
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    o01 = read_images01(engine, [items[i][0] for i in order], batch_size)
+    engine.set_model_mode("eval")
+    p01 = torch.cat([engine.anonymize(o01[i:i + batch_size]) for i in range(0, n, batch_size)])
+    return p01, o01
+
+
+def recovery_attack(checkpoint_path: str, pairs: Sequence[int], steps: int = 2000, batch_size: int = 16,
+                    seed: int = 0, key: Any = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """PSNR/SSIM of an attacker trained on N leaked pairs, for each N in ``pairs``, vs G_R.
+
+    Larger N includes the pairs of smaller N; every attacker starts from the same seeded
+    weights. ``margin_db`` = authorized PSNR - best attacker PSNR.
+    """
+    counts = check_pairs(pairs)
+    steps = _positive_int("--steps", steps)
+    batch_size = _positive_int("--batch-size", batch_size)
+    engine, path = engine_from_checkpoint(checkpoint_path, overrides, key=key, need=("generator", "decoder"))
+    target = engine.test_targets[0]
+    res = engine.evaluate(target, grid_path=None, desc="authorized")
+    out: dict[str, Any] = {"authorized": {k: float(res["image"]["O-R"][k]) for k in ("psnr", "ssim")},
+                           "protected": {k: float(res["image"]["O-P"][k]) for k in ("psnr", "ssim")}}
+    p01, o01 = leaked_pairs(engine, max(counts), seed)
+    for n in counts:
+        net = build_attacker(engine.config, seed).to(engine.device)
+        net, losses = train_attacker(net, p01[:n], o01[:n], steps, batch_size, seed)
+        m = evaluate_attacker(engine, net, target)
+        w = min(_LOSS_WINDOW, steps)
+        out[str(n)] = {"psnr": m["psnr"], "ssim": m["ssim"], "steps": steps,
+                       "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
+    best = max(out[str(n)]["psnr"] for n in counts)
+    out.update({"test_images": int(res["image"]["O-R"]["count"]), "steps": steps,
+                "margin_db": out["authorized"]["psnr"] - best, "target": target, "checkpoint": path})
+    return out
