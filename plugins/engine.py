@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from torchreid_privacy import bridge, checkpoint, distributed, kernels
+from torchreid_privacy import bridge, checkpoint, distributed, kernels, keys
 from torchreid_privacy.amp import Precision
 from torchreid_privacy.config import Config, to_dict
 from torchreid_privacy.desensitize import resolve_desensitizer
@@ -116,6 +116,10 @@ class PrivacyEngine(bridge.Engine):
         fused = {"mosaic": kernels.mosaic, "blur": kernels.gaussian_blur}
         self._desensitize = fused.get(self.desensitizer, plugin)
         self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
+        # keyed recovery: the secret lives only in memory (set_key), never in state() or logs
+        self.keyed = self.mode != "baseline" and bool(privacy.decoder.keyed)
+        self.__key: Optional[bytes] = None
+        self._planes: Dict[Any, torch.Tensor] = {}
         self.val_target = val_target
         self.test_targets = test_targets or [t for t in datamanager.test_loader if t != val_target]
         self.best_score = -math.inf
@@ -167,6 +171,44 @@ class PrivacyEngine(bridge.Engine):
             raise ValueError("sampler.train_sampler: distributed training needs RandomIdentitySampler "
                              f"(P x K batches), got {type(sampler).__name__}")
         return int(k)
+
+    # ------------------------------------------------------------------ keyed recovery
+    def set_key(self, key: bytes) -> None:
+        """The secret key the keyed decoder G_R(P, key) is trained with / recovers with."""
+        if not self.keyed:
+            raise ValueError("--key-file: this decoder is not keyed (privacy.decoder.keyed is false)")
+        self.__key = bytes(key)
+        self._planes = {}
+
+    @property
+    def has_key(self) -> bool:
+        return self.__key is not None
+
+    def key_planes(self, like: torch.Tensor) -> torch.Tensor:
+        """The key's planes at ``like``'s image size, on its device."""
+        if self.__key is None:
+            raise ValueError("--key-file: the keyed decoder needs the secret key "
+                             "(create one with 'torchreid-privacy keygen --output PATH')")
+        size = tuple(like.shape[-2:])
+        if size not in self._planes:
+            channels = self.p.decoder.key_channels
+            self._planes[size] = keys.key_planes(self.__key, channels, *size).to(like.device)
+        return self._planes[size]
+
+    @torch.no_grad()
+    def recover(self, p01: torch.Tensor, wrong_key_generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """R in [0,1] from P in [0,1]: G_R(P), or G_R(P, key) when keyed. With
+        ``wrong_key_generator`` a keyed decoder gets random wrong keys instead (what a thief sees)."""
+        p = to_gan(p01)
+        decoder = self.nets["decoder"]
+        if not self.keyed:
+            return from_gan(decoder(p))
+        if wrong_key_generator is not None:
+            key = keys.random_key_planes(p.shape[0], self.p.decoder.key_channels, *p.shape[-2:],
+                                         generator=wrong_key_generator, device=p.device)
+        else:
+            key = self.key_planes(p)
+        return from_gan(decoder(p, key))
 
     # ------------------------------------------------------------------ helpers
     def _to01(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,7 +303,14 @@ class PrivacyEngine(bridge.Engine):
         D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
         o, m = to_gan(o01), to_gan(m01)
         p = self._fwd("generator", o)
-        r = self._fwd("decoder", p)
+        if self.keyed:  # one decoder pass: right key on P, random wrong keys on a detached P
+            b = p.shape[0]
+            wrong = keys.random_key_planes(b, self.p.decoder.key_channels, *p.shape[-2:], device=p.device)
+            right = self.key_planes(p).unsqueeze(0).expand(b, -1, -1, -1)
+            both = self._fwd("decoder", torch.cat([p, p.detach()]), torch.cat([right, wrong]))
+            r, r_wrong = both[:b], both[b:]
+        else:
+            r = self._fwd("decoder", p)
 
         # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
         _requires_grad([D1, D2], True)
@@ -281,8 +330,10 @@ class PrivacyEngine(bridge.Engine):
             "rec_p": F.l1_loss(p, m),
             "rec_r": F.l1_loss(r, o),
         }
+        if self.keyed:  # a wrong key must give back nothing beyond P itself
+            terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
         terms.update(self._reid(torch.cat([imgs, self._norm(from_gan(p))]), pids, 2))
-        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p")}
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
         self._check(main)
         loss = sum(getattr(w, k) * v for k, v in main.items())
         self._step(loss, ["model", "generator", "decoder"])
@@ -318,7 +369,8 @@ class PrivacyEngine(bridge.Engine):
         """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
         self.set_model_mode("eval")
         gen = torch.Generator(device=self.device).manual_seed(self.p.eval_seed)
-        acc = {k: ImageMetricAccumulator() for k in ("O-M", "O-P", "O-R")}
+        acc = {k: ImageMetricAccumulator() for k in ("O-M", "O-P", "O-R", "O-R wrong key")}
+        can_recover = not self.keyed or self.has_key
         feats: Dict[str, Dict[str, torch.Tensor]] = {}
         ids: Dict[str, Dict[str, torch.Tensor]] = {}
         grid = None
@@ -337,9 +389,11 @@ class PrivacyEngine(bridge.Engine):
                 acc["O-M"].update(o01, m01)
                 acc["O-P"].update(o01, p01)
                 r01 = None
-                if self.mode != "baseline":
-                    r01 = from_gan(self.nets["decoder"](to_gan(p01)))
+                if self.mode != "baseline" and can_recover:
+                    r01 = self.recover(p01)
                     acc["O-R"].update(o01, r01)
+                if self.keyed:
+                    acc["O-R wrong key"].update(o01, self.recover(p01, wrong_key_generator=gen))
                 fo.append(self._features(imgs))
                 fp.append(self._features(self._norm(p01)))
                 pids.append(torch.as_tensor(pid))
@@ -521,6 +575,9 @@ class PrivacyEngine(bridge.Engine):
         """
         from torch.utils.tensorboard import SummaryWriter
 
+        if self.keyed and not self.has_key:
+            raise ValueError("--key-file: privacy.decoder.keyed is true, so training needs the secret key "
+                             "(create one with 'torchreid-privacy keygen --output PATH')")
         main = distributed.is_main()  # only rank 0 writes logs, grids, checkpoints and results
         if main:
             os.makedirs(save_dir, exist_ok=True)

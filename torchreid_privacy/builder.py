@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from torchreid_privacy.config import (Config, imagedata_kwargs, lr_scheduler_kwa
                                       use_gpu)
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
 from torchreid_privacy.data.validate import checked_datamanager
+from torchreid_privacy.plugins.keyed import KeyedDecoder
 from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, ENGINES, LOSSES, load_plugins
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,12 @@ def _adam(params, cfg: Config) -> torch.optim.Optimizer:
 def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
     """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2."""
     p = cfg.privacy
+    d = p.decoder
+    extra = d.key_channels if d.keyed else 0
+    decoder = ANONYMIZERS.get(d.name)(in_channels=3 + extra, ngf=d.ngf, num_downs=d.num_downs)
     nets = {
         "generator": ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs),
-        "decoder": ANONYMIZERS.get(p.decoder.name)(ngf=p.decoder.ngf, num_downs=p.decoder.num_downs),
+        "decoder": KeyedDecoder(decoder, d.key_channels) if d.keyed else decoder,
     }
     for name in ("disc_op", "disc_pr"):
         nets[name] = DISCRIMINATORS.get(p.discriminator.name)(ndf=p.discriminator.ndf,
@@ -184,3 +188,27 @@ def nets_from_checkpoint(path: str, names: Tuple[str, ...], device: str = "cpu")
         checkpoint.load_state(net, ckpt["models"][name], f"{path} [{name}]")
         nets[name] = net.to(device).eval()
     return cfg, nets
+
+
+def engine_from_checkpoint(path: str, overrides: Sequence[str] = (), key: Optional[bytes] = None,
+                           need: Tuple[str, ...] = (), config_file: Optional[str] = None) -> Tuple[Any, str]:
+    """(privacy engine with the checkpoint's nets loaded, resolved checkpoint path).
+
+    The checkpoint's own config (or ``config_file``), plus ``overrides``, builds the engine, as
+    ``test`` does; ``need`` names nets that must be in the checkpoint (e.g.
+    ``("generator", "decoder")``); ``key`` is handed to ``engine.set_key`` when given.
+    """
+    from torchreid_privacy import checkpoint
+    from torchreid_privacy.config import load_config
+
+    path = checkpoint.resolve(path)
+    ckpt = checkpoint.load(path, need=need)
+    if not config_file and not ckpt.get("config"):
+        raise bridge.CheckpointError(f"{path}: checkpoint carries no config; give --config-file")
+    cfg = load_config(config_file, overrides, base=None if config_file else ckpt["config"])
+    cfg.model.load_weights = ""  # the checkpoint holds the trained backbone
+    engine = build_privacy_engine(cfg)
+    engine.load_state(ckpt, resume=False, source=path)
+    if key is not None:
+        engine.set_key(key)
+    return engine, path

@@ -1,5 +1,5 @@
-"""``torchreid-privacy`` command line: train | test | anonymize | recover | demo | list | config |
-make-data | split | bench.
+"""``torchreid-privacy`` command line: train | test | anonymize | recover | keygen | attack | demo |
+list | config | make-data | split | bench.
 
 Every failure a user can cause (bad config key or type, missing file, unreadable checkpoint,
 bad parameter) ends in one line ``torchreid-privacy: error: ...`` naming the culprit and a
@@ -44,6 +44,30 @@ def _weights_path(args: argparse.Namespace, configured: str = "") -> str:
     return weights.fetch(spec, sha256=args.sha256, what="--weights" if args.weights else "model.load_weights")
 
 
+def _add_key_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--key-file", metavar="PATH",
+                   help=f"secret key of a keyed decoder ({what}); made by 'torchreid-privacy keygen'")
+
+
+def _key(args: argparse.Namespace, keyed: bool, required: bool) -> Optional[bytes]:
+    """The key from --key-file, checked against whether the decoder is keyed."""
+    from torchreid_privacy.keys import read_key_file
+
+    if not keyed:
+        if args.key_file:
+            raise ValueError("--key-file: the decoder is not keyed (privacy.decoder.keyed is false)")
+        return None
+    if not args.key_file and not required:
+        return None
+    return read_key_file(args.key_file)
+
+
+def _apply_key(args: argparse.Namespace, engine, required: bool) -> None:
+    key = _key(args, engine.keyed, required)
+    if key is not None:
+        engine.set_key(key)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", help="checkpoint file or run directory (its last.pth) to resume from; "
                                     "without --config-file the checkpoint's own config is used")
     _add_weights_args(p, "initial ReID backbone weights (sets model.load_weights)")
+    _add_key_arg(p, "required when privacy.decoder.keyed is true")
     _add_config_args(p)
 
     p = sub.add_parser("test", help="evaluate a trained checkpoint on its test targets")
@@ -59,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write results.json and grids here (default: a test/ folder beside it)")
     _add_weights_args(p, "ReID backbone weights that replace the checkpoint's C (e.g. a third-party model "
                          "trained on raw images), evaluated with the checkpoint's G and G_R")
+    _add_key_arg(p, "without it a keyed decoder's O-R is not measured")
     _add_config_args(p)
 
     for name, helptext in (("anonymize", "apply the encoder G to a folder (O -> P)"),
@@ -69,6 +95,24 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+        if name == "recover":
+            _add_key_arg(p, "required when the checkpoint's decoder is keyed")
+
+    p = sub.add_parser("keygen", help="write a new 128-bit secret key file (mode 0600, never overwrites)")
+    p.add_argument("--output", required=True, help="key file to create")
+
+    p = sub.add_parser("attack", help="privacy attacks on a trained run: `attack reid` (a third-party "
+                                      "model trained on raw images), `attack recover` (an attacker "
+                                      "decoder trained on N leaked (P, O) pairs)")
+    p.add_argument("what", choices=["reid", "recover"])
+    p.add_argument("--checkpoint", help="checkpoint file or run directory (default: the config's data.save_dir)")
+    p.add_argument("--output", help="folder for attack.json (default: <run>/attack-<what>)")
+    p.add_argument("--pairs", default="16,64,256", help="recover: leaked pair counts, comma-separated")
+    p.add_argument("--steps", type=int, default=1000, help="recover: attacker training steps per pair count")
+    p.add_argument("--batch-size", type=int, default=16, help="recover: attacker batch size")
+    p.add_argument("--max-epoch", type=int, help="reid: third-party training epochs (default: train.max_epoch)")
+    _add_key_arg(p, "for the authorized decoder's numbers of a keyed run")
+    _add_config_args(p)
 
     p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive, print the table")
     p.add_argument("--output", default="demo-output", help="run folder (default: demo-output)")
@@ -110,7 +154,7 @@ def _cuda() -> bool:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from torchreid_privacy import checkpoint
-    from torchreid_privacy.builder import build_privacy_engine, build_torchreid_engine
+    from torchreid_privacy.builder import build_torchreid_engine
     from torchreid_privacy.config import engine_run_kwargs, load_config
 
     resume = None
@@ -129,7 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.weights or args.sha256:
         cfg.model.load_weights = _weights_path(args, cfg.model.load_weights)
     if cfg.privacy.enabled:
-        return _train_privacy(cfg, resume)
+        keyed = cfg.privacy.decoder.keyed and cfg.privacy.mode != "baseline"
+        return _train_privacy(cfg, resume, _key(args, keyed, required=True))
     if distributed.launched_by_torchrun() or cfg.train.amp not in ("off", False) or cfg.train.sync_bn:
         raise ValueError("privacy.enabled: torchrun, train.amp and train.sync_bn need the privacy engine "
                          "(privacy.enabled true); torchreid's own engines run single-process in float32")
@@ -151,7 +196,7 @@ def _print_results(by_mode: dict) -> None:
         print(format_table(rows))
 
 
-def _train_privacy(cfg, resume: Optional[str]) -> int:
+def _train_privacy(cfg, resume: Optional[str], key: Optional[bytes] = None) -> int:
     """Privacy-engine training; one process, or one of N under torchrun (rank 0 prints)."""
     from torchreid_privacy.builder import build_privacy_engine
     from torchreid_privacy.config import use_gpu
@@ -161,6 +206,8 @@ def _train_privacy(cfg, resume: Optional[str]) -> int:
         logging.getLogger().setLevel(logging.INFO if ctx.rank == 0 else logging.WARNING)
     try:
         engine = build_privacy_engine(cfg)
+        if key is not None:
+            engine.set_key(key)
         results = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
                                      start_epoch=cfg.train.start_epoch,
                                      print_freq=cfg.train.print_freq if distributed.is_main() else 10**9,
@@ -173,17 +220,12 @@ def _train_privacy(cfg, resume: Optional[str]) -> int:
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
-    from torchreid_privacy import checkpoint
-    from torchreid_privacy.builder import build_privacy_engine
-    from torchreid_privacy.config import load_config
+    from torchreid_privacy.builder import engine_from_checkpoint
 
-    path = checkpoint.resolve(args.checkpoint)
-    ckpt = checkpoint.load(path)
-    cfg = load_config(args.config_file, args.opts, base=ckpt.get("config") if not args.config_file else None)
     replacement = _weights_path(args)  # before building: a bad file or hash fails fast
-    cfg.model.load_weights = ""  # the checkpoint holds the trained backbone; its init weights are not needed
-    engine = build_privacy_engine(cfg)
-    engine.load_state(ckpt, resume=False, source=path)
+    engine, path = engine_from_checkpoint(args.checkpoint, args.opts, config_file=args.config_file)
+    _apply_key(args, engine, required=False)
+    cfg = engine.config
     results = {"mode": cfg.privacy.mode, "checkpoint": path, "test": {}}
     if replacement:
         from torchreid_privacy.weights import load_backbone_weights
@@ -211,11 +253,71 @@ def _cmd_folder(args: argparse.Namespace, which: str) -> int:
         raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
     cfg, nets = nets_from_checkpoint(args.checkpoint, (which,), device=args.device)
     net = nets[which]
-    report = process_folder(args.input, args.output, lambda x: from_gan(net(to_gan(x))),
+    fn = lambda x: from_gan(net(to_gan(x)))  # noqa: E731
+    if which == "decoder":
+        key = _key(args, cfg.privacy.decoder.keyed, required=True)
+        if key is not None:
+            from torchreid_privacy.keys import key_planes
+
+            planes = key_planes(key, cfg.privacy.decoder.key_channels, cfg.data.height, cfg.data.width)
+            planes = planes.to(args.device)
+            fn = lambda x: from_gan(net(to_gan(x), planes))  # noqa: E731
+    report = process_folder(args.input, args.output, fn,
                             height=cfg.data.height, width=cfg.data.width, batch_size=args.batch_size,
                             device=args.device, desc="anonymize" if which == "generator" else "recover")
     print(report.line())
     return 0
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from torchreid_privacy.keys import write_key_file
+
+    path = write_key_file(args.output)
+    print(f"128-bit key written to {path} (mode 0600); keep it secret, it is never stored anywhere else")
+    return 0
+
+
+def _cmd_attack(args: argparse.Namespace) -> int:
+    from torchreid_privacy import checkpoint
+    from torchreid_privacy.config import load_config
+
+    cfg = load_config(args.config_file, args.opts) if args.config_file else None
+    if not args.checkpoint and cfg is None:
+        raise ValueError("--checkpoint: required (or --config-file of the trained run, whose data.save_dir is used)")
+    path = checkpoint.resolve(args.checkpoint or cfg.data.save_dir)
+    privacy = (checkpoint.load(path).get("config") or {}).get("privacy", {})
+    keyed = bool(privacy.get("decoder", {}).get("keyed")) and privacy.get("mode") != "baseline"
+    key = _key(args, keyed, required=False)
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    out = args.output or os.path.join(run_dir, f"attack-{args.what}")
+    os.makedirs(out, exist_ok=True)
+    if args.what == "reid":
+        from torchreid_privacy.attacks import reid_attack
+
+        result = reid_attack(cfg, path, out, key=key, max_epoch=args.max_epoch)
+        lines = [f"{s:5s} rank-1 {100 * result[s]['R1']:5.1f}  mAP {100 * result[s]['mAP']:5.1f}"
+                 for s in ("O->O", "O->P", "P->O", "P->P")]
+    else:
+        from torchreid_privacy.attacks import recovery_attack
+
+        pairs = [_int_flag("--pairs", v) for v in args.pairs.split(",") if v.strip()]
+        result = recovery_attack(path, pairs, steps=args.steps, batch_size=args.batch_size, key=key)
+        lines = [f"{name:>10s}  PSNR {result[name]['psnr']:6.2f}  SSIM {result[name]['ssim']:.3f}"
+                 for name in ["authorized", *map(str, pairs)]]
+    tmp = os.path.join(out, "attack.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=2, default=float)
+    os.replace(tmp, os.path.join(out, "attack.json"))
+    print("\n".join(lines))
+    print(f"results: {os.path.join(out, 'attack.json')}")
+    return 0
+
+
+def _int_flag(flag: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text.strip()!r}") from None
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -278,6 +380,8 @@ COMMANDS = {
     "anonymize": lambda a: _cmd_folder(a, "generator"),
     "recover": lambda a: _cmd_folder(a, "decoder"),
     "demo": _cmd_demo,
+    "keygen": _cmd_keygen,
+    "attack": _cmd_attack,
     "list": _cmd_list,
     "config": _cmd_config,
     "make-data": _cmd_make_data,

@@ -89,11 +89,12 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     # params default to the desensitizer's own (paper) defaults: mosaic 24, blur 12, noise 0.5
     "desensitizer": {"name": "mosaic", "params": {}},
     "generator": {"name": "unet_128", "ngf": 64, "num_downs": None},
-    "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None},
+    # keyed: G_R also takes a secret key (train/test/recover --key-file); wrong keys give back P
+    "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None, "keyed": False, "key_channels": 64},
     "discriminator": {"name": "basic", "ndf": 64, "n_layers": 3},
     "gan_mode": "vanilla",  # vanilla | lsgan
     "weights": {"gan": 1.0, "rec_p": 100.0, "rec_r": 100.0, "reid_o": 1.0, "reid_p": 1.0,
-                "center": 0.0005},
+                "center": 0.0005, "wrong_key": 100.0},
     "triplet": {"margin": 0.3, "weighted": False},
     "label_smooth": True,
     "lr": 3.5e-4,

@@ -6,40 +6,13 @@ comparable with the privacy-utility table.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from torchreid_privacy import bridge
-
-
-def engine_from_checkpoint(path: str, overrides: Iterable[str] = (), key: Any | None = None,
-                           need: tuple[str, ...] = (), config_file: str | None = None) -> tuple[Any, str]:
-    """(privacy engine with the checkpoint's nets loaded, resolved checkpoint path).
-
-    The checkpoint's own config (or ``config_file``), plus ``overrides``, builds the engine, as
-    ``test`` does; ``need`` names nets that must be in the checkpoint (e.g.
-    ``("generator", "decoder")``); ``key`` is handed to ``engine.set_key`` when given.
-    """
-    from torchreid_privacy import checkpoint
-    from torchreid_privacy.builder import build_privacy_engine
-    from torchreid_privacy.config import load_config
-
-    path = checkpoint.resolve(path)
-    ckpt = checkpoint.load(path, need=need)
-    if not config_file and not ckpt.get("config"):
-        raise bridge.CheckpointError(f"{path}: checkpoint carries no config; give --config-file")
-    cfg = load_config(config_file, overrides, base=None if config_file else ckpt["config"])
-    cfg.model.load_weights = ""  # the checkpoint holds the trained backbone
-    engine = build_privacy_engine(cfg)
-    engine.load_state(ckpt, resume=False, source=path)
-    if key is not None:
-        set_key = getattr(engine, "set_key", None)
-        if set_key is None:
-            raise ValueError("--key: this privacy engine has no keyed anonymization (no set_key)")
-        set_key(key)
-    return engine, path
+from torchreid_privacy.builder import engine_from_checkpoint  # noqa: F401  (re-exported)
 
 
 def read_images01(engine: Any, paths: Sequence[str], batch_size: int = 64) -> torch.Tensor:

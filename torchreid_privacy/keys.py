@@ -1,0 +1,103 @@
+"""Secret keys for keyed recovery: 128 random bits in a file only its owner can read.
+
+``torchreid-privacy keygen --output PATH`` writes 32 hex digits to a new file created with
+mode 0600 (``O_CREAT | O_EXCL``: an existing file is never overwritten). The key reaches
+the decoder as ``key_planes``: a code of ``key_channels`` +-1 bits derived with SHAKE-256 (a
+standard extendable-output hash, identical on every platform and torch version), one
+constant plane per bit.
+The key is never stored in configs, logs, results or checkpoints; only its owner's file holds it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import stat
+
+import torch
+
+KEY_BYTES = 16  # 128 bits
+_DOMAIN = b"torchreid-privacy/key-planes/v1"
+
+log = logging.getLogger(__name__)
+
+
+class KeyFileError(ValueError):
+    """A key file is missing, unreadable or not a 128-bit key; the message names it."""
+
+
+def generate_key() -> bytes:
+    return secrets.token_bytes(KEY_BYTES)
+
+
+def write_key_file(path: str, key: bytes | None = None) -> str:
+    """Create ``path`` holding a new (or the given) key, readable by its owner only.
+
+    Refuses to touch an existing file: a lost key means unrecoverable images.
+    """
+    key = generate_key() if key is None else key
+    if len(key) != KEY_BYTES:
+        raise KeyFileError(f"key: expected {KEY_BYTES} bytes, got {len(key)}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise KeyFileError(f"--output: folder {parent} does not exist")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"--output: {path} already exists; keygen never overwrites a key file") from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask says
+        os.write(fd, (key.hex() + "\n").encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def read_key_file(path: str, flag: str = "--key-file") -> bytes:
+    """The key in ``path``; a clear error naming ``flag`` and the path otherwise."""
+    if not path:
+        raise KeyFileError(f"{flag}: required (create one with 'torchreid-privacy keygen --output PATH')")
+    if not os.path.isfile(path):
+        raise KeyFileError(f"{flag}: no such key file: {path}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(256)
+    except OSError as exc:
+        raise KeyFileError(f"{flag}: cannot read {path} ({exc.strerror})") from None
+    text = raw.decode("ascii", errors="replace").strip()
+    if len(text) != 2 * KEY_BYTES or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise KeyFileError(f"{flag}: {path} is not a 128-bit key (expected {2 * KEY_BYTES} hex digits, "
+                           "as written by 'torchreid-privacy keygen')")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        log.warning("%s: %s is readable by others (mode %o); chmod 600 it", flag, path, mode)
+    return bytes.fromhex(text)
+
+
+def key_code(key: bytes, channels: int) -> torch.Tensor:
+    """(channels,) float tensor of +-1: the key stretched by SHAKE-256 to ``channels`` bits."""
+    if len(key) != KEY_BYTES:
+        raise KeyFileError(f"key: expected {KEY_BYTES} bytes, got {len(key)}")
+    stream = hashlib.shake_256(_DOMAIN + key).digest((channels + 7) // 8)
+    bits = torch.frombuffer(bytearray(stream), dtype=torch.uint8)
+    bits = ((bits.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten()[:channels]
+    return bits.float() * 2 - 1
+
+
+def key_planes(key: bytes, channels: int, height: int, width: int) -> torch.Tensor:
+    """(channels, height, width): one constant +-1 plane per code bit.
+
+    Constant planes make "is this the key?" a linear test the decoder's first convolution can
+    learn (the right code scores ``channels``, a random one about 0 +- sqrt(channels)); a
+    spatial pseudo-random pattern would have to be memorized pixel by pixel.
+    """
+    return key_code(key, channels).view(channels, 1, 1).expand(channels, height, width).contiguous()
+
+
+def random_key_planes(batch: int, channels: int, height: int, width: int,
+                      generator: torch.Generator | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(batch, channels, height, width) planes of independent random codes: wrong keys."""
+    bits = torch.randint(0, 2, (batch, channels, 1, 1), generator=generator, device=device)
+    return (bits.float() * 2 - 1).expand(batch, channels, height, width)
