@@ -90,12 +90,11 @@ def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
     """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2."""
     p = cfg.privacy
     d = p.decoder
-    extra = d.key_channels if d.keyed else 0
-    decoder = ANONYMIZERS.get(d.name)(in_channels=3 + extra, ngf=d.ngf, num_downs=d.num_downs)
-    nets = {
-        "generator": ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs),
-        "decoder": KeyedDecoder(decoder, d.key_channels) if d.keyed else decoder,
-    }
+    # construction order = RNG order: G first, so a seed gives the same weights as always
+    generator = ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs)
+    decoder = ANONYMIZERS.get(d.name)(in_channels=3 + (d.key_channels if d.keyed else 0), ngf=d.ngf,
+                                      num_downs=d.num_downs)
+    nets = {"generator": generator, "decoder": KeyedDecoder(decoder, d.key_channels) if d.keyed else decoder}
     for name in ("disc_op", "disc_pr"):
         nets[name] = DISCRIMINATORS.get(p.discriminator.name)(ndf=p.discriminator.ndf,
                                                               n_layers=p.discriminator.n_layers)

@@ -114,10 +114,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_key_arg(p, "for the authorized decoder's numbers of a keyed run")
     _add_config_args(p)
 
-    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive, print the table")
+    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-keyed, "
+                                    "attack the keyed run, print the tables")
     p.add_argument("--output", default="demo-output", help="run folder (default: demo-output)")
     p.add_argument("--data-root", help="where the synthetic dataset lives (default: OUTPUT/data)")
-    p.add_argument("--modes", default="baseline,joint,progressive")
+    p.add_argument("--modes", default="baseline,joint,progressive,progressive-keyed")
+    p.add_argument("--no-attacks", action="store_true", help="skip the third-party ReID and recovery attacks")
+    p.add_argument("--attack-pairs", default="16,64,256", help="leaked pair counts of the recovery attack")
+    p.add_argument("--attack-steps", type=int, default=1000, help="recovery attacker training steps")
     _add_config_args(p)
 
     sub.add_parser("list", help="print every registered component by kind")
@@ -363,7 +367,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from torchreid_privacy.demo import run_demo
 
     run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
-             config_file=args.config_file, overrides=args.opts)
+             config_file=args.config_file, overrides=args.opts, attacks=not args.no_attacks,
+             attack_pairs=[_int_flag("--attack-pairs", v) for v in args.attack_pairs.split(",") if v.strip()],
+             attack_steps=args.attack_steps)
     return 0
 
 
