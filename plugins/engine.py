@@ -139,8 +139,9 @@ class PrivacyEngine(bridge.Engine):
 
         Call after ``torch.distributed`` is initialized. Checkpoints and evaluation keep using
         the bare nets. The discriminators run three times per step (real, fake, and for the G
-        loss), so their BatchNorm buffers are not broadcast (in-place buffer broadcasts between
-        forwards would break autograd); their running statistics are never used.
+        loss), so their BatchNorm buffers are not broadcast per
+        forward (in-place buffer broadcasts between forwards would break autograd);
+        ``evaluate`` gives every rank rank 0's buffers before it uses them.
         """
         if sync_bn:
             if self.device.type != "cuda":
@@ -157,7 +158,10 @@ class PrivacyEngine(bridge.Engine):
         for name, net in self._models.items():
             if name == "center":  # the centers' gradients are averaged by hand in _step
                 continue
-            wrapped[name] = distributed.wrap_ddp(net, self.device, broadcast_buffers=not name.startswith("disc"))
+            # nets run more than once per step (D1, D2) must not re-broadcast their
+            # buffers in place between forwards; evaluate() syncs them from rank 0 instead
+            repeated = name.startswith("disc")
+            wrapped[name] = distributed.wrap_ddp(net, self.device, broadcast_buffers=not repeated)
         self._train_nets.update(wrapped)
         dm = self.datamanager
         self.train_loader = distributed.train_loader(
@@ -304,6 +308,8 @@ class PrivacyEngine(bridge.Engine):
         o, m = to_gan(o01), to_gan(m01)
         p = self._fwd("generator", o)
         if self.keyed:  # one decoder pass: right key on P, random wrong keys on a detached P
+            # (one batch, so BatchNorm's batch statistics during training are those of the same
+            # right/wrong mixture its running statistics hold at test time)
             b = p.shape[0]
             wrong = keys.random_key_planes(b, self.p.decoder.key_channels, *p.shape[-2:], device=p.device)
             right = self.key_planes(p).unsqueeze(0).expand(b, -1, -1, -1)
@@ -368,6 +374,8 @@ class PrivacyEngine(bridge.Engine):
     def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "eval") -> Dict[str, Any]:
         """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
         self.set_model_mode("eval")
+        for net in self._models.values():  # all ranks evaluate rank 0's running statistics
+            distributed.broadcast_buffers(net)
         gen = torch.Generator(device=self.device).manual_seed(self.p.eval_seed)
         acc = {k: ImageMetricAccumulator() for k in ("O-M", "O-P", "O-R", "O-R wrong key")}
         can_recover = not self.keyed or self.has_key
@@ -443,7 +451,7 @@ class PrivacyEngine(bridge.Engine):
             return False
         r1 = val["rank"]["O->P"]["R1"]
         self.best_upgrade_r1 = r1
-        snap = copy.deepcopy(self.nets["generator"]).eval()
+        snap = copy.deepcopy(self.nets["generator"]).eval()  # buffers: rank 0's, set by evaluate()
         _requires_grad([snap], False)
         self.supervisor = snap
         event = {"epoch": self.epoch + 1, "val_r1_op": r1,

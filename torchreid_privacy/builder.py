@@ -91,9 +91,10 @@ def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
     p = cfg.privacy
     d = p.decoder
     # construction order = RNG order: G first, so a seed gives the same weights as always
-    generator = ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs)
+    generator = ANONYMIZERS.get(p.generator.name)(ngf=p.generator.ngf, num_downs=p.generator.num_downs,
+                                                  norm=p.generator.norm)
     decoder = ANONYMIZERS.get(d.name)(in_channels=3 + (d.key_channels if d.keyed else 0), ngf=d.ngf,
-                                      num_downs=d.num_downs)
+                                      num_downs=d.num_downs, norm=d.norm)
     nets = {"generator": generator, "decoder": KeyedDecoder(decoder, d.key_channels) if d.keyed else decoder}
     for name in ("disc_op", "disc_pr"):
         nets[name] = DISCRIMINATORS.get(p.discriminator.name)(ndf=p.discriminator.ndf,

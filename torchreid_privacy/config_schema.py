@@ -88,13 +88,14 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "mode": "progressive",  # baseline | joint | progressive
     # params default to the desensitizer's own (paper) defaults: mosaic 24, blur 12, noise 0.5
     "desensitizer": {"name": "mosaic", "params": {}},
-    "generator": {"name": "unet_128", "ngf": 64, "num_downs": None},
+    "generator": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch"},
     # keyed: G_R also takes a secret key (train/test/recover --key-file); wrong keys give back P
-    "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None, "keyed": False, "key_channels": 64},
+    "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch", "keyed": False,
+                "key_channels": 64},
     "discriminator": {"name": "basic", "ndf": 64, "n_layers": 3},
     "gan_mode": "vanilla",  # vanilla | lsgan
     "weights": {"gan": 1.0, "rec_p": 100.0, "rec_r": 100.0, "reid_o": 1.0, "reid_p": 1.0,
-                "center": 0.0005, "wrong_key": 100.0},
+                "center": 0.0005, "wrong_key": 10.0},
     "triplet": {"margin": 0.3, "weighted": False},
     "label_smooth": True,
     "lr": 3.5e-4,
@@ -119,6 +120,8 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.gan_mode": ("vanilla", "lsgan"),
     "privacy.kernels": ("auto", "triton", "torch"),
     "train.amp": ("off", "bf16", "fp16"),
+    "privacy.generator.norm": ("batch", "instance", "none"),
+    "privacy.decoder.norm": ("batch", "instance", "none"),
     "loss.name": ("softmax", "triplet"),
     "data.type": ("image", "video"),
 }

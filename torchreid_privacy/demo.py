@@ -67,7 +67,9 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
         cfg = load_config(config_file or packaged_config(QUICKSTART),
                           ["data.root", data_root, "data.save_dir", os.path.join(output, mode),
                            "privacy.enabled", "true", "privacy.mode", "progressive" if keyed else mode,
-                           "privacy.decoder.keyed", str(keyed).lower(), *overrides])
+                           "privacy.decoder.keyed", str(keyed).lower(),
+                           # measured: InstanceNorm keys better than BatchNorm (22.2 vs 20.9 dB right-key O-R)
+                           *(["privacy.decoder.norm", "instance"] if keyed else []), *overrides])
         t0 = time.time()
         engine = build_privacy_engine(cfg)
         if keyed:

@@ -198,6 +198,19 @@ def gather_objects(obj: Any) -> List[Any]:
     return out
 
 
+def broadcast_buffers(net: torch.nn.Module, src: int = 0) -> None:
+    """Give every rank rank ``src``'s buffers (BatchNorm running statistics).
+
+    DDP syncs buffers at the start of each training forward, and each rank then updates
+    them with its own batch; before evaluating or snapshotting a net in eval mode, all ranks
+    take rank 0's so they compute with the very same network.
+    """
+    if world_size() == 1:
+        return
+    for buf in net.buffers():
+        dist.broadcast(buf, src)
+
+
 def average_gradients(params: Sequence[torch.nn.Parameter]) -> None:
     """All-reduce (mean) the gradients of parameters that live outside a DDP wrapper."""
     world = world_size()
