@@ -107,3 +107,20 @@ def test_reid_attack_checks_the_checkpoint_before_training(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         reid_attack(None, str(tmp_path / "missing.pth"), str(tmp_path / "out"), max_epoch=1)
     assert not (tmp_path / "out").exists()
+
+
+def test_attack_cli_writes_attack_json_and_rejects_bad_pairs(trained_run, tmp_path, capsys):
+    import json
+
+    from torchreid_privacy.cli import main
+
+    out = tmp_path / "attack"
+    assert main(["attack", "recover", "--checkpoint", trained_run, "--pairs", "4", "--steps", "3",
+                 "--output", str(out)]) == 0
+    result = json.load(open(out / "attack.json"))
+    assert {"authorized", "4", "margin_db"} <= set(result)
+    capsys.readouterr()
+    assert main(["attack", "recover", "--checkpoint", trained_run, "--pairs", "4,x", "--output", str(out)]) == 1
+    assert "--pairs: expected comma-separated integers, got 'x'" in capsys.readouterr().err
+    assert main(["attack", "reid"]) == 1
+    assert "--checkpoint: required" in capsys.readouterr().err

@@ -112,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="recover: attacker batch size")
     p.add_argument("--max-epoch", type=int, help="reid: third-party training epochs (default: train.max_epoch)")
     _add_key_arg(p, "for the authorized decoder's numbers of a keyed run")
-    _add_config_args(p)
+    # no trailing 'key value' overrides here: they would swallow the options after `what`
+    p.add_argument("--config-file", help="reid: the third party's config (default: the run's own); "
+                                         "its data.save_dir names the run when --checkpoint is not given")
 
     p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-keyed, "
                                     "attack the keyed run, print the tables")
@@ -285,7 +287,7 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     from torchreid_privacy import checkpoint
     from torchreid_privacy.config import load_config
 
-    cfg = load_config(args.config_file, args.opts) if args.config_file else None
+    cfg = load_config(args.config_file) if args.config_file else None
     if not args.checkpoint and cfg is None:
         raise ValueError("--checkpoint: required (or --config-file of the trained run, whose data.save_dir is used)")
     path = checkpoint.resolve(args.checkpoint or cfg.data.save_dir)
