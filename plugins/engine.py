@@ -616,12 +616,14 @@ class PrivacyEngine(bridge.Engine):
                               "val_r1": {s: val["rank"][s]["R1"] for s in SETTINGS}})
                 bar.set_postfix(val_r1_op=f"{val['rank']['O->P']['R1']:.2f}", upgrades=len(self.upgrades))
             self.history.append(entry)
-            if "score" in entry and entry["score"] >= self.best_score:  # ties: the later model
+            best = "score" in entry and entry["score"] >= self.best_score  # ties: the later model
+            if best:
                 self.best_score = entry["score"]
-                self.best_state = copy.deepcopy(self.state())
+            state = self.state()  # once per epoch, on every rank: it gathers the ranks' RNG states
+            if best:
+                self.best_state = copy.deepcopy(state)
                 if main:
-                    checkpoint.save_atomic(self.best_state, os.path.join(ckpt_dir, checkpoint.BEST))
-            state = self.state()  # on every rank: it gathers the ranks' RNG states
+                    checkpoint.save_atomic(state, os.path.join(ckpt_dir, checkpoint.BEST))
             if main:
                 checkpoint.save_atomic(state, os.path.join(ckpt_dir, checkpoint.LAST))
             self._saved_epoch = self.epoch + 1

@@ -290,10 +290,11 @@ def _cmd_attack(args: argparse.Namespace) -> int:
     cfg = load_config(args.config_file) if args.config_file else None
     if not args.checkpoint and cfg is None:
         raise ValueError("--checkpoint: required (or --config-file of the trained run, whose data.save_dir is used)")
+    from torchreid_privacy.keys import read_key_file
+
     path = checkpoint.resolve(args.checkpoint or cfg.data.save_dir)
-    privacy = (checkpoint.load(path).get("config") or {}).get("privacy", {})
-    keyed = bool(privacy.get("decoder", {}).get("keyed")) and privacy.get("mode") != "baseline"
-    key = _key(args, keyed, required=False)
+    # an unkeyed run refuses a key when the attack loads it (engine.set_key)
+    key = read_key_file(args.key_file) if args.key_file else None
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
     out = args.output or os.path.join(run_dir, f"attack-{args.what}")
     os.makedirs(out, exist_ok=True)

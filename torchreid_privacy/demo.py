@@ -62,6 +62,7 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
     make_synthetic_market(data_root)
     results: Dict[str, Any] = {}
     timings: Dict[str, float] = {}
+    key = _demo_key(output) if KEYED in modes else None
     for mode in modes:
         keyed = mode == KEYED
         cfg = load_config(config_file or packaged_config(QUICKSTART),
@@ -73,7 +74,7 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
         t0 = time.time()
         engine = build_privacy_engine(cfg)
         if keyed:
-            engine.set_key(_demo_key(output))
+            engine.set_key(key)
         res = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
                                  print_freq=cfg.train.print_freq)
         timings[mode] = round(time.time() - t0, 1)
@@ -91,7 +92,7 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
     victim = next((m for m in (KEYED, "progressive", "joint") if m in results), None)
     if attacks and victim:
         t0 = time.time()
-        results["attack"] = _attack(os.path.join(output, victim), victim == KEYED and _demo_key(output),
+        results["attack"] = _attack(os.path.join(output, victim), key if victim == KEYED else None,
                                     attack_pairs, attack_steps)
         results["attack"]["victim"] = victim
         timings["attacks"] = round(time.time() - t0, 1)
@@ -121,9 +122,9 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
 def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int) -> Dict[str, Any]:
     from torchreid_privacy.attacks import recovery_attack, reid_attack
 
-    reid = reid_attack(None, run, os.path.join(run, "attack-reid"), key=key or None)
+    reid = reid_attack(None, run, os.path.join(run, "attack-reid"), key=key)
     print(f"[attack reid] O->O {100 * reid['O->O']['R1']:.1f}, O->P {100 * reid['O->P']['R1']:.1f}", flush=True)
-    recover = recovery_attack(run, pairs, steps=steps, key=key or None)
+    recover = recovery_attack(run, pairs, steps=steps, key=key)
     print(f"[attack recover] authorized {recover['authorized']['psnr']:.2f} dB, best attacker "
           f"{recover['authorized']['psnr'] - recover['margin_db']:.2f} dB", flush=True)
     return {"reid": reid, "recover": recover}

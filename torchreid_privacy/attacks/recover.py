@@ -73,14 +73,23 @@ def train_attacker(net: nn.Module, p01: torch.Tensor, o01: torch.Tensor, steps: 
 
 
 @torch.no_grad()
-def evaluate_attacker(engine: Any, net: nn.Module, target: str) -> dict[str, float]:
-    """PSNR/SSIM(O, net(P)) over ``target``'s query+gallery, P made by the engine as ``evaluate`` does."""
+def evaluate_attackers(engine: Any, nets: dict[str, nn.Module], target: str) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM(O, net(P)) of every attacker over ``target``'s query+gallery, in one pass:
+    each test image is read and anonymized (as ``evaluate`` does) once for all attackers."""
     engine.set_model_mode("eval")
-    net.eval()
-    acc = ImageMetricAccumulator()
+    accs = {name: ImageMetricAccumulator() for name in nets}
+    for net in nets.values():
+        net.eval()
     for o01 in eval_batches01(engine, target):
-        acc.update(o01, from_gan(net(to_gan(engine.anonymize(o01)))))
-    return acc.result()
+        p = to_gan(engine.anonymize(o01))
+        for name, net in nets.items():
+            accs[name].update(o01, from_gan(net(p)))
+    return {name: acc.result() for name, acc in accs.items()}
+
+
+def evaluate_attacker(engine: Any, net: nn.Module, target: str) -> dict[str, float]:
+    """PSNR/SSIM(O, net(P)) of one attacker (see :func:`evaluate_attackers`)."""
+    return evaluate_attackers(engine, {"attacker": net}, target)["attacker"]
 
 
 @torch.no_grad()
@@ -107,18 +116,20 @@ def recovery_attack(checkpoint_path: str, pairs: Sequence[int], steps: int = 200
     steps = _positive_int("--steps", steps)
     batch_size = _positive_int("--batch-size", batch_size)
     engine, path = engine_from_checkpoint(checkpoint_path, overrides, key=key, need=("generator", "decoder"))
+    if engine.keyed and not engine.has_key:
+        raise ValueError("--key-file: the run's decoder is keyed; the authorized decoder's numbers need its key")
     target = engine.test_targets[0]
     res = engine.evaluate(target, grid_path=None, desc="authorized")
     out: dict[str, Any] = {"authorized": {k: float(res["image"]["O-R"][k]) for k in ("psnr", "ssim")},
                            "protected": {k: float(res["image"]["O-P"][k]) for k in ("psnr", "ssim")}}
     p01, o01 = leaked_pairs(engine, max(counts), seed)
+    nets, w = {}, min(_LOSS_WINDOW, steps)
     for n in counts:
         net = build_attacker(engine.config, seed).to(engine.device)
-        net, losses = train_attacker(net, p01[:n], o01[:n], steps, batch_size, seed)
-        m = evaluate_attacker(engine, net, target)
-        w = min(_LOSS_WINDOW, steps)
-        out[str(n)] = {"psnr": m["psnr"], "ssim": m["ssim"], "steps": steps,
-                       "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
+        nets[str(n)], losses = train_attacker(net, p01[:n], o01[:n], steps, batch_size, seed)
+        out[str(n)] = {"steps": steps, "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
+    for name, m in evaluate_attackers(engine, nets, target).items():
+        out[name].update({"psnr": m["psnr"], "ssim": m["ssim"]})
     best = max(out[str(n)]["psnr"] for n in counts)
     out.update({"test_images": int(res["image"]["O-R"]["count"]), "steps": steps,
                 "margin_db": out["authorized"]["psnr"] - best, "target": target, "checkpoint": path})
