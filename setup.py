@@ -15,13 +15,16 @@ setup(
         "torchreid_privacy",
         "torchreid_privacy.data",
         "torchreid_privacy.attacks",
+        "torchreid_privacy.cli",
         "torchreid_privacy.plugins",
+        "torchreid_privacy.plugins.engine",
         "torchreid_privacy.kernels",
         "torchreid_privacy.configs",
     ],
     package_dir={
         "torchreid_privacy": "torchreid_privacy",
         "torchreid_privacy.plugins": "plugins",
+        "torchreid_privacy.plugins.engine": "plugins/engine",
         "torchreid_privacy.kernels": "kernels",
         "torchreid_privacy.configs": "configs",
     },
@@ -41,8 +44,13 @@ setup(
         "scikit-learn",
         "pyyaml",
         "tqdm",
+        "cryptography",
     ],
-    extras_require={"test": ["pytest", "pytest-benchmark", "scikit-image"]},
+    extras_require={
+        # ONNX export (torchreid-privacy export) and onnxruntime inference (anonymize --onnx)
+        "export": ["onnx", "onnxruntime", "onnxscript"],
+        "test": ["pytest", "pytest-benchmark", "scikit-image", "onnx", "onnxruntime", "onnxscript"],
+    },
     entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -1,16 +1,13 @@
-"""Helpers shared by the op files: argument checks, per-channel constants, launch sizes."""
+"""Helpers shared by the op files: argument checks, strides in memory order, launch sizes."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+import numbers
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from torchreid_privacy.desensitize import _channel_stats
-
 from .dispatch import INTERPRET, launch_options, tl, triton
-
-Stats = Union[Sequence[float], Tensor]
 
 INT32_LIMIT = 2 ** 31 - 1
 # One program's worth of elements: big in the interpreter (each program costs Python
@@ -31,26 +28,12 @@ def check_images(x: object, arg: str = "x") -> Tensor:
 
 def check_number(value: object, arg: str, least: float, integral: bool = False) -> None:
     """``value`` is a number >= ``least`` (an int when ``integral``), else ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{arg} must be a number, got {value!r}")
-    if integral and not isinstance(value, int):
+    if integral and not isinstance(value, numbers.Integral):
         raise ValueError(f"{arg} must be an integer, got {value!r}")
     if not value >= least:
         raise ValueError(f"{arg} must be >= {least}, got {value!r}")
-
-
-def channel_constants(mean: Stats, std: Stats, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(mean, std, 1/std, -mean/std)`` as contiguous float32 (C,) vectors on ``x``'s device.
-
-    Built exactly like ``torchreid_privacy.desensitize.desensitize_normalized`` builds them,
-    so the fused kernels use the reference's constants bit for bit (for float32 batches).
-    """
-    channels = x.shape[1]
-    # float32 constants whatever x's dtype (the kernels compute in float32)
-    mean_t, std_t = _channel_stats(mean, std, x.new_empty((1, channels, 1, 1), dtype=torch.float32))
-    mean_t = mean_t.reshape(-1).expand(channels).contiguous()
-    std_t = std_t.reshape(-1).expand(channels).contiguous()
-    return mean_t, std_t, std_t.reciprocal(), -mean_t / std_t
 
 
 def needs_int64(*tensors: Optional[Tensor]) -> bool:
@@ -129,21 +112,14 @@ def decode(offs, D1, D2, D3, s0, s1, s2, s3, t0, t1, t2, t3, cs, C, CPOS: tl.con
     return x_off, y_off, c
 
 
-def launch_desensitizer(kernel, x: Tensor, consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]],
-                        *scalars, **constexprs) -> Tensor:
-    """Launch an elementwise desensitizer kernel over ``x`` (mosaic, noise).
-
-    The kernels share one signature prefix: ``(x, out, mean, std, 1/std, -mean/std, numel,
-    C, H, W, 4 strides, *scalars)``; ``consts`` given selects their normalized form
-    (de-normalize -> desensitize -> re-normalize in one pass).
-    """
+def launch_elementwise(kernel, x: Tensor, *scalars, **constexprs) -> Tensor:
+    """Launch an elementwise desensitizer kernel over ``x`` (mosaic, noise) into a new
+    contiguous tensor. The kernels share one signature prefix: ``(x, out, numel, C, H, W,
+    4 strides of x, *scalars)``."""
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     if x.numel() == 0:
         return out
-    normalized = consts is not None
-    mean, std, inv_std, shift = consts if normalized else (x, x, x, x)  # unused pointers
     grid = (triton.cdiv(x.numel(), ELEMENTWISE_BLOCK),)
-    kernel[grid](x, out, mean, std, inv_std, shift, x.numel(), *x.shape[1:], *x.stride(), *scalars,
-                 NORMALIZED=normalized, INT64=needs_int64(x, out), BLOCK=ELEMENTWISE_BLOCK,
-                 **constexprs, **launch_options(4))
+    kernel[grid](x, out, x.numel(), *x.shape[1:], *x.stride(), *scalars,
+                 INT64=needs_int64(x, out), BLOCK=ELEMENTWISE_BLOCK, **constexprs, **launch_options(4))
     return out

@@ -1,12 +1,15 @@
-"""Additive Gaussian noise, clipped to [0, 1], with the normal draws made inside the kernel.
+"""Additive Gaussian noise, clipped to [0, 1]: the ``noise`` desensitizer's M.
 
-The torch reference (``plugins/desensitizers.noise``) materialises the noise tensor, then
-scales, adds and clamps it (four passes). The kernel draws N(0, 1) with Triton's Philox
-(``tl.randn(seed, offset)``) keyed by the element's logical NCHW index, so a ``seed`` gives
-the same noise whatever the block size, strides or launch grid; it reads the batch once and
-writes the result once. Triton's and torch's generators differ, so the two backends give
-statistically identical, not bit-identical, noise. With ``NORMALIZED`` it is the noise branch
-of ``desensitize_normalized``.
+The torch reference materialises the noise tensor, then scales, adds and clamps it (four
+passes). The kernel draws N(0, 1) with Triton's Philox (``tl.randn(seed, offset)``) keyed by
+the element's logical NCHW index, so a ``seed`` gives the same noise whatever the block
+size, strides or launch grid; it reads the batch once and writes the result once.
+
+Reproducibility: a ``generator`` (or ``seed``) makes both backends repeatable. The torch
+path draws from the generator itself (``torch.randn(..., generator=)``); the kernel takes
+one seed from it per call (so the generator advances, and a re-seeded generator repeats
+the draw). Triton's and torch's generators differ, so the two backends give statistically
+identical, not bit-identical, noise.
 """
 from __future__ import annotations
 
@@ -15,22 +18,19 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from torchreid_privacy.registry import DESENSITIZERS
+from ._common import check_images, check_number, flat_offsets, launch_elementwise
+from .dispatch import backend_for, register_op, tl, triton
 
-from ._common import check_images, check_number, flat_offsets, launch_desensitizer
-from .dispatch import tl, triton, use_triton
-
+OP = register_op("add_noise")
 SEED_LIMIT = 2 ** 63
 
 
 @triton.jit(do_not_specialize=["seed"])
-def _noise_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
-                  numel, C, H, W, sxn, sxc, sxh, sxw, sigma, seed,
-                  NORMALIZED: tl.constexpr, DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
+def _noise_kernel(x_ptr, out_ptr, numel, C, H, W, sxn, sxc, sxh, sxw, sigma, seed,
+                  DENSE: tl.constexpr, INT64: tl.constexpr, BLOCK: tl.constexpr):
     offs, mask = flat_offsets(numel, BLOCK, INT64)
     if DENSE:  # contiguous input: the element's index is its offset
         src = offs
-        c = (offs // (H * W)) % C
     else:
         w = offs % W
         rest = offs // W
@@ -39,17 +39,12 @@ def _noise_kernel(x_ptr, out_ptr, mean_ptr, std_ptr, inv_std_ptr, shift_ptr,
         c = rest % C
         src = (rest // C) * sxn + c * sxc + h * sxh + w * sxw
     v = tl.load(x_ptr + src, mask=mask, other=0.0).to(tl.float32)
-    if NORMALIZED:
-        std = tl.load(std_ptr + c, mask=mask, other=1.0)
-        v = tl.minimum(tl.maximum(v * std + tl.load(mean_ptr + c, mask=mask, other=0.0), 0.0), 1.0)
     noisy = tl.minimum(tl.maximum(tl.randn(seed, offs) * sigma + v, 0.0), 1.0)
-    if NORMALIZED:
-        noisy = noisy * tl.load(inv_std_ptr + c, mask=mask, other=1.0) + tl.load(shift_ptr + c, mask=mask, other=0.0)
     tl.store(out_ptr + offs, noisy, mask=mask)
 
 
 def draw_seed(generator: Optional[torch.Generator] = None) -> int:
-    """A seed from ``generator`` (or torch's default one), so ``torch.manual_seed`` governs it.
+    """A seed from ``generator`` (or torch's default one, so ``torch.manual_seed`` governs it).
 
     A CUDA generator costs one small device-to-host copy.
     """
@@ -57,10 +52,9 @@ def draw_seed(generator: Optional[torch.Generator] = None) -> int:
     return int(torch.randint(0, 2 ** 31 - 1, (1,), generator=generator, device=device).item())
 
 
-def noise_launch(x: Tensor, sigma: float, seed: int,
-                 consts: Optional[Tuple[Tensor, Tensor, Tensor, Tensor]] = None) -> Tensor:
-    """Launch the kernel; ``consts`` = ``(mean, std, 1/std, -mean/std)`` selects the normalized form."""
-    return launch_desensitizer(_noise_kernel, x, consts, float(sigma), int(seed), DENSE=x.is_contiguous())
+def noise_launch(x: Tensor, sigma: float, seed: int) -> Tensor:
+    """Launch the kernel (any strides in, contiguous out)."""
+    return launch_elementwise(_noise_kernel, x, float(sigma), int(seed), DENSE=x.is_contiguous())
 
 
 def check_seed(seed: object) -> int:
@@ -69,28 +63,36 @@ def check_seed(seed: object) -> int:
     return seed
 
 
-def add_noise_torch(x: Tensor, sigma: float = 0.5, seed: Optional[int] = None) -> Tensor:
-    """The reference: the registered ``noise`` desensitizer, its generator seeded by ``seed``."""
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=x.device).manual_seed(seed)
-    return DESENSITIZERS.get("noise")(x, sigma=sigma, generator=generator)
+def add_noise_torch(images: Tensor, sigma: float = 0.5, generator: Optional[torch.Generator] = None) -> Tensor:
+    """The reference: ``clamp(images + sigma * randn, 0, 1)``, the draw from ``generator``
+    (on the images' device; None: torch's default generator)."""
+    out = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=images.device)
+    return out.mul_(sigma).add_(images).clamp_(0.0, 1.0)
 
 
 def add_noise(x: Tensor, sigma: float = 0.5, seed: Optional[int] = None, *,
-              backend: Optional[str] = None) -> Tensor:
+              generator: Optional[torch.Generator] = None, backend: Optional[str] = None) -> Tensor:
     """``clip(x + N(0, sigma), 0, 1)`` of an (N, C, H, W) batch of [0, 1] images.
 
-    The same ``seed`` and backend give the same noise; ``seed=None`` draws one from torch's
-    default generator. Not differentiable.
+    Give at most one of ``seed`` / ``generator`` (on ``x``'s device for the torch path): the
+    same one and backend give the same noise; neither draws from torch's default generator.
+    Not differentiable. Example::
+
+        m = add_noise(o01, 0.5, generator=torch.Generator(o01.device).manual_seed(0))
     """
     check_images(x)
     check_number(sigma, "sigma", 0.0)
     if seed is not None:
         check_seed(seed)
-    if use_triton(backend, x):
-        return noise_launch(x, float(sigma), draw_seed() if seed is None else seed)
-    return add_noise_torch(x, float(sigma), seed)
+        if generator is not None:
+            raise ValueError("seed: give a seed or a generator, not both")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if backend_for(OP, backend) == "triton":
+        return noise_launch(x, float(sigma), draw_seed(generator) if seed is None else seed)
+    if seed is not None:
+        generator = torch.Generator(device=x.device).manual_seed(seed)
+    return add_noise_torch(x, sigma, generator)
 
 
 def compare(reference: Tensor, result: Tensor, x: Tensor, sigma: float = 0.5, **_: object) -> None:

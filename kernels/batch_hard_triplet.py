@@ -1,9 +1,9 @@
 """torchreid's batch-hard triplet loss: distances and hardest positive/negative in one kernel.
 
 torchreid builds the (N, N) distance matrix (norms, addmm, clamp, sqrt: five passes) and
-then loops over the anchors in Python with a device sync each; the vectorized reference
-(``plugins/losses.BatchHardTripletLoss``) still writes the matrix twice more for the masked
-max/min. Here one kernel computes a block of anchors' distances tile by tile with
+then loops over the anchors in Python with a device sync each; the vectorized torch reference
+below (same value and gradient as torchreid's ``TripletLoss``) still writes the matrix twice
+more for the masked max/min. Here one kernel computes a block of anchors' distances tile by tile with
 ``tl.dot`` and keeps only the running hardest positive and negative (value and index): the
 matrix never reaches memory. Backward needs only those indices: for anchor i with an
 active hinge, ``d/dx_i (d_ip - d_in) = (x_i - x_p) / d_ip - (x_i - x_n) / d_in`` and the
@@ -22,11 +22,13 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import check_number
-from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
+from .dispatch import INTERPRET, backend_for, launch_options, pow2_at_least, register_op, tl, triton
 
+OP = register_op("batch_hard_triplet")
 _MAX_ROWS = 128 if INTERPRET else 16  # anchors (and columns) per tile
 _MAX_DIM = 512 if INTERPRET else 64  # feature dimensions per dot
 _CLAMP = 1e-12  # torchreid clamps squared distances here before the sqrt
@@ -157,36 +159,58 @@ class BatchHardTripletFunction(torch.autograd.Function):
         return grad, None, None
 
 
-def batch_hard_triplet_torch(features: Tensor, pids: Tensor, margin: float = 0.3) -> Tensor:
-    """The reference: ``plugins/losses.BatchHardTripletLoss`` (= torchreid's ``TripletLoss``)."""
-    from torchreid_privacy.plugins.losses import BatchHardTripletLoss
+def pairwise_euclidean(features: Tensor) -> Tensor:
+    """Euclidean distance matrix as torchreid / AGW compute it (clamped at 1e-12 before sqrt)."""
+    sq = features.pow(2).sum(dim=1, keepdim=True)
+    dist = torch.addmm(sq + sq.t(), features, features.t(), beta=1, alpha=-2)
+    return dist.clamp(min=_CLAMP).sqrt()
 
-    return BatchHardTripletLoss(margin=margin)(features, pids)
+
+def identity_masks(features: Tensor, targets: Tensor) -> Tuple[Tensor, Tensor]:
+    """``(same identity, different identity)`` (N, N) masks; raises ``ValueError`` naming
+    ``targets`` for a batch in which some sample has no negative (one host sync)."""
+    if features.dim() != 2 or targets.dim() != 1 or features.shape[0] != targets.shape[0]:
+        raise ValueError(f"features must be (batch, dim) and targets (batch,), got {tuple(features.shape)} "
+                         f"and {tuple(targets.shape)}")
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    if bool(same.all(dim=1).any()):
+        raise ValueError("targets: every sample needs a negative; the batch must hold >= 2 identities")
+    return same, ~same
 
 
-def batch_hard_triplet(features: Tensor, pids: Tensor, margin: float = 0.3, *,
+def batch_hard_triplet_torch(features: Tensor, targets: Tensor, margin: float = 0.3) -> Tensor:
+    """The reference: torchreid's ``TripletLoss`` vectorized (hardest positive and negative by
+    masked max/min instead of its per-anchor loop); same value and gradient."""
+    pos, neg = identity_masks(features, targets)
+    dist = pairwise_euclidean(features)
+    dist_ap = dist.masked_fill(neg, float("-inf")).amax(dim=1)
+    dist_an = dist.masked_fill(pos, float("inf")).amin(dim=1)
+    return F.margin_ranking_loss(dist_an, dist_ap, torch.ones_like(dist_an), margin=margin)
+
+
+def batch_hard_triplet(features: Tensor, targets: Tensor, margin: float = 0.3, *,
                        backend: Optional[str] = None) -> Tensor:
-    """torchreid's batch-hard triplet loss of (N, D) ``features`` with identity labels ``pids`` (N,).
+    """torchreid's batch-hard triplet loss of (N, D) ``features`` with identity labels ``targets`` (N,).
 
     ``mean_i max(0, d(i, hardest positive) - d(i, hardest negative) + margin)`` with
     Euclidean distances; differentiable in ``features``.
     """
     if not isinstance(features, Tensor) or features.dim() != 2 or not features.is_floating_point():
         raise ValueError(f"features must be a floating (N, D) tensor, got {getattr(features, 'shape', None)}")
-    if not isinstance(pids, Tensor) or pids.dim() != 1 or pids.shape[0] != features.shape[0]:
-        raise ValueError(f"pids must be a ({features.shape[0]},) tensor, got {getattr(pids, 'shape', None)}")
-    if pids.is_floating_point():
-        raise ValueError(f"pids must be an integer tensor, got {pids.dtype}")
+    if not isinstance(targets, Tensor) or targets.dim() != 1 or targets.shape[0] != features.shape[0]:
+        raise ValueError(f"targets must be a ({features.shape[0]},) tensor, got {getattr(targets, 'shape', None)}")
+    if targets.is_floating_point():
+        raise ValueError(f"targets must be an integer tensor, got {targets.dtype}")
     check_number(margin, "margin", 0.0)
     if features.shape[0] == 0:
         raise ValueError("features must hold at least one sample")
-    if use_triton(backend, features, pids):
-        return BatchHardTripletFunction.apply(features, pids.contiguous(), float(margin))
-    return batch_hard_triplet_torch(features, pids, margin)
+    if backend_for(OP, backend) == "triton":
+        return BatchHardTripletFunction.apply(features, targets.contiguous(), float(margin))
+    return batch_hard_triplet_torch(features, targets, margin)
 
 
 class BatchHardTriplet(nn.Module):
-    """Drop-in for ``plugins/losses.BatchHardTripletLoss``: ``loss = module(features, pids)``."""
+    """The loss as a module (torchreid's ``TripletLoss`` interface): ``loss = module(features, targets)``."""
 
     def __init__(self, margin: float = 0.3) -> None:
         super().__init__()

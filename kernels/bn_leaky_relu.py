@@ -12,7 +12,7 @@ the activation's backward. Here:
   for ``dx``.
 
 Elementwise kernels walk the tensor in its memory order, so channels-last works at full
-speed; any strides are accepted. ``BatchNormAct2d`` in ``plugins/norm_act.py`` dispatches here.
+speed; any strides are accepted. ``BatchNormAct2d`` in ``plugins/norm_act.py`` calls this op.
 """
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._common import ELEMENTWISE_BLOCK, decode, elementwise_args, flat_offsets, needs_int64
-from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
+from .dispatch import INTERPRET, backend_for, launch_options, pow2_at_least, register_op, tl, triton
+
+OP = register_op("bn_leaky_relu")
 
 _REDUCE_TILE = 1 << 16 if INTERPRET else 4096  # elements per program of the reductions
 _MAX_PARTS_BLOCK = 1024  # tiles' partial statistics combined per step of the finalize loop
@@ -249,9 +251,16 @@ class BNLeakyReLUFunction(torch.autograd.Function):
 def bn_leaky_relu_torch(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                         running_mean: Optional[Tensor], running_var: Optional[Tensor], slope: float = 0.0,
                         training: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
-    """The reference: ``F.leaky_relu(F.batch_norm(...), slope)``."""
+    """The reference: ``F.leaky_relu(F.batch_norm(...), slope)``.
+
+    The activation runs in place on batch_norm's output (its backward needs its input, not
+    its output): ReLU for slope 0, in-place LeakyReLU for slope > 0 (autograd refuses an
+    in-place LeakyReLU backward with a slope <= 0, so a negative slope allocates).
+    """
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
-    return F.leaky_relu(y, slope)
+    if slope == 0:
+        return F.relu(y, inplace=True)
+    return F.leaky_relu(y, slope, inplace=slope > 0)
 
 
 def _check(x: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor], training: bool,
@@ -277,7 +286,7 @@ def bn_leaky_relu(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor], r
     ``x``, ``weight`` and ``bias``.
     """
     _check(x, running_mean, running_var, training, slope)
-    if use_triton(backend, x):
+    if backend_for(OP, backend) == "triton":
         return BNLeakyReLUFunction.apply(x, weight, bias, running_mean, running_var, float(slope), bool(training),
                                          float(momentum), float(eps))
     return bn_leaky_relu_torch(x, weight, bias, running_mean, running_var, slope, training, momentum, eps)

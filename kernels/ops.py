@@ -38,9 +38,9 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"{__package__}.{name}")
 
 
-mosaic, gaussian_blur, add_noise, desensitize, bn_leaky_relu, tanh_denormalize, ssim_psnr, batch_hard_triplet = (
-    _module(name) for name in ("mosaic", "gaussian_blur", "add_noise", "desensitize", "bn_leaky_relu",
-                               "tanh_denormalize", "ssim_psnr", "batch_hard_triplet"))
+mosaic, gaussian_blur, add_noise, bn_leaky_relu, ssim_psnr, batch_hard_triplet = (
+    _module(name) for name in ("mosaic", "gaussian_blur", "add_noise", "bn_leaky_relu", "ssim_psnr",
+                               "batch_hard_triplet"))
 
 
 _IMAGES = ((3, 3, 37, 19), (5, 3, 256, 128))
@@ -61,15 +61,9 @@ OPS: Dict[str, KernelOp] = {
                  _BENCH_IMAGES, compare=gaussian_blur.compare),
         KernelOp("add_noise", add_noise.add_noise_torch, partial(add_noise.add_noise, backend="triton"),
                  add_noise.example, _IMAGES, _BENCH_IMAGES, compare=add_noise.compare),
-        KernelOp("desensitize_normalized", desensitize.desensitize_normalized_torch,
-                 partial(desensitize.desensitize_normalized, backend="triton"), desensitize.example, _IMAGES,
-                 _BENCH_IMAGES),
         KernelOp("bn_leaky_relu", bn_leaky_relu.bn_leaky_relu_torch,
                  partial(bn_leaky_relu.bn_leaky_relu, backend="triton"), bn_leaky_relu.example,
                  _IMAGES + _MANY_CHANNELS, _BENCH_FEATURES, atol=2e-5, rtol=2e-5, grad_args=(0, 1, 2)),
-        KernelOp("tanh_denormalize", tanh_denormalize.tanh_denormalize_torch,
-                 partial(tanh_denormalize.tanh_denormalize, backend="triton"), tanh_denormalize.example,
-                 _IMAGES, _BENCH_IMAGES, grad_args=(0,)),
         KernelOp("ssim_psnr", ssim_psnr.ssim_psnr_torch, partial(ssim_psnr.ssim_psnr, backend="triton"),
                  ssim_psnr.example, ((3, 3, 37, 19), (2, 3, 45, 150)), _BENCH_IMAGES, atol=2e-5, rtol=1e-4),
         KernelOp("batch_hard_triplet", batch_hard_triplet.batch_hard_triplet_torch,

@@ -1,9 +1,10 @@
 """Per-image SSIM and MSE of image pairs in one pass over both batches (inference only).
 
-The reference (``torchreid_privacy.metrics_image``) materialises the filtered planes: it
-writes s = a + b - 1, d = a - b, s^2, d^2 (SSIM needs only those four; they carry the
-same information as a, b, a^2, b^2, ab, with less float32 cancellation), filters them by
-two depthwise convolutions and combines the maps, about ten full-size passes. The kernel
+The torch reference below (what ``torchreid_privacy.metrics_image`` reports) materialises the
+filtered planes: it writes s = a + b - 1, d = a - b, s^2, d^2 (SSIM needs only those four;
+they carry the same information as a, b, a^2, b^2, ab, with less float32 cancellation),
+filters them by two depthwise convolutions and combines the maps, about ten full-size passes,
+a few images at a time so the working set stays in cache. The kernel
 streams down the image instead: a program owns a strip of columns of a chunk of rows (of a
 block of image planes) and, row by row,
 
@@ -25,17 +26,22 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from torchreid_privacy import metrics_image
-
 from ._common import check_number
-from .dispatch import INTERPRET, launch_options, pow2_at_least, tl, triton, use_triton
+from .dispatch import INTERPRET, backend_for, launch_options, pow2_at_least, register_op, tl, triton
+
+OP = register_op("ssim_psnr")
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # scikit-image's value for gaussian_weights=True -> 11 taps
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 _TAPS = 11  # 2 * int(3.5 * 1.5 + 0.5) + 1: the ring below is written out for 11 rows
 _TILE_W = 128  # output columns per program
 _CHUNK_ROWS = None if INTERPRET else 64  # output rows per program (None: the whole image)
 _PLANES = 16 if INTERPRET else 1  # image planes per program (the interpreter pays per program)
+_IMAGES_PER_STEP = 4  # images the reference filters together: ~6 MB of planes at 256x128, cache-sized
 
 
 @triton.jit
@@ -144,7 +150,7 @@ def ssim_psnr_launch(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, T
     if n == 0:
         empty = torch.zeros(0, dtype=torch.float64, device=a.device)
         return empty, empty
-    taps = metrics_image.gaussian_taps().to(device=a.device, dtype=torch.float32)
+    taps = gaussian_taps().to(device=a.device, dtype=torch.float32)
     if len(taps) != _TAPS:
         raise ValueError(f"the kernel is written for {_TAPS}-tap windows, got {len(taps)}")
     block_w = min(_TILE_W, pow2_at_least(wv))
@@ -153,8 +159,8 @@ def ssim_psnr_launch(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, T
     grid = (triton.cdiv(wv, block_w), triton.cdiv(hv, chunk_rows), triton.cdiv(n * c, planes_per_program))
     ssim_part = torch.empty(n * c * grid[0] * grid[1], dtype=torch.float32, device=a.device)
     mse_part = torch.empty_like(ssim_part)
-    c1 = 2 * (metrics_image.SSIM_K1 * data_range) ** 2
-    c2 = 2 * (metrics_image.SSIM_K2 * data_range) ** 2
+    c1 = 2 * (SSIM_K1 * data_range) ** 2
+    c2 = 2 * (SSIM_K2 * data_range) ** 2
     _ssim_kernel[grid](a, b, taps, ssim_part, mse_part, n * c, c, h, w, hv, wv, chunk_rows,
                        *a.stride(), *b.stride(), float(data_range), c1, c2,
                        PB=planes_per_program, BW=block_w, **launch_options(4))
@@ -163,19 +169,94 @@ def ssim_psnr_launch(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, T
     return ssim, mse
 
 
+# ----------------------------------------------------------------------------- torch reference
+def gaussian_taps(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> Tensor:
+    """scipy.ndimage's normalized 1-D Gaussian kernel (radius ``int(truncate * sigma + 0.5)``)."""
+    radius = int(truncate * sigma + 0.5)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    taps = torch.exp(-0.5 * (x / sigma) ** 2)
+    return taps / taps.sum()
+
+
+def check_pair(a: Tensor, b: Tensor, min_side: int = 1) -> None:
+    """Two (N, C, H, W) tensors of one shape, each side >= ``min_side``, else ``ValueError``."""
+    if not isinstance(a, Tensor) or a.dim() != 4:
+        raise ValueError(f"a: expected an (N, C, H, W) tensor, got {getattr(a, 'shape', type(a).__name__)}")
+    if not isinstance(b, Tensor) or b.shape != a.shape:
+        raise ValueError(f"b: expected shape {tuple(a.shape)}, got {getattr(b, 'shape', type(b).__name__)}")
+    if min(a.shape[-2:]) < min_side:
+        raise ValueError(f"a: images must be at least {min_side}x{min_side} pixels, got {tuple(a.shape[-2:])}")
+
+
+def as_float(x: Tensor) -> Tensor:
+    """float32/float64 as is, any other tensor (half, integer images) as float32; non-tensors
+    pass through for :func:`check_pair` to name."""
+    if not isinstance(x, Tensor) or x.dtype in (torch.float32, torch.float64):
+        return x
+    return x.float()
+
+
+def _ssim_and_mse(a: Tensor, b: Tensor, data_range: float) -> Tuple[Tensor, Tensor]:
+    """SSIM (N,) and MSE (N,) of a few images, sharing the d = a - b plane.
+
+    With s = a + b and d = a - b the SSIM terms are linear in four filtered maps:
+    2 mu_a mu_b = (mu_s^2 - mu_d^2) / 2, mu_a^2 + mu_b^2 = (mu_s^2 + mu_d^2) / 2,
+    2 cov_ab = (var_s - var_d) / 2, var_a + var_b = (var_s + var_d) / 2; s is shifted by
+    -data_range (variances are shift-invariant) to keep float32 cancellation small. Written
+    with in-place ops: the block is cache-sized, so the passes stay cheap only while no new
+    buffers are allocated.
+    """
+    n, c, h, w = a.shape
+    taps = gaussian_taps().to(device=a.device, dtype=a.dtype)
+    k = len(taps)
+    planes = 4 * n * c
+    stats = torch.empty((4, n, c, h, w), dtype=a.dtype, device=a.device)
+    s, d, ss, dd = stats
+    torch.add(a, b, out=s).sub_(data_range)
+    torch.sub(a, b, out=d)
+    torch.mul(s, s, out=ss)
+    torch.mul(d, d, out=dd)
+    mse = dd.reshape(n, -1).sum(1, dtype=torch.float64) / (c * h * w)
+    filtered = F.conv2d(stats.view(1, planes, h, w), taps.view(1, 1, 1, k).expand(planes, 1, 1, k),
+                        groups=planes)
+    filtered = F.conv2d(filtered, taps.view(1, 1, k, 1).expand(planes, 1, k, 1), groups=planes)
+    mu_s, mu_d, var_s, var_d = filtered.view(4, n, c, h - k + 1, w - k + 1)
+    var_s.addcmul_(mu_s, mu_s, value=-1.0)  # E[s^2] - mu_s^2
+    var_d.addcmul_(mu_d, mu_d, value=-1.0)
+    mu_s2 = mu_s.add_(data_range).square_()
+    mu_d2 = mu_d.square_()
+    # the factors 1/2 of the four SSIM terms cancel in the ratio, so use 2*C1, 2*C2
+    c1, c2 = 2 * (SSIM_K1 * data_range) ** 2, 2 * (SSIM_K2 * data_range) ** 2
+    luminance = torch.sub(mu_s2, mu_d2).add_(c1)
+    contrast = torch.sub(var_s, var_d).add_(c2)
+    den = mu_s2.add_(mu_d2).add_(c1).mul_(var_s.add_(var_d).add_(c2))
+    ssim_map = luminance.mul_(contrast).div_(den)
+    ssim_val = ssim_map.flatten(2).mean(2, dtype=torch.float64).mean(1)  # channel mean, as skimage
+    return ssim_val, mse
+
+
 def ssim_psnr_torch(a: Tensor, b: Tensor, data_range: float = 1.0) -> Tuple[Tensor, Tensor]:
-    """The reference: ``metrics_image.ssim`` and ``metrics_image.mse_per_image``."""
-    return metrics_image.ssim(a, b, data_range), metrics_image.mse_per_image(a, b)
+    """The reference: per-image ``(ssim, mse)``, each (N,) float64, ``_IMAGES_PER_STEP`` images
+    at a time (equal to scikit-image's SSIM and MSE)."""
+    check_pair(a, b, min_side=_TAPS)
+    a, b = as_float(a).contiguous(), as_float(b).contiguous()
+    parts = [_ssim_and_mse(a[i:i + _IMAGES_PER_STEP], b[i:i + _IMAGES_PER_STEP], float(data_range))
+             for i in range(0, a.shape[0], _IMAGES_PER_STEP)]
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.float64, device=a.device)
+        return empty, empty
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+# ----------------------------------------------------------------------------- public op
 def ssim_psnr(a: Tensor, b: Tensor, data_range: float = 1.0, *,
               backend: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """Per-image ``(ssim, mse)``, each (N,) float64, of (N, C, H, W) pairs (H, W >= 11).
 
     PSNR is ``10 * log10(data_range**2 / mse)``. Inference only: raises ``ValueError`` if an
-    input requires grad (use ``metrics_image`` for a differentiable SSIM).
+    input requires grad (neither backend has a backward).
     """
-    metrics_image._check_pair(a, b, min_side=_TAPS)
+    check_pair(a, b, min_side=_TAPS)
     check_number(data_range, "data_range", 0.0)
     if not data_range > 0:
         raise ValueError(f"data_range must be > 0, got {data_range!r}")
@@ -183,7 +264,7 @@ def ssim_psnr(a: Tensor, b: Tensor, data_range: float = 1.0, *,
         raise ValueError("a: ssim_psnr is inference-only (no backward); detach the inputs or use torch.no_grad()")
     if not a.is_floating_point() or not b.is_floating_point():
         raise ValueError(f"a: expected floating images, got {a.dtype} and {b.dtype}")
-    if use_triton(backend, a, b):
+    if backend_for(OP, backend) == "triton":
         return ssim_psnr_launch(a, b, float(data_range))
     return ssim_psnr_torch(a, b, float(data_range))
 

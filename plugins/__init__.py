@@ -4,4 +4,4 @@ from . import discriminators  # noqa: F401
 from . import losses  # noqa: F401
 from . import desensitizers  # noqa: F401
 from . import backbones  # noqa: F401
-from . import engine  # noqa: F401
+from . import agw  # noqa: F401

@@ -40,8 +40,12 @@ class ConditionalDiscriminator(nn.Module, ABC):
     def check_size(self, height: int, width: int) -> None:
         out_h, out_w = self.output_shape(height, width)
         if out_h < 1 or out_w < 1:
+            fits = [n for n in range(1, getattr(self, "n_layers", 0) + 1)
+                    if min(NLayerDiscriminator.patch_side(height, n), NLayerDiscriminator.patch_side(width, n)) >= 1]
+            hint = (f"use fewer layers (privacy.discriminator.name n_layers with privacy.discriminator.n_layers "
+                    f"in 1..{fits[-1]})" if fits else "use a larger input or the 'pixel' discriminator")
             raise ValueError(f"input size {height}x{width} is too small for this discriminator "
-                             f"(patch map would be {out_h}x{out_w}); lower n_layers")
+                             f"(patch map would be {out_h}x{out_w}); {hint}")
 
     @abstractmethod
     def output_shape(self, height: int, width: int) -> Tuple[int, int]:
@@ -73,13 +77,15 @@ class NLayerDiscriminator(ConditionalDiscriminator):
         self.model = nn.Sequential(*layers)
         init_pix2pix_weights(self)
 
-    def output_shape(self, height: int, width: int) -> Tuple[int, int]:
-        def side(s: int) -> int:
-            for _ in range(self.n_layers):
-                s = (s - 2) // 2 + 1  # 4x4, stride 2, pad 1
-            return max(s - 2, 0)  # two 4x4, stride 1, pad 1 convs each lose one pixel
+    @staticmethod
+    def patch_side(side: int, n_layers: int) -> int:
+        """Patch-map length along one axis of ``side`` pixels (any size, odd ones included)."""
+        for _ in range(n_layers):
+            side = (side - 2) // 2 + 1  # 4x4, stride 2, pad 1
+        return max(side - 2, 0)  # two 4x4, stride 1, pad 1 convs each lose one pixel
 
-        return side(height), side(width)
+    def output_shape(self, height: int, width: int) -> Tuple[int, int]:
+        return self.patch_side(height, self.n_layers), self.patch_side(width, self.n_layers)
 
 
 class PixelDiscriminator(ConditionalDiscriminator):

@@ -4,8 +4,8 @@ The ReID terms follow the BoT / AGW references the paper builds on:
 
 * ``cross_entropy``: torchreid's label-smoothed CE (``(1-eps) * onehot + eps/K``), made
   device-agnostic (torchreid's builds its targets on the CPU and needs ``use_gpu``).
-* ``triplet``: torchreid's batch-hard triplet (margin 0.3), vectorized (torchreid's loops
-  over anchors with one device sync each).
+* ``triplet``: torchreid's batch-hard triplet (margin 0.3), as ``kernels.batch_hard_triplet``
+  (torchreid's loops over anchors with one device sync each).
 * ``weighted_triplet``: AGW's weighted regularized triplet: softmax-weighted positive and
   negative distances, soft margin ``softplus(d_ap - d_an)``.
 * ``center``: BoT's center loss, ``mean_i ||f_i - c_{y_i}||^2`` (no 1/2 factor; the 0.0005
@@ -75,36 +75,14 @@ class LabelSmoothCrossEntropyLoss(bridge.CrossEntropyLoss):
         return F.cross_entropy(inputs, targets, label_smoothing=self.eps)
 
 
-def pairwise_euclidean(features: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix as torchreid / AGW compute it (clamped at 1e-12 before sqrt)."""
-    sq = features.pow(2).sum(dim=1, keepdim=True)
-    dist = torch.addmm(sq + sq.t(), features, features.t(), beta=1, alpha=-2)
-    return dist.clamp(min=1e-12).sqrt()
-
-
-def _identity_masks(features: torch.Tensor, targets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    if features.dim() != 2 or targets.dim() != 1 or features.shape[0] != targets.shape[0]:
-        raise ValueError(f"features must be (batch, dim) and targets (batch,), got {tuple(features.shape)} "
-                         f"and {tuple(targets.shape)}")
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    if bool(same.all(dim=1).any()):
-        raise ValueError("targets: every sample needs a negative; the batch must hold >= 2 identities")
-    return same, ~same
-
-
 @LOSSES.register("triplet")
 class BatchHardTripletLoss(bridge.TripletLoss):
-    """torchreid's ``TripletLoss`` (hardest positive, hardest negative, hinge with ``margin``),
-    vectorized; same value and gradient."""
+    """torchreid's ``TripletLoss`` (hardest positive, hardest negative, hinge with ``margin``):
+    ``kernels.batch_hard_triplet``, the fused kernel or the vectorized torch reference as the
+    run's backend table says; same value and gradient as torchreid's loop."""
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(None, inputs):  # CUDA: one fused kernel (kernels/batch_hard_triplet.py)
-            return kernels.batch_hard_triplet(inputs, targets, self.margin, backend="triton")
-        pos, neg = _identity_masks(inputs, targets)
-        dist = pairwise_euclidean(inputs)
-        dist_ap = dist.masked_fill(neg, float("-inf")).amax(dim=1)
-        dist_an = dist.masked_fill(pos, float("inf")).amin(dim=1)
-        return self.ranking_loss(dist_an, dist_ap, torch.ones_like(dist_an))
+        return kernels.batch_hard_triplet(inputs, targets, self.margin)
 
 
 @LOSSES.register("weighted_triplet")
@@ -115,13 +93,14 @@ class WeightedRegularizedTripletLoss(nn.Module):
     ``softmax(-d)`` (near ones count more); loss = mean ``softplus(d_ap - d_an)``. The softmax is
     a masked one; AGW's ``exp(d - max)`` with a ``+1e-6`` normaliser matches it to ~1e-6
     relative but underflows to zero weights when distances exceed ~88.
+
+    Torch on every device and backend: there is no fused kernel for it (kernels/README.md says
+    why), and batch-hard's kernel computes a different loss.
     """
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if kernels.use_triton(None, inputs):  # CUDA: one fused kernel (kernels/batch_hard_triplet.py)
-            return kernels.batch_hard_triplet(inputs, targets, self.margin, backend="triton")
-        pos, neg = _identity_masks(inputs, targets)
-        dist = pairwise_euclidean(inputs)
+        pos, neg = kernels.identity_masks(inputs, targets)
+        dist = kernels.pairwise_euclidean(inputs)
         w_ap = torch.softmax(dist.masked_fill(neg, float("-inf")), dim=1)
         w_an = torch.softmax((-dist).masked_fill(pos, float("-inf")), dim=1)
         dist_ap = (dist * w_ap).sum(dim=1)

@@ -13,16 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchreid_privacy import kernels
+
 ACTIVATIONS = ("leaky_relu", "relu", "identity")
 NORMS = ("batch", "instance", "none")
-
-
-def _kernels():
-    """``torchreid_privacy.kernels``, imported on first use: the kernels import the plugins'
-    desensitizers, so a top-level import here would be circular."""
-    import torchreid_privacy.kernels as kernels
-
-    return kernels
 
 
 def _check_act(act: str) -> str:
@@ -48,10 +42,10 @@ def _act_repr(act: str, slope: float) -> str:
 class BatchNormAct2d(nn.BatchNorm2d):
     """``act(batch_norm(x))`` with ``act`` in ``leaky_relu`` | ``relu`` | ``identity``.
 
-    Weight-compatible with ``nn.BatchNorm2d`` (no extra parameters or buffers). With kernels
-    enabled (``torchreid_privacy.kernels``: mode ``auto`` on CUDA tensors, or ``triton``),
-    ``leaky_relu``/``relu`` run as the fused Triton ``bn_leaky_relu`` (relu = slope 0);
-    otherwise ``F.batch_norm`` then the activation.
+    Weight-compatible with ``nn.BatchNorm2d`` (no extra parameters or buffers).
+    ``leaky_relu``/``relu`` run as ``kernels.bn_leaky_relu`` (relu = slope 0): the fused Triton
+    kernels or ``F.batch_norm`` then the activation in place, as the run's backend table says;
+    ``identity`` is ``F.batch_norm`` alone.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
@@ -81,16 +75,12 @@ class BatchNormAct2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
         running_mean, running_var, use_batch_stats, factor = self.batch_norm_args()
-        kernels = _kernels()
-        if self.act != "identity" and kernels.use_triton(None, x):
-            # one fused Triton kernel pair instead of batch_norm + activation (kernels/bn_leaky_relu.py)
-            slope = self.slope if self.act == "leaky_relu" else 0.0
-            return kernels.bn_leaky_relu(x, self.weight, self.bias, running_mean, running_var, slope,
-                                         use_batch_stats, factor, self.eps, backend="triton")
-        y = F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
-                         use_batch_stats, factor, self.eps)
-        # in place is safe: batch_norm's backward needs its input, not its output
-        return apply_act(y, self.act, self.slope, inplace=True)
+        if self.act == "identity":
+            return F.batch_norm(x, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor,
+                                self.eps)
+        slope = self.slope if self.act == "leaky_relu" else 0.0
+        return kernels.bn_leaky_relu(x, self.weight, self.bias, running_mean, running_var, slope,
+                                     use_batch_stats, factor, self.eps)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {_act_repr(self.act, self.slope)}"

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from torchreid_privacy import checkpoint
+from torchreid_privacy import bridge, checkpoint
 from torchreid_privacy.amp import Precision, amp_mode
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.config import ConfigError
@@ -14,7 +14,7 @@ def _conv_dtypes(engine):
     """Record the output dtype of the first conv of G and C during training steps."""
     seen = {"generator": set(), "model": set()}
     for name in seen:
-        conv = next(m for m in engine._models[name].modules() if isinstance(m, torch.nn.Conv2d))
+        conv = next(m for m in bridge.engine_models(engine)[name].modules() if isinstance(m, torch.nn.Conv2d))
         conv.register_forward_hook(lambda m, i, o, name=name: seen[name].add(o.dtype) if m.training else None)
     return seen
 

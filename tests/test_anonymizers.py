@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchreid_privacy.plugins.anonymizers import UnetGenerator, init_pix2pix_weights
+from torchreid_privacy.plugins.anonymizers import (UnetGenerator, check_fits, init_pix2pix_weights,
+                                                   pad_to_multiple)
 from torchreid_privacy.plugins.norm_act import BatchNormAct2d, create_norm_act
 from torchreid_privacy.registry import ANONYMIZERS
 
@@ -49,24 +50,79 @@ def test_shape_range_and_gradient_at_64x32(name):
         assert gen.eval()(x).shape == x.shape
 
 
+# every input size torchreid configs use: the generators pad inside and crop back
+SIZES = [(256, 128), (384, 128), (128, 64), (160, 64), (224, 224), (96, 48)]
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_default_depth_at_256x128(name):
-    """Default depths either keep a 256x128 shape or refuse it by naming num_downs."""
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_default_depth_runs_at_every_input_size(name, size):
+    """``num_downs`` left null: the name's default depth at any size, output size = input size."""
     gen = ANONYMIZERS.get(name)(ngf=4)
-    x = gan_images(2, 256, 128)
-    if 128 % 2 ** getattr(gen, "num_downs", 0):
-        with pytest.raises(ValueError, match=r"num_downs=\d+.*256x128"):
-            gen(x)
-    else:
-        with torch.no_grad():
-            assert gen(x).shape == x.shape
-
-
-def test_unet_128_runs_at_256x128_with_default_depth():
-    gen = ANONYMIZERS.get("unet_128")(ngf=4)
-    assert gen.num_downs == 7
+    x = gan_images(2, *size)
+    y = gen(x)
+    assert y.shape == x.shape
+    assert y.min() >= -1 and y.max() <= 1 and y.std() > 1e-4
     with torch.no_grad():
-        assert gen(gan_images(2, 256, 128)).shape == (2, 3, 256, 128)
+        assert gen.eval()(x).shape == x.shape
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradient_reaches_every_pixel_through_the_padding(name):
+    gen = ANONYMIZERS.get(name)(ngf=4)
+    x = gan_images(2, 96, 48).requires_grad_(True)
+    gen(x).square().sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad.abs().sum(dim=1) > 0).float().mean() > 0.99
+
+
+def test_unet_128_unchanged_at_256x128():
+    """A size that divides is not padded: same parameters, same output as pix2pix's order."""
+    gen = ANONYMIZERS.get("unet_128")()
+    assert gen.num_downs == 7 and not gen.explicit_depth
+    assert sum(p.numel() for p in gen.parameters()) == 41_828_995
+    small = ANONYMIZERS.get("unet_128")(ngf=4)
+    x = gan_images(2, 256, 128)
+    with torch.no_grad():
+        got = small(x)
+        assert got.shape == (2, 3, 256, 128)
+        torch.testing.assert_close(got, _pix2pix_unet(small, x.clone()), atol=1e-5, rtol=1e-4)
+
+
+def test_explicit_depth_that_fits_pads_like_the_quickstart():
+    """The quickstart's num_downs 5 at 96x48 (48 is not a multiple of 32) pads to 96x64 and crops."""
+    gen = ANONYMIZERS.get("unet_128")(ngf=4, num_downs=5)
+    x = gan_images(2, 96, 48)
+    with torch.no_grad():
+        got = gen(x)
+        expected = gen.body(F.pad(x, (8, 8, 0, 0), mode="reflect"))[..., 8:56]
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("size,multiple,mode", [((96, 48), 32, "reflect"), ((50, 30), 32, "reflect"),
+                                                ((96, 48), 256, "replicate"), ((64, 32), 32, None)])
+def test_pad_to_multiple_is_centred_and_crops_back(size, multiple, mode):
+    x = torch.randn(2, 3, *size)
+    padded, crop = pad_to_multiple(x, multiple)
+    assert padded.shape[-2] % multiple == 0 and padded.shape[-1] % multiple == 0
+    assert torch.equal(crop(padded), x)
+    if mode is None:
+        assert padded is x
+    else:
+        ph, pw = padded.shape[-2] - size[0], padded.shape[-1] - size[1]
+        pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+        assert torch.equal(padded, F.pad(x, pads, mode=mode))
+
+
+def test_check_fits_names_key_size_and_fitting_values():
+    gen = ANONYMIZERS.get("unet_128")(ngf=4, num_downs=7)
+    with pytest.raises(ValueError, match=r"^privacy\.generator\.num_downs=7 .*128x64.*values that fit: 2\.\.6"):
+        check_fits(gen, 128, 64, "privacy.generator.num_downs")
+    check_fits(gen, 256, 128, "privacy.generator.num_downs")  # fits: no error
+    res = ANONYMIZERS.get("resnet_9blocks")(ngf=4, num_downs=6)
+    with pytest.raises(ValueError, match=r"privacy\.decoder\.num_downs=6 .*96x48.*values that fit: 1\.\.5"):
+        check_fits(res, 96, 48, "privacy.decoder.num_downs")
+    check_fits(ANONYMIZERS.get("unet_128")(ngf=4), 64, 32, "privacy.generator.num_downs")  # null always fits
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -113,7 +169,7 @@ def test_other_norms_keep_shape(name, norm):
 # ----------------------------------------------------------------------------- U-Net specifics
 def test_unet_too_deep_for_input_raises_naming_num_downs():
     gen = ANONYMIZERS.get("unet_128")(ngf=8, num_downs=6)
-    with pytest.raises(ValueError, match=r"num_downs=6.*64x32"):
+    with pytest.raises(ValueError, match=r"num_downs=6.*64x32.*values that fit: 2\.\.5"):
         gen(gan_images())
     with pytest.raises(ValueError, match="num_downs"):
         UnetGenerator(num_downs=1)

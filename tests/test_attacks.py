@@ -5,14 +5,10 @@ import os
 import pytest
 import torch
 
-from torchreid_privacy.attacks import (
-    engine_from_checkpoint,
-    recovery_attack,
-    reid_attack,
-)
+from torchreid_privacy.attacks import recovery_attack, reid_attack
 from torchreid_privacy.attacks.recover import build_attacker, evaluate_attacker
-
-SETTINGS = ("O->O", "O->P", "P->O", "P->P")
+from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.trained_run import TrainedRun
 
 
 def _listing(root):
@@ -59,14 +55,14 @@ def test_recovery_attacker_is_trained(recovery, trained_run):
     # the training L1 falls, and the trained attacker beats the same attacker untrained on test
     # images (untrained: ~15.5 dB, 16 pairs x 200 steps: ~19.5 dB on the tiny run)
     assert recovery["16"]["train_l1"] < 0.8 * recovery["16"]["train_l1_start"]
-    engine, _ = engine_from_checkpoint(trained_run, need=("generator", "decoder"))
-    untrained = evaluate_attacker(engine, build_attacker(engine.config, seed=0), engine.test_targets[0])
+    run = TrainedRun.open(trained_run, need=("generator", "decoder"))
+    untrained = evaluate_attacker(run, build_attacker(run.config, seed=0), run.test_targets[0])
     assert recovery["16"]["psnr"] > untrained["psnr"] + 1.0, (recovery["16"], untrained)
 
 
 def test_authorized_numbers_match_test_evaluation(recovery, trained_run):
-    engine, _ = engine_from_checkpoint(trained_run)
-    ref = engine.evaluate(engine.test_targets[0])["image"]["O-R"]
+    run = TrainedRun.open(trained_run)
+    ref = run.evaluate(run.test_targets[0])["image"]["O-R"]
     assert recovery["authorized"]["psnr"] == pytest.approx(ref["psnr"], abs=1e-6)
     assert recovery["test_images"] == ref["count"]
 

@@ -31,6 +31,8 @@ def test_paper_hyper_parameters(path):
     w = cfg.privacy.weights
     assert (w.gan, w.rec_p, w.rec_r, w.reid_o, w.reid_p, w.center) == (1.0, 100.0, 100.0, 1.0, 1.0, 0.0005)
     assert cfg.privacy.gen_betas == [0.5, 0.999] and cfg.privacy.center_lr == 0.5
+    # the paper's backbone and triplet: AGW (plugins/agw.py), weighted regularized triplet
+    assert cfg.model.name == "resnet50_agw" and cfg.privacy.triplet.weighted is True
 
 
 def test_quickstart_is_the_packaged_one():

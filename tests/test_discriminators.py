@@ -14,6 +14,8 @@ KNOWN_SHAPES = {
     ("basic", 64, 32): (6, 2), ("basic", 256, 128): (30, 14),
     ("n_layers", 64, 32): (6, 2), ("n_layers", 256, 128): (30, 14),
     ("pixel", 64, 32): (64, 32), ("pixel", 256, 128): (256, 128),
+    ("basic", 128, 64): (14, 6), ("basic", 96, 48): (10, 4), ("basic", 97, 49): (10, 4),
+    ("basic", 224, 224): (26, 26),
 }
 
 
@@ -26,14 +28,19 @@ def pair(n: int = 2, height: int = 64, width: int = 32):
     return torch.rand(n, 3, height, width) * 2 - 1, torch.rand(n, 3, height, width) * 2 - 1
 
 
+# every input size torchreid configs use, plus odd sides
+SIZES = [(64, 32), (256, 128), (384, 128), (128, 64), (160, 64), (224, 224), (96, 48), (97, 49)]
+
+
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("size", [(64, 32), (256, 128)])
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_patch_output_shape(name, size):
     disc = DISCRIMINATORS.get(name)(ndf=8)
     cond, img = pair(2, *size)
     with torch.no_grad():
         out = disc(cond, img)
     assert out.shape == (2, 1, *disc.output_shape(*size))
+    assert min(out.shape[-2:]) >= 1
     if (name, *size) in KNOWN_SHAPES:
         assert out.shape[-2:] == KNOWN_SHAPES[(name, *size)]
 
@@ -88,7 +95,7 @@ def test_basic_matches_pix2pix_parameter_count():
 def test_n_layers_depth_and_too_small_input():
     deep = DISCRIMINATORS.get("n_layers")(ndf=8, n_layers=4)
     assert deep(*pair(1, 256, 128)).shape[-2:] == (14, 6)
-    with pytest.raises(ValueError, match=r"64x32.*n_layers"):
+    with pytest.raises(ValueError, match=r"64x32.*privacy\.discriminator\.n_layers in 1\.\.3"):
         deep(*pair(1, 64, 32))
     with pytest.raises(ValueError, match="n_layers"):
         DISCRIMINATORS.get("basic")(n_layers=4)

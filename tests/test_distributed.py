@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from tiny_config import TINY
-from torchreid_privacy import distributed
+from torchreid_privacy import bridge, distributed
 from torchreid_privacy.distributed import DistributedIdentitySampler
 
 # a train list like torchreid's: (path, pid, camid, dsetid); pid 3 has fewer than K images
@@ -102,8 +102,8 @@ def _free_port() -> int:
 
 
 def _flat_params(engine) -> torch.Tensor:
-    return torch.cat([p.detach().double().flatten() for n in sorted(engine._models)
-                      for p in engine._models[n].parameters()])
+    return torch.cat([p.detach().double().flatten() for n in sorted(bridge.engine_models(engine))
+                      for p in bridge.engine_models(engine)[n].parameters()])
 
 
 def _worker(rank, world, port, root, out_dir, overrides):

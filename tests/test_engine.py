@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from torchreid_privacy import checkpoint
+from torchreid_privacy import bridge, checkpoint
 from torchreid_privacy.builder import build_privacy_engine
 
 
@@ -33,12 +33,12 @@ def test_losses_fall_when_overfitting_one_batch(tiny_cfg, mode):
         assert last[k] < first[k], (k, first[k], last[k])
     if mode == "joint":
         assert {"gan", "d_op", "d_pr", "xent_o", "triplet_p"} <= set(last)
-        assert "supervisor" not in engine._models
+        assert "supervisor" not in bridge.engine_models(engine)
 
 
 def test_upgrade_fires_only_when_every_gate_holds(tiny_cfg):
     engine = build_privacy_engine(tiny_cfg("privacy.mode", "progressive", "privacy.r1_floor", "0.5"))
-    o01 = engine._to01(_batch(engine)["img"])
+    o01 = engine.inference.to01(_batch(engine)["img"])
     conventional = engine.supervision(o01)
     # each gate failing alone keeps the supervision
     assert not engine.maybe_upgrade(_val(psnr_op=20.0, psnr_om=18.0, ssim_op=0.3, ssim_om=0.3, r1=0.9))  # psnr

@@ -25,7 +25,7 @@ def test_keygen_writes_owner_only_file_and_never_overwrites(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     content = open(path).read()
-    assert len(keys.read_key_file(path)) == 16
+    assert len(keys.read_key_file(path)) == 32  # 256 bits; legacy 128-bit files still read (test_seal.py)
     assert main(["keygen", "--output", path]) == 1
     assert open(path).read() == content, "an existing key file was overwritten"
     assert main(["keygen", "--output", str(tmp_path / "missing" / "k.key")]) == 1
@@ -36,8 +36,8 @@ def test_keygen_keys_differ(tmp_path):
     assert keys.read_key_file(a) != keys.read_key_file(b)
 
 
-@pytest.mark.parametrize("content,match", [(None, "no such key file"), ("xyz\n", "not a 128-bit key"),
-                                           ("ab" * 15 + "\n", "not a 128-bit key"), ("", "not a 128-bit key")])
+@pytest.mark.parametrize("content,match", [(None, "no such key file"), ("xyz\n", "not a 256-bit key"),
+                                           ("ab" * 15 + "\n", "not a 256-bit key"), ("", "not a 256-bit key")])
 def test_bad_key_files_name_flag_and_path(tmp_path, content, match):
     path = tmp_path / "k.key"
     if content is not None:
@@ -83,7 +83,7 @@ def test_right_key_restores_o_wrong_key_gives_back_p(tiny_cfg):
     for _ in range(200):  # the key test is learned after ~150 steps here
         engine.forward_backward(data)
     engine.set_model_mode("eval")
-    o01 = engine._to01(data["img"])
+    o01 = engine.inference.to01(data["img"])
     with torch.no_grad():
         p01 = engine.anonymize(o01)
         right = engine.recover(p01)

@@ -20,6 +20,7 @@ import time
 import pytest
 
 from torchreid_privacy import bridge, checkpoint
+from torchreid_privacy.plugins.engine.state import resume_run
 from torchreid_privacy.cli import main
 from torchreid_privacy.demo import QUICKSTART, packaged_config
 
@@ -180,7 +181,7 @@ def test_resume_takes_back_the_best_state_of_its_run(runs, tmp_path):
     last = run / "checkpoints" / "last.pth"
     ck = checkpoint.load(str(last))
     engine = build_privacy_engine(load_config(base=ck["config"], overrides=["data.save_dir", str(run)]))
-    assert engine._resume(str(last), str(run)) == MAX_EPOCH
+    assert resume_run(engine, str(last), str(run)) == MAX_EPOCH
     best = checkpoint.load(str(run / "checkpoints" / "best.pth"))
     assert engine.best_state is not None and engine.best_state["epoch"] == best["epoch"]
     assert engine.best_score == best["best_score"]
@@ -189,5 +190,5 @@ def test_resume_takes_back_the_best_state_of_its_run(runs, tmp_path):
     other = checkpoint.load(str(run / "checkpoints" / "best.pth"))
     other["best_score"] = -1.0
     checkpoint.save_atomic(other, str(run / "checkpoints" / "best.pth"))
-    engine._resume(str(last), str(run))
+    resume_run(engine, str(last), str(run))
     assert engine.best_state is None

@@ -1,8 +1,18 @@
 """torchreid-privacy: privacy-preserving person re-identification as torchreid plugins.
 
-Train any torchreid backbone identity-invariant on raw images (O) and their reversibly
-anonymized versions (P = G(O)), after Zhang, Ye & Yang, ACM MM 2022.
+Train any torchreid backbone identity-invariant on raw images (O) and their anonymized
+versions (P = G(O)), after Zhang, Ye & Yang, ACM MM 2022. The public API:
+
+- ``load(checkpoint, key=None, device="cpu") -> PrivacyModel`` (``.anonymize``, ``.recover``, ``.features``);
+- ``ImagePrivacyEngine(datamanager, model, optimizer=..., scheduler=..., privacy={...})``, a torchreid
+  engine (``engine.run(save_dir=..., max_epoch=...)``);
+- ``desensitize(images, name, **params)``; the registries (``DESENSITIZERS``, ``ANONYMIZERS``, ...).
+
+Importing the package registers its datasets into torchreid (``synthetic_market``, and the
+identity-disjoint validation splits ``<dataset>_val`` such as ``market1501_val``).
 """
+from typing import Any
+
 from torchreid_privacy.registry import (  # noqa: F401
     ANONYMIZERS,
     DESENSITIZERS,
@@ -11,5 +21,27 @@ from torchreid_privacy.registry import (  # noqa: F401
     LOSSES,
 )
 from torchreid_privacy.desensitize import desensitize  # noqa: F401
+from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers datasets into torchreid)
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "load": ("torchreid_privacy.inference", "load"),
+    "PrivacyModel": ("torchreid_privacy.inference", "PrivacyModel"),
+    "ImagePrivacyEngine": ("torchreid_privacy.plugins.engine", "ImagePrivacyEngine"),
+    "PrivacyEngine": ("torchreid_privacy.plugins.engine", "PrivacyEngine"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The heavier parts of the API are imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'torchreid_privacy' has no attribute {name!r}")
+
+
+__all__ = ["load", "PrivacyModel", "ImagePrivacyEngine", "PrivacyEngine", "desensitize", "DESENSITIZERS",
+           "ANONYMIZERS", "DISCRIMINATORS", "ENGINES", "LOSSES"]

@@ -108,13 +108,13 @@ def register_model(name: str, factory: Callable[..., torch.nn.Module], force: bo
     table[name] = factory
 
 
-def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Optional[str] = None,
-                pretrained: bool = False, use_gpu: bool = False) -> torch.nn.Module:
+def build_model(name: str, num_classes: int, loss: str = "softmax", pretrained: bool = False,
+                use_gpu: bool = False) -> torch.nn.Module:
     """``torchreid.models.build_model`` without the surprise download.
 
     Random init by default. ``pretrained=True`` asks torchreid to fetch ImageNet weights
-    (network; a failure names ``model.pretrained`` and the way out); ``weights`` loads a
-    local torchreid checkpoint or state dict instead and never downloads.
+    (network; a failure names ``model.pretrained`` and the way out). Local weights are loaded
+    by :mod:`torchreid_privacy.weights` (``weights_only=True``, sha256-checked).
     """
     if name not in _model_factory():
         import difflib
@@ -122,7 +122,7 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Opt
         close = difflib.get_close_matches(name, available_models(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise KeyError(f"model.name: unknown torchreid model '{name}'{hint}")
-    pretrained = bool(pretrained) and not weights  # given weights replace the ImageNet download
+    pretrained = bool(pretrained)
     try:
         model = models.build_model(name=name, num_classes=num_classes, loss=loss,
                                    pretrained=pretrained, use_gpu=use_gpu)
@@ -133,14 +133,60 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", weights: Opt
             f"model.pretrained: could not fetch ImageNet weights for '{name}' ({type(exc).__name__}: "
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); offline, set "
             f"model.pretrained false or give model.load_weights PATH") from exc
-    if weights:
-        load_weights(model, weights)
     return model
 
 
-def load_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a (torchreid) checkpoint's state dict into ``model``, matching keys and shapes."""
-    torchtools.load_pretrained_weights(model, path)
+def want_features(model: torch.nn.Module) -> torch.nn.Module:
+    """Make a torchreid backbone return ``(logits, features)`` in train mode.
+
+    torchreid's models pick their train-mode output by their ``loss`` attribute; a model built
+    with ``loss='softmax'`` (torchreid's get-started script) returns logits only, but the
+    privacy engine needs the features too for the triplet and center terms.
+    """
+    if getattr(model, "loss", None) == "softmax":
+        model.loss = "triplet"
+    return model
+
+
+# --------------------------------------------------------------------------- engines
+def engine_models(engine: Any) -> Dict[str, torch.nn.Module]:
+    """The nets registered with ``Engine.register_model`` (torchreid keeps them privately)."""
+    return engine._models
+
+
+def engine_optimizers(engine: Any) -> Dict[str, Any]:
+    return engine._optims
+
+
+def engine_schedulers(engine: Any) -> Dict[str, Any]:
+    return engine._scheds
+
+
+def set_engine_model(engine: Any, name: str, net: torch.nn.Module) -> None:
+    """Replace a registered net (e.g. by its SyncBatchNorm conversion), optimizer kept."""
+    engine._models[name] = net
+
+
+def datamanager_normalization(dm: Any) -> tuple:
+    """``(mean, std)`` of a torchreid datamanager's test transform (torchvision ``Normalize``)."""
+    for t in getattr(dm.transform_te, "transforms", []):
+        if hasattr(t, "mean") and hasattr(t, "std"):
+            return [float(v) for v in t.mean], [float(v) for v in t.std]
+    raise ValueError("datamanager: its test transform has no Normalize step; pass norm_mean/norm_std")
+
+
+def failure_context(exc: BaseException) -> tuple:
+    """``(function name, local variables)`` of the innermost frame of ``exc``'s traceback.
+
+    torchreid's dataset and sampler code fails with bare asserts and IndexErrors; the locals of
+    the failing frame (``img_path``, ``self``) are what lets us name the culprit.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return "", {}
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_name, dict(tb.tb_frame.f_locals)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -150,6 +196,11 @@ def _image_dataset_table() -> Dict[str, Any]:
 
 def available_datasets() -> List[str]:
     return sorted(_image_dataset_table())
+
+
+def dataset_class(name: str) -> Optional[type]:
+    """The class registered under ``name`` in torchreid's image dataset registry, or None."""
+    return _image_dataset_table().get(name)
 
 
 def register_dataset(name: str, dataset_cls: type, force: bool = False) -> None:

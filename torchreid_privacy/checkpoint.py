@@ -15,29 +15,15 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import bridge
+from torchreid_privacy import atomic, bridge
 
 CKPT_DIR = "checkpoints"
 BEST, LAST = "best.pth", "last.pth"
 
 
 def save_atomic(obj: Dict[str, Any], path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``torch.save`` through :func:`atomic.write_with`: a killed run keeps the last good file."""
+    atomic.write_with(path, lambda f: torch.save(obj, f))
 
 
 def resolve(path: str, prefer: Tuple[str, ...] = (BEST, LAST), flag: str = "--checkpoint") -> str:

@@ -226,6 +226,18 @@ def load_config(config_file: Optional[str | os.PathLike] = None, overrides: Iter
     return cfg
 
 
+def privacy_config(privacy: Optional[Mapping[str, Any]] = None, base: Optional[Mapping[str, Any]] = None) -> Config:
+    """Defaults (or ``base``) with ``privacy.enabled`` true and ``privacy`` merged in, validated.
+
+    For Python users: ``privacy={"mode": "joint"}`` is the ``privacy:`` section of a YAML.
+    """
+    tree = copy.deepcopy(dict(to_dict(base))) if base is not None else defaults()
+    _merge(tree, {"privacy": {"enabled": True, **dict(to_dict(privacy or {}))}}, _flat_keys(tree))
+    cfg = Config.wrap(tree)
+    check(cfg)
+    return cfg
+
+
 def check(cfg: Config) -> None:
     """Cross-field checks that a type check cannot see."""
     p = cfg.privacy

@@ -10,13 +10,14 @@ keyed-recovery tables and writes ``OUTPUT/results.json`` plus O | M | P | R grid
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence
 
+from torchreid_privacy import atomic
 from torchreid_privacy.config import load_config
+from torchreid_privacy.evaluation import SETTINGS
 from torchreid_privacy.report import format_psnr_rows, format_reid_attack, format_table, summarize
 
 QUICKSTART = "quickstart.yaml"
@@ -96,10 +97,7 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
                                     attack_pairs, attack_steps)
         results["attack"]["victim"] = victim
         timings["attacks"] = round(time.time() - t0, 1)
-    tmp = os.path.join(output, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(_json_shape(results), f, indent=2)
-    os.replace(tmp, os.path.join(output, "results.json"))
+    atomic.write_json(os.path.join(output, "results.json"), _json_shape(results))
     print()
     print(format_table({m: results[m] for m in modes}))
     print(f"\nrank-1 in %, PSNR in dB; total {time.time() - t_start:.0f}s "
@@ -137,7 +135,7 @@ def _json_shape(results: Dict[str, Any]) -> Dict[str, Any]:
         reid, rec = results["attack"]["reid"], results["attack"]["recover"]
         out["attack"] = {
             "victim": results["attack"]["victim"],
-            "reid": {s: reid[s] for s in ("O->O", "O->P", "P->O", "P->P")},
+            "reid": {s: reid[s] for s in SETTINGS},
             "recover": {k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in rec.items()
                         if isinstance(v, dict) and "psnr" in v and k != "protected"},
         }

@@ -1,23 +1,21 @@
 """Public entry to the registered desensitizers (the initial privacy supervision M).
 
 ``desensitize`` checks a batch of [0, 1] images and the parameters, then runs the
-desensitizer registered under ``name``. ``desensitize_normalized`` is the training-loop
-form: it takes torchreid's normalized batch ``(x - mean) / std`` and returns M normalized
-the same way, without any host/device synchronisation.
+desensitizer registered under ``name`` (the built-ins are the kernels ops: fused Triton
+kernels or their torch references, as the run's backend table says). Per-batch callers
+check once with ``resolve_desensitizer`` and then call the function directly.
 """
 from __future__ import annotations
 
 import inspect
 import numbers
 from functools import lru_cache
-from typing import Any, Callable, Dict, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Tuple
 
 import torch
 from torch import Tensor
 
 from torchreid_privacy.registry import DESENSITIZERS
-
-Stats = Union[Sequence[float], Tensor]
 
 # Values this far outside [0, 1] are still accepted (float round-off of a de-normalized batch).
 RANGE_TOLERANCE = 1e-4
@@ -59,22 +57,6 @@ def resolve_desensitizer(name: str, params: Dict[str, Any]) -> Callable[..., Ten
     return fn
 
 
-def desensitize_normalized(x: Tensor, name: str, mean: Stats, std: Stats, **params: Any) -> Tensor:
-    """M for a normalized training batch: normalize(desensitize(clamp(x * std + mean))).
-
-    ``mean``/``std`` are per-channel (sequences or tensors). The de-normalized batch is
-    clamped to [0, 1] rather than range-checked: checking would force a device sync on
-    every training step, and random erasing may legitimately leave values outside.
-    """
-    fn = DESENSITIZERS.get(name)
-    _check_batch(x, "x")
-    _check_params(fn, name, params)
-    mean_t, std_t = _channel_stats(mean, std, x)
-    raw = torch.addcmul(mean_t, x, std_t).clamp_(0.0, 1.0)
-    # (m - mean) / std as one fused pass: m * (1 / std) + (-mean / std)
-    return torch.addcmul(-mean_t / std_t, fn(raw, **params), std_t.reciprocal())
-
-
 def _check_batch(images: Any, arg: str = "images") -> None:
     if not isinstance(images, Tensor):
         raise ValueError(f"{arg} must be a torch.Tensor, got {type(images).__name__}")
@@ -114,26 +96,3 @@ def _check_params(fn: Callable[..., Tensor], name: str, params: Dict[str, Any]) 
 def _accepted_params(fn: Callable[..., Tensor]) -> Tuple[str, ...]:
     """Keyword parameters after the image batch (cached: this runs on every training step)."""
     return tuple(inspect.signature(fn).parameters)[1:]
-
-
-def _channel_stats(mean: Stats, std: Stats, x: Tensor) -> Tuple[Tensor, Tensor]:
-    channels = x.shape[1]
-    out = []
-    for arg, value in (("mean", mean), ("std", std)):
-        if isinstance(value, Tensor):
-            t = value.to(device=x.device, dtype=x.dtype).reshape(-1)
-        else:
-            values = tuple(float(v) for v in value)
-            if arg == "std" and any(v == 0 for v in values):
-                raise ValueError(f"std must be non-zero, got {list(values)}")
-            t = _stats_tensor(values, x.device, x.dtype)
-        if t.numel() not in (1, channels):
-            raise ValueError(f"{arg} must have 1 or {channels} values, got {t.numel()}")
-        out.append(t.view(1, -1, 1, 1))
-    return out[0], out[1]
-
-
-@lru_cache(maxsize=32)
-def _stats_tensor(values: Tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Per-channel constants, built once per device (no host-to-device copy every batch)."""
-    return torch.tensor(values, device=device, dtype=dtype)

@@ -1,23 +1,31 @@
-"""Apply G (anonymize) or G_R (recover) to every image of a folder.
+"""Apply G (anonymize) or G_R (recover) to every image of a folder; seal and unseal folders.
 
 The input folder is only read; outputs keep the input's relative file names; an output
 file that already exists is never overwritten (counted and logged as skipped), and each
 file is written to a temp name first and renamed, so a killed run leaves no torn images.
 Unreadable images are skipped, counted and logged; grayscale/RGBA/16-bit inputs are
 converted to 8-bit RGB.
+
+Sealed mode (``process_folder(..., seal_key=key)``): each P also carries its input file's exact
+bytes, encrypted and bound to P (``torchreid_privacy.seal``): inside P for PNG/JPEG, in a sidecar
+``NAME.sealed`` beside P otherwise. ``unseal_folder`` gives the key holder the originals back
+byte for byte, under their original file names, in P's relative folders.
 """
 from __future__ import annotations
 
+import io
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterator, List, Tuple
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
+
+from torchreid_privacy.atomic_new import write_new
+from torchreid_privacy.seal import SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path, unseal_record
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +58,10 @@ def list_images(root: Path) -> List[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """8-bit RGB array from any PIL-readable image (16-bit and float are rescaled, alpha dropped)."""
-    with Image.open(path) as im:
+def read_rgb(path: Union[Path, bytes]) -> np.ndarray:
+    """8-bit RGB array from any PIL-readable image file or its bytes (16-bit and float are rescaled,
+    alpha dropped)."""
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)
@@ -70,23 +79,31 @@ def _batches(files: List[Path], size: int) -> Iterator[List[Path]]:
 
 
 def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor], height: int, width: int,
-                   batch_size: int = 32, device: str = "cpu", desc: str = "images") -> FolderReport:
-    """Resize to the model's size, run ``fn`` on [0,1] batches, write results with the same names."""
+                   batch_size: int = 32, device: str = "cpu", desc: str = "images",
+                   seal_key: Optional[bytes] = None) -> FolderReport:
+    """Resize to the model's size, run ``fn`` on [0,1] batches, write results with the same names.
+
+    With ``seal_key`` each written P also carries its input file's exact bytes, sealed under the
+    key (same pixels as without it); an output whose image or sidecar exists already is skipped.
+    """
     src, dst = check_folders(inp, out)
+    if seal_key is not None:
+        check_seal_key(seal_key)  # a bad key fails before any work
     files = list_images(src)
     report = FolderReport()
     todo = []
     for f in files:
-        if (dst / f.relative_to(src)).exists():
+        if _output_exists(dst / f.relative_to(src), sealed=seal_key is not None):
             report.skipped_existing += 1
         else:
             todo.append(f)
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
         for chunk in _batches(todo, batch_size):
-            tensors, names = [], []
+            tensors, names, raws = [], [], []
             for f in chunk:
                 try:
-                    arr = read_rgb(f)
+                    raw = f.read_bytes() if seal_key is not None else None  # read once: the bytes sealed are the ones decoded
+                    arr = read_rgb(f if raw is None else raw)
                 except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                     report.skipped_unreadable.append(str(f))
                     log.warning("skipping unreadable image %s: %s", f, exc)
@@ -94,23 +111,126 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
                 img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
                 tensors.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
                 names.append(f)
+                raws.append(raw)
             if tensors:
                 x = torch.stack(tensors).to(device=device, dtype=torch.float32) / 255.0
                 with torch.no_grad():
                     y = fn(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-                for f, arr in zip(names, y):
-                    _write(dst / f.relative_to(src), arr)
-                    report.written += 1
+                for f, arr, raw in zip(names, y, raws):
+                    rel = f.relative_to(src)
+                    if _write(dst / rel, arr, None if raw is None else (raw, rel.as_posix(), seal_key)):
+                        report.written += 1
+                    else:
+                        report.skipped_existing += 1
             bar.update(len(chunk))
     if report.skipped_unreadable:
         log.warning("%d unreadable image(s) skipped", len(report.skipped_unreadable))
     return report
 
 
-def _write(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    im = Image.fromarray(arr)
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    im.save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    os.replace(tmp, path)
+def _output_exists(path: Path, sealed: bool) -> bool:
+    return path.exists() or (sealed and sidecar_path(path).exists())
+
+
+def encode_image(arr: np.ndarray, suffix: str) -> bytes:
+    """The image file bytes P is written as: the format its extension names (PNG if unknown)."""
+    fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def _write(path: Path, arr: np.ndarray, sealing: Optional[Tuple[bytes, str, bytes]] = None) -> bool:
+    """Write P (sealing ``(original bytes, relative name, key)`` into it); False if it exists already.
+
+    A sidecar is created before its image, and removed again if the image cannot be written, so
+    no P ever exists without its payload.
+    """
+    data = encode_image(arr, path.suffix)
+    side = None
+    if sealing is not None:
+        original, rel, key = sealing
+        sealed = seal(data, original, rel, key)
+        data = sealed.image
+        if sealed.sidecar is not None:
+            side = sidecar_path(path)
+            try:
+                write_new(side, sealed.sidecar)
+            except FileExistsError:
+                log.warning("skipping %s: its sidecar %s appeared meanwhile", path, side)
+                return False
+    try:
+        write_new(path, data)
+    except FileExistsError:
+        log.warning("skipping %s: it appeared meanwhile", path)
+        if side is not None:
+            side.unlink()
+        return False
+    return True
+
+
+@dataclass
+class UnsealReport:
+    """What ``unseal_folder`` did; ``failed`` holds (P's relative name, one-line reason)."""
+
+    restored: int = 0
+    skipped_existing: int = 0
+    unsealed: List[str] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No sealed image failed (the CLI exits non-zero otherwise)."""
+        return not self.failed
+
+    def line(self) -> str:
+        return (f"restored {self.restored}, skipped (already in output) {self.skipped_existing}, "
+                f"not sealed {len(self.unsealed)}, failed {len(self.failed)}")
+
+
+def unseal_folder(inp: str, out: str, key: bytes, desc: str = "unseal") -> UnsealReport:
+    """Restore every sealed image's original under ``out``, byte for byte.
+
+    For P at ``inp/REL/NAME`` the original goes to ``out/REL/ORIGINAL_NAME``: the folders follow P,
+    the file name (hence its extension and format) is the original's, kept inside the encrypted
+    payload. Images that fail to unseal (wrong key, tampered, truncated, another image's payload,
+    renamed) are reported by name in ``failed`` and nothing is written for them; images without a
+    payload go to ``unsealed`` (the caller may run the learned decoder on them); a sidecar whose
+    image is missing counts as failed. An existing output is never overwritten.
+    """
+    src, dst = check_folders(inp, out)
+    check_seal_key(key)  # a bad key fails before any work
+    report = UnsealReport()
+    images = list_images(src)
+    known = {sidecar_path(f) for f in images}
+    for side in sorted(src.rglob("*" + SIDECAR_SUFFIX)):
+        if side.is_file() and side not in known:
+            rel, image = side.relative_to(src).as_posix(), side.with_name(side.name[:-len(SIDECAR_SUFFIX)])
+            why = "is not a supported image type" if image.exists() else "is missing"
+            report.failed.append((rel, f"{rel}: its image {image.name} {why}; nothing to unseal it with"))
+    for f in tqdm(images, desc=desc, unit="img", disable=None, dynamic_ncols=True):
+        rel = f.relative_to(src)
+        side = sidecar_path(f)
+        try:
+            p_bytes = f.read_bytes()
+            sidecar = side.read_bytes() if side.is_file() else None
+        except OSError as exc:
+            report.failed.append((rel.as_posix(), f"{rel.as_posix()}: cannot read ({exc.strerror})"))
+            continue
+        if not is_sealed(p_bytes, sidecar is not None):
+            report.unsealed.append(rel.as_posix())
+            continue
+        try:
+            recovered = unseal_record(p_bytes, rel.as_posix(), key, sidecar)
+        except SealError as exc:
+            report.failed.append((rel.as_posix(), str(exc)))
+            log.warning("%s", exc)
+            continue
+        target = dst / PurePosixPath(rel.as_posix()).parent / recovered.original_name
+        try:
+            write_new(target, recovered.data)
+        except FileExistsError:
+            report.skipped_existing += 1
+            continue
+        report.restored += 1
+    return report

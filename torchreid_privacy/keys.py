@@ -1,10 +1,15 @@
-"""Secret keys for keyed recovery: 128 random bits in a file only its owner can read.
+"""Secret keys for sealed and keyed recovery: 256 random bits in a file only its owner can read.
 
-``torchreid-privacy keygen --output PATH`` writes 32 hex digits to a new file created with
-mode 0600 (``O_CREAT | O_EXCL``: an existing file is never overwritten). The key reaches
-the decoder as ``key_planes``: a code of ``key_channels`` +-1 bits derived with SHAKE-256 (a
-standard extendable-output hash, identical on every platform and torch version), one
-constant plane per bit.
+``torchreid-privacy keygen --output PATH`` writes 64 hex digits to a new file created with
+mode 0600 (``O_CREAT | O_EXCL``: an existing file is never overwritten). Key files written
+before sealing existed hold 128 bits (32 hex digits); they still read and work everywhere.
+
+One key file serves two uses, separated by domain strings so neither reveals the other:
+- keyed decoder: ``key_planes``, a code of ``key_channels`` +-1 bits derived with SHAKE-256 of
+  ``_DOMAIN || key`` (a standard extendable-output hash, identical on every platform and torch
+  version), one constant plane per bit;
+- sealing (``torchreid_privacy.seal``): an AES-256-GCM key derived with HKDF-SHA256 under its own
+  ``info`` string.
 The key is never stored in configs, logs, results or checkpoints; only its owner's file holds it.
 """
 from __future__ import annotations
@@ -17,18 +22,29 @@ import stat
 
 import torch
 
-KEY_BYTES = 16  # 128 bits
+KEY_BYTES = 32  # 256 bits: what keygen writes
+LEGACY_KEY_BYTES = 16  # 128 bits: key files written before sealing existed
+KEY_SIZES = (KEY_BYTES, LEGACY_KEY_BYTES)
 _DOMAIN = b"torchreid-privacy/key-planes/v1"
 
 log = logging.getLogger(__name__)
 
 
 class KeyFileError(ValueError):
-    """A key file is missing, unreadable or not a 128-bit key; the message names it."""
+    """A key file is missing, unreadable or not a 256-bit (or legacy 128-bit) key; the message names it."""
 
 
 def generate_key() -> bytes:
     return secrets.token_bytes(KEY_BYTES)
+
+
+def check_key(key: bytes, what: str = "key") -> bytes:
+    """``key`` itself if it is 32 (or legacy 16) bytes; a clear error naming ``what`` otherwise."""
+    if not isinstance(key, (bytes, bytearray)):
+        raise KeyFileError(f"{what}: expected bytes, got {type(key).__name__}")
+    if len(key) not in KEY_SIZES:
+        raise KeyFileError(f"{what}: expected {KEY_BYTES} bytes (or legacy {LEGACY_KEY_BYTES}), got {len(key)}")
+    return bytes(key)
 
 
 def write_key_file(path: str, key: bytes | None = None) -> str:
@@ -36,9 +52,7 @@ def write_key_file(path: str, key: bytes | None = None) -> str:
 
     Refuses to touch an existing file: a lost key means unrecoverable images.
     """
-    key = generate_key() if key is None else key
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(f"key: expected {KEY_BYTES} bytes, got {len(key)}")
+    key = generate_key() if key is None else check_key(key)
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise KeyFileError(f"--output: folder {parent} does not exist")
@@ -67,9 +81,9 @@ def read_key_file(path: str, flag: str = "--key-file") -> bytes:
     except OSError as exc:
         raise KeyFileError(f"{flag}: cannot read {path} ({exc.strerror})") from None
     text = raw.decode("ascii", errors="replace").strip()
-    if len(text) != 2 * KEY_BYTES or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise KeyFileError(f"{flag}: {path} is not a 128-bit key (expected {2 * KEY_BYTES} hex digits, "
-                           "as written by 'torchreid-privacy keygen')")
+    if len(text) not in (2 * n for n in KEY_SIZES) or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise KeyFileError(f"{flag}: {path} is not a 256-bit key (expected {2 * KEY_BYTES} hex digits, or "
+                           f"{2 * LEGACY_KEY_BYTES} for a legacy 128-bit key, as written by 'torchreid-privacy keygen')")
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
         log.warning("%s: %s is readable by others (mode %o); chmod 600 it", flag, path, mode)
@@ -77,9 +91,11 @@ def read_key_file(path: str, flag: str = "--key-file") -> bytes:
 
 
 def key_code(key: bytes, channels: int) -> torch.Tensor:
-    """(channels,) float tensor of +-1: the key stretched by SHAKE-256 to ``channels`` bits."""
-    if len(key) != KEY_BYTES:
-        raise KeyFileError(f"key: expected {KEY_BYTES} bytes, got {len(key)}")
+    """(channels,) float tensor of +-1: the key stretched by SHAKE-256 to ``channels`` bits.
+
+    The same formula for 256-bit and legacy 128-bit keys, so a legacy key keeps its code.
+    """
+    key = check_key(key)
     stream = hashlib.shake_256(_DOMAIN + key).digest((channels + 7) // 8)
     bits = torch.frombuffer(bytearray(stream), dtype=torch.uint8)
     bits = ((bits.unsqueeze(1) >> torch.arange(8, dtype=torch.uint8)) & 1).flatten()[:channels]

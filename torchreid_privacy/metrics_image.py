@@ -6,14 +6,9 @@ covariance, and the mean taken over the map cropped by the 5-pixel border. Becau
 is cropped, only fully-inside windows count, so a *valid* (unpadded) convolution gives the same
 numbers as scipy's reflect-padded filter -- no padding mode to emulate.
 
-Speed: SSIM needs a, b, a^2, b^2, ab filtered. With s = a + b and d = a - b, the terms in
-SSIM are linear in four filtered maps (s, d, s^2, d^2):
-    2 mu_a mu_b = (mu_s^2 - mu_d^2) / 2,  mu_a^2 + mu_b^2 = (mu_s^2 + mu_d^2) / 2,
-    2 cov_ab    = (var_s - var_d) / 2,    var_a + var_b   = (var_s + var_d) / 2,
-so four planes per channel are filtered instead of five. s is shifted by -data_range
-(variances are shift-invariant) to keep the E[x^2] - E[x]^2 cancellation small in float32.
-The separable filter runs as two depthwise convolutions over a few images at a time, so the
-working set stays in cache.
+SSIM and the per-image MSE come from ``kernels.ssim_psnr``: one fused Triton pass over both
+batches, or its torch reference (four filtered planes s, d, s^2, d^2 by separable depthwise
+convolutions, a few images at a time), as the run's backend table says (kernels/README.md).
 """
 from __future__ import annotations
 
@@ -21,39 +16,23 @@ import math
 from typing import Dict
 
 import torch
-import torch.nn.functional as F
 
-SSIM_SIGMA = 1.5
-SSIM_TRUNCATE = 3.5  # scikit-image's value for gaussian_weights=True -> 11 taps
-SSIM_K1, SSIM_K2 = 0.01, 0.03
-_IMAGES_PER_STEP = 4  # images filtered together: ~6 MB of planes at 256x128, cache-sized
-
-
-def gaussian_taps(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE) -> torch.Tensor:
-    """scipy.ndimage's normalized 1-D Gaussian kernel (radius ``int(truncate * sigma + 0.5)``)."""
-    radius = int(truncate * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    taps = torch.exp(-0.5 * (x / sigma) ** 2)
-    return taps / taps.sum()
-
-
-def _check_pair(a: torch.Tensor, b: torch.Tensor, min_side: int = 1) -> None:
-    if not isinstance(a, torch.Tensor) or a.dim() != 4:
-        raise ValueError(f"a: expected an (N, C, H, W) tensor, got {getattr(a, 'shape', type(a).__name__)}")
-    if not isinstance(b, torch.Tensor) or b.shape != a.shape:
-        raise ValueError(f"b: expected shape {tuple(a.shape)}, got {getattr(b, 'shape', type(b).__name__)}")
-    if min(a.shape[-2:]) < min_side:
-        raise ValueError(f"a: images must be at least {min_side}x{min_side} pixels, got {tuple(a.shape[-2:])}")
-
-
-def _float(x: torch.Tensor) -> torch.Tensor:
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+from torchreid_privacy import kernels
+from torchreid_privacy.kernels.ssim_psnr import (  # noqa: F401  (re-exported: the SSIM definition)
+    SSIM_K1,
+    SSIM_K2,
+    SSIM_SIGMA,
+    SSIM_TRUNCATE,
+    as_float,
+    check_pair,
+    gaussian_taps,
+)
 
 
 def mse_per_image(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean squared error of each image, accumulated in float64."""
-    _check_pair(a, b)
-    diff = _float(a) - _float(b)
+    check_pair(a, b)
+    diff = as_float(a) - as_float(b)
     return (diff * diff).flatten(1).sum(1, dtype=torch.float64) / diff[0].numel()
 
 
@@ -67,60 +46,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return _psnr_from_mse(mse_per_image(a, b), float(data_range))
 
 
-def _ssim_and_mse(a: torch.Tensor, b: torch.Tensor, data_range: float):
-    """SSIM (N,) and MSE (N,) of a few images, sharing the d = a - b plane.
-
-    Written with in-place ops: the block is cache-sized, so the passes stay cheap only while
-    no new buffers are allocated.
-    """
-    n, c, h, w = a.shape
-    taps = gaussian_taps().to(device=a.device, dtype=a.dtype)
-    k = len(taps)
-    planes = 4 * n * c
-    stats = torch.empty((4, n, c, h, w), dtype=a.dtype, device=a.device)
-    s, d, ss, dd = stats
-    torch.add(a, b, out=s).sub_(data_range)
-    torch.sub(a, b, out=d)
-    torch.mul(s, s, out=ss)
-    torch.mul(d, d, out=dd)
-    mse = dd.reshape(n, -1).sum(1, dtype=torch.float64) / (c * h * w)
-    filtered = F.conv2d(stats.view(1, planes, h, w), taps.view(1, 1, 1, k).expand(planes, 1, 1, k),
-                        groups=planes)
-    filtered = F.conv2d(filtered, taps.view(1, 1, k, 1).expand(planes, 1, k, 1), groups=planes)
-    mu_s, mu_d, var_s, var_d = filtered.view(4, n, c, h - k + 1, w - k + 1)
-    var_s.addcmul_(mu_s, mu_s, value=-1.0)  # E[s^2] - mu_s^2
-    var_d.addcmul_(mu_d, mu_d, value=-1.0)
-    mu_s2 = mu_s.add_(data_range).square_()
-    mu_d2 = mu_d.square_()
-    # the factors 1/2 of the four SSIM terms cancel in the ratio, so use 2*C1, 2*C2
-    c1, c2 = 2 * (SSIM_K1 * data_range) ** 2, 2 * (SSIM_K2 * data_range) ** 2
-    luminance = torch.sub(mu_s2, mu_d2).add_(c1)
-    contrast = torch.sub(var_s, var_d).add_(c2)
-    den = mu_s2.add_(mu_d2).add_(c1).mul_(var_s.add_(var_d).add_(c2))
-    ssim_map = luminance.mul_(contrast).div_(den)
-    ssim_val = ssim_map.flatten(2).mean(2, dtype=torch.float64).mean(1)  # channel mean, as skimage
-    return ssim_val, mse
-
-
-def _ssim_and_mse_batched(a: torch.Tensor, b: torch.Tensor, data_range: float):
-    k = len(gaussian_taps())
-    _check_pair(a, b, min_side=k)
-    a, b = _float(a).contiguous(), _float(b).contiguous()
-    parts = [_ssim_and_mse(a[i:i + _IMAGES_PER_STEP], b[i:i + _IMAGES_PER_STEP], data_range)
-             for i in range(0, a.shape[0], _IMAGES_PER_STEP)]
-    if not parts:
-        empty = torch.zeros(0, dtype=torch.float64, device=a.device)
-        return empty, empty
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-
 def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    """Per-image SSIM, (N,) float64, of (N, C, H, W) images (H, W >= 11).
+    """Per-image SSIM, (N,) float64, of (N, C, H, W) images (H, W >= 11); no gradient.
 
     Equals ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=data_range, channel_axis=...)`` per image.
     """
-    return _ssim_and_mse_batched(a, b, float(data_range))[0]
+    with torch.no_grad():
+        return kernels.ssim_psnr(as_float(a).detach(), as_float(b).detach(), float(data_range))[0]
 
 
 class ImageMetricAccumulator:
@@ -146,12 +79,7 @@ class ImageMetricAccumulator:
     @torch.no_grad()
     def update(self, o: torch.Tensor, x: torch.Tensor) -> None:
         """Add a batch of (N, C, H, W) image pairs with values in [0, data_range]."""
-        from torchreid_privacy import kernels
-
-        if kernels.use_triton(None, o, x):  # CUDA: five statistics in one fused pass
-            ssim_val, mse = kernels.ssim_psnr(o.detach(), x.detach(), self.data_range, backend="triton")
-        else:
-            ssim_val, mse = _ssim_and_mse_batched(o.detach(), x.detach(), self.data_range)
+        ssim_val, mse = kernels.ssim_psnr(as_float(o).detach(), as_float(x).detach(), self.data_range)
         per_image = _psnr_from_mse(mse, self.data_range)
         finite = torch.isfinite(per_image)
         self._finite_psnr_sum += float(per_image[finite].sum())

@@ -108,6 +108,8 @@ ALL_REGISTRIES = {
     "engines": ENGINES,
 }
 
+# discovered by name (as entry points are), not imported: the registry sits below its plugins
+BUILTIN_PLUGIN_MODULES = ("torchreid_privacy.plugins", "torchreid_privacy.plugins.engine")
 _loaded = False
 
 
@@ -122,7 +124,10 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    import torchreid_privacy.plugins  # noqa: F401  (built-ins register on import)
+    import importlib
+
+    for name in BUILTIN_PLUGIN_MODULES:  # built-ins register on import, like any plugin
+        importlib.import_module(name)
 
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         try:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-SETTINGS = ("O->O", "O->P", "P->O", "P->P")
+from torchreid_privacy.evaluation import SETTINGS
+
 PAIRS = ("O-M", "O-P", "O-R")
 
 

@@ -32,7 +32,7 @@ def test_joint_step(benchmark, setup):
     benchmark.pedantic(engine.forward_backward, args=(batch,), rounds=10, warmup_rounds=2)
     n = batch["img"].shape[0]
     benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.median
-    o01 = engine._to01(batch["img"])
+    o01 = engine.inference.to01(batch["img"])
     t = time.perf_counter()
     for _ in range(20):
         engine.conventional(o01)

@@ -45,13 +45,20 @@ def test_inactive_hinges_give_zero_loss_and_gradient():
     assert float(loss) == 0.0 and float(grad.abs().max()) == 0.0
 
 
-def test_module_is_a_drop_in_for_the_plugin_loss():
+def test_module_and_plugin_loss_run_the_kernel_on_the_triton_table(monkeypatch):
     from torchreid_privacy.plugins.losses import BatchHardTripletLoss
 
+    calls = []
+    real = triplet_module.BatchHardTripletFunction.apply
+    monkeypatch.setattr(triplet_module.BatchHardTripletFunction, "apply", lambda *a: calls.append(1) or real(*a))
     features, pids = _pk_batch(6, 4, 32, seed=1)
-    kernels.set_kernel_mode("triton")
-    got = kernels.BatchHardTriplet(0.3)(features, pids)
-    torch.testing.assert_close(got, BatchHardTripletLoss(0.3)(features, pids), atol=1e-6, rtol=1e-5)
+    kernels.select_backends("torch", "cpu")
+    want = BatchHardTripletLoss(0.3)(features, pids)
+    assert calls == []
+    kernels.select_backends("triton", "cpu")  # the table a CUDA run gets with auto
+    torch.testing.assert_close(kernels.BatchHardTriplet(0.3)(features, pids), want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(BatchHardTripletLoss(0.3)(features, pids), want, atol=1e-6, rtol=1e-5)
+    assert calls == [1, 1]
     assert "margin=0.3" in repr(kernels.BatchHardTriplet(0.3))
 
 
@@ -68,9 +75,9 @@ def test_bad_inputs_raise_value_error():
     f, p = torch.randn(8, 4), torch.arange(8) // 4
     with pytest.raises(ValueError, match="features"):
         kernels.batch_hard_triplet(f[0], p)
-    with pytest.raises(ValueError, match="pids"):
+    with pytest.raises(ValueError, match="targets"):
         kernels.batch_hard_triplet(f, p[:4])
-    with pytest.raises(ValueError, match="pids"):
+    with pytest.raises(ValueError, match="targets"):
         kernels.batch_hard_triplet(f, p.float())
     with pytest.raises(ValueError, match="margin"):
         kernels.batch_hard_triplet(f, p, -1.0)

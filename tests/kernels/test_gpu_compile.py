@@ -17,7 +17,7 @@ from torchreid_privacy.kernels import dispatch
 F32, F16, BF16, I32, I64, U8 = "*fp32", "*fp16", "*bf16", "*i32", "*i64", "*u8"
 # every pointer argument name the kernels use; per entry only the data tensors' types change
 POINTERS = {name: F32 for name in (
-    "mean_ptr", "std_ptr", "inv_std_ptr", "shift_ptr", "invstd_ptr", "scale_ptr", "bias_ptr", "weight_ptr",
+    "mean_ptr", "invstd_ptr", "scale_ptr", "bias_ptr", "weight_ptr",
     "rmean_ptr", "rvar_ptr", "mean_part_ptr", "m2_part_ptr", "dz_part_ptr", "dzx_part_ptr", "mean_dz_ptr",
     "mean_dzx_ptr", "taps_ptr", "ssim_part_ptr", "mse_part_ptr", "ap_ptr", "an_ptr", "wp_ptr", "wn_ptr",
     "grad_ptr")}
@@ -33,16 +33,15 @@ def _entry(module, kernel, dtype, tensors, constexprs, warps=4):
 
 
 KERNELS = [
-    _entry("mosaic", "_mosaic_kernel", F32, ("x_ptr", "out_ptr"), {"CELL": 24, "NORMALIZED": True, **FLAT}),
-    _entry("mosaic", "_mosaic_kernel", F16, ("x_ptr", "out_ptr"), {"CELL": 8, "NORMALIZED": False, **WIDE}),
-    _entry("add_noise", "_noise_kernel", F32, ("x_ptr", "out_ptr"), {"NORMALIZED": True, "DENSE": True, **FLAT}),
-    _entry("add_noise", "_noise_kernel", BF16, ("x_ptr", "out_ptr"), {"NORMALIZED": False, "DENSE": False, **WIDE}),
-    _entry("gaussian_blur", "_blur_rows_kernel", F32, ("x_ptr",),
-           {"L": 11, "NORMALIZED": True, "BLOCK_R": 16, "WP": 256}),
+    _entry("mosaic", "_mosaic_kernel", F32, ("x_ptr", "out_ptr"), {"CELL": 24, **FLAT}),
+    _entry("mosaic", "_mosaic_kernel", F16, ("x_ptr", "out_ptr"), {"CELL": 8, **WIDE}),
+    _entry("add_noise", "_noise_kernel", F32, ("x_ptr", "out_ptr"), {"DENSE": True, **FLAT}),
+    _entry("add_noise", "_noise_kernel", BF16, ("x_ptr", "out_ptr"), {"DENSE": False, **WIDE}),
+    _entry("gaussian_blur", "_blur_rows_kernel", F32, ("x_ptr",), {"L": 11, "BLOCK_R": 16, "WP": 256}),
     _entry("gaussian_blur", "_blur_cols_kernel", F32, ("out_ptr",),
-           {"L": 11, "NORMALIZED": True, "WINDOW": True, "HP": 512, "BLOCK_W": 8}, 8),
+           {"L": 11, "WINDOW": True, "HP": 512, "BLOCK_W": 8}, 8),
     _entry("gaussian_blur", "_blur_cols_kernel", F16, ("out_ptr",),
-           {"L": 29, "NORMALIZED": False, "WINDOW": False, "HP": 512, "BLOCK_W": 8}, 8),
+           {"L": 29, "WINDOW": False, "HP": 512, "BLOCK_W": 8}, 8),
     _entry("bn_leaky_relu", "_stats_kernel", F32, ("x_ptr",), {"BLOCK_P": 4096, "BLOCK_C": 1}),
     _entry("bn_leaky_relu", "_stats_kernel", F16, ("x_ptr",), {"BLOCK_P": 64, "BLOCK_C": 64}),
     _entry("bn_leaky_relu", "_finalize_kernel", F32, ("x_ptr",),
@@ -55,10 +54,6 @@ KERNELS = [
            {"HAS_BIAS": True, "BLOCK_P": 4096, "BLOCK_C": 1}),
     _entry("bn_leaky_relu", "_grad_input_kernel", F16, ("x_ptr", "dy_ptr", "dx_ptr"),
            {"CPOS": 1, "DENSE": False, "HAS_BIAS": True, "BATCH_STATS": True, **FLAT}),
-    _entry("tanh_denormalize", "_forward_kernel", F32, ("x_ptr", "y_ptr"),
-           {"CPOS": 1, "DENSE": True, "CLAMP": True, **FLAT}),
-    _entry("tanh_denormalize", "_backward_kernel", BF16, ("x_ptr", "dy_ptr", "dx_ptr"),
-           {"CPOS": 3, "DENSE": False, **WIDE}),
     _entry("ssim_psnr", "_ssim_kernel", F32, ("a_ptr", "b_ptr"), {"PB": 1, "BW": 128}),
     _entry("ssim_psnr", "_ssim_kernel", F16, ("a_ptr", "b_ptr"), {"PB": 1, "BW": 64}),
     _entry("batch_hard_triplet", "_hardest_kernel", F32, ("f_ptr",), {"BM": 16, "BN": 16, "BD": 64}),

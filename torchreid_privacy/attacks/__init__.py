@@ -5,8 +5,7 @@
 - :func:`recovery_attack`: someone without G_R trains a decoder on N leaked (P, O) pairs and
   tries to recover O (PSNR/SSIM next to the authorized G_R).
 """
-from torchreid_privacy.attacks.common import engine_from_checkpoint, read_images01
 from torchreid_privacy.attacks.recover import recovery_attack
 from torchreid_privacy.attacks.reid import reid_attack
 
-__all__ = ["engine_from_checkpoint", "read_images01", "recovery_attack", "reid_attack"]
+__all__ = ["recovery_attack", "reid_attack"]

@@ -14,15 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchreid_privacy.attacks.common import (
-    engine_from_checkpoint,
-    eval_batches01,
-    read_images01,
-    train_items,
-)
 from torchreid_privacy.config import Config
 from torchreid_privacy.images import from_gan, to_gan
 from torchreid_privacy.metrics_image import ImageMetricAccumulator
+from torchreid_privacy.trained_run import TrainedRun
 
 LR, BETAS = 2e-4, (0.5, 0.999)  # pix2pix's Adam settings
 _LOSS_WINDOW = 10  # steps averaged for the reported first/last training L1
@@ -73,35 +68,33 @@ def train_attacker(net: nn.Module, p01: torch.Tensor, o01: torch.Tensor, steps: 
 
 
 @torch.no_grad()
-def evaluate_attackers(engine: Any, nets: dict[str, nn.Module], target: str) -> dict[str, dict[str, float]]:
+def evaluate_attackers(run: TrainedRun, nets: dict[str, nn.Module], target: str) -> dict[str, dict[str, float]]:
     """PSNR/SSIM(O, net(P)) of every attacker over ``target``'s query+gallery, in one pass:
     each test image is read and anonymized (as ``evaluate`` does) once for all attackers."""
-    engine.set_model_mode("eval")
     accs = {name: ImageMetricAccumulator() for name in nets}
     for net in nets.values():
         net.eval()
-    for o01 in eval_batches01(engine, target):
-        p = to_gan(engine.anonymize(o01))
+    for o01 in run.eval_batches01(target):
+        p = to_gan(run.model.anonymize(o01))
         for name, net in nets.items():
             accs[name].update(o01, from_gan(net(p)))
     return {name: acc.result() for name, acc in accs.items()}
 
 
-def evaluate_attacker(engine: Any, net: nn.Module, target: str) -> dict[str, float]:
+def evaluate_attacker(run: TrainedRun, net: nn.Module, target: str) -> dict[str, float]:
     """PSNR/SSIM(O, net(P)) of one attacker (see :func:`evaluate_attackers`)."""
-    return evaluate_attackers(engine, {"attacker": net}, target)["attacker"]
+    return evaluate_attackers(run, {"attacker": net}, target)["attacker"]
 
 
 @torch.no_grad()
-def leaked_pairs(engine: Any, n: int, seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+def leaked_pairs(run: TrainedRun, n: int, seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """(P, O) in [0,1] for the first ``n`` training images of a seeded permutation."""
-    items = train_items(engine)
+    items = run.train_items()
     if n > len(items):
         raise ValueError(f"--pairs: {n} pairs asked, but the training set has only {len(items)} images")
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n].tolist()
-    o01 = read_images01(engine, [items[i][0] for i in order], batch_size)
-    engine.set_model_mode("eval")
-    p01 = torch.cat([engine.anonymize(o01[i:i + batch_size]) for i in range(0, n, batch_size)])
+    o01 = run.images01([items[i][0] for i in order], batch_size)
+    p01 = torch.cat([run.model.anonymize(o01[i:i + batch_size]) for i in range(0, n, batch_size)])
     return p01, o01
 
 
@@ -115,22 +108,22 @@ def recovery_attack(checkpoint_path: str, pairs: Sequence[int], steps: int = 200
     counts = check_pairs(pairs)
     steps = _positive_int("--steps", steps)
     batch_size = _positive_int("--batch-size", batch_size)
-    engine, path = engine_from_checkpoint(checkpoint_path, overrides, key=key, need=("generator", "decoder"))
-    if engine.keyed and not engine.has_key:
+    run = TrainedRun.open(checkpoint_path, overrides, key=key, need=("generator", "decoder"))
+    if run.model.keyed and not run.model.has_key:
         raise ValueError("--key-file: the run's decoder is keyed; the authorized decoder's numbers need its key")
-    target = engine.test_targets[0]
-    res = engine.evaluate(target, grid_path=None, desc="authorized")
+    target = run.test_targets[0]
+    res = run.evaluate(target, grid_path=None, desc="authorized")
     out: dict[str, Any] = {"authorized": {k: float(res["image"]["O-R"][k]) for k in ("psnr", "ssim")},
                            "protected": {k: float(res["image"]["O-P"][k]) for k in ("psnr", "ssim")}}
-    p01, o01 = leaked_pairs(engine, max(counts), seed)
+    p01, o01 = leaked_pairs(run, max(counts), seed)
     nets, w = {}, min(_LOSS_WINDOW, steps)
     for n in counts:
-        net = build_attacker(engine.config, seed).to(engine.device)
+        net = build_attacker(run.config, seed).to(run.device)
         nets[str(n)], losses = train_attacker(net, p01[:n], o01[:n], steps, batch_size, seed)
         out[str(n)] = {"steps": steps, "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
-    for name, m in evaluate_attackers(engine, nets, target).items():
+    for name, m in evaluate_attackers(run, nets, target).items():
         out[name].update({"psnr": m["psnr"], "ssim": m["ssim"]})
     best = max(out[str(n)]["psnr"] for n in counts)
     out.update({"test_images": int(res["image"]["O-R"]["count"]), "steps": steps,
-                "margin_db": out["authorized"]["psnr"] - best, "target": target, "checkpoint": path})
+                "margin_db": out["authorized"]["psnr"] - best, "target": target, "checkpoint": run.path})
     return out

@@ -12,10 +12,9 @@ from typing import Any
 
 import torch
 
-from torchreid_privacy.attacks.common import engine_from_checkpoint
 from torchreid_privacy.config import Config, engine_run_kwargs, load_config, to_dict
-
-SETTINGS = ("O->O", "O->P", "P->O", "P->P")
+from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.trained_run import TrainedRun
 
 
 def third_party_config(cfg: Config, save_dir: str, max_epoch: int | None = None) -> Config:
@@ -52,8 +51,8 @@ def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: An
     trained on in full (all train identities), ``max_epoch`` overrides ``train.max_epoch``.
     The privacy engine is loaded first so a bad checkpoint or key fails before any training.
     """
-    engine, path = engine_from_checkpoint(checkpoint_path, key=key)
-    tp = third_party_config(cfg if cfg is not None else engine.config, os.path.join(save_dir, "third_party"),
+    run = TrainedRun.open(checkpoint_path, key=key)
+    tp = third_party_config(cfg if cfg is not None else run.config, os.path.join(save_dir, "third_party"),
                             max_epoch)
     os.makedirs(tp.data.save_dir, exist_ok=True)
     t0 = time.time()
@@ -63,11 +62,11 @@ def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: An
     from torchreid_privacy.weights import load_backbone_weights
 
     # the classifier is sized for another number of identities and is skipped; features are what count
-    load_backbone_weights(engine.model, weights_path, what="third-party model")
-    target = engine.test_targets[0]
-    res = engine.evaluate(target, grid_path=None, desc="reid attack")
+    load_backbone_weights(run.model.reid, weights_path, what="third-party model")
+    target = run.test_targets[0]
+    res = run.evaluate(target, grid_path=None, desc="reid attack")
     out: dict[str, Any] = {s: {"R1": float(res["rank"][s]["R1"]), "mAP": float(res["rank"][s]["mAP"])}
                            for s in SETTINGS}
     out.update({"model": tp.model.name, "epochs": tp.train.max_epoch, "train_seconds": round(seconds, 1),
-                "target": target, "checkpoint": path, "weights": weights_path})
+                "target": target, "checkpoint": run.path, "weights": weights_path})
     return out

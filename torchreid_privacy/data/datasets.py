@@ -125,6 +125,12 @@ def register_val_split(base_name: str, name: Optional[str] = None, val_ratio: fl
     return cls
 
 
+def is_val_split(name: str) -> bool:
+    """Whether torchreid's dataset ``name`` is one of our identity-disjoint validation splits."""
+    cls = bridge.dataset_class(name)
+    return isinstance(cls, type) and issubclass(cls, ValSplitDataset)
+
+
 def _register_builtins() -> None:
     bridge.register_dataset("synthetic_market", SyntheticMarket)
     for base in VAL_SPLIT_BASES:

@@ -23,6 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from PIL import Image
 
+from torchreid_privacy import bridge
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -62,18 +64,9 @@ def torchreid_data_errors(cfg: Optional[Any] = None) -> Iterator[None]:
         raise ValueError(message) from exc
 
 
-def _innermost_locals(exc: BaseException) -> Tuple[str, Dict[str, Any]]:
-    tb = exc.__traceback__
-    if tb is None:
-        return "", {}
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb.tb_frame.f_code.co_name, dict(tb.tb_frame.f_locals)
-
-
 def explain(exc: BaseException, cfg: Optional[Any] = None) -> Optional[str]:
     """A one-line explanation of a known torchreid data failure, or None for anything else."""
-    func, local = _innermost_locals(exc)
+    func, local = bridge.failure_context(exc)
     owner = type(local.get("self")).__name__ if "self" in local else ""
     if isinstance(exc, (AttributeError, AssertionError)) and "img_path" in local:
         pattern = getattr(local.get("pattern"), "pattern", None)

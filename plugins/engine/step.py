@@ -1,0 +1,360 @@
+"""The privacy engine: a torchreid ``Engine`` whose step trains G, G_R, C, D1 and D2 jointly.
+
+Like torchreid's triplet engine, every net is registered with its optimizer and scheduler and
+``forward_backward(data)`` returns a dict of floats. Evaluation (``evaluator``), the upgrade
+policy (``upgrade``), checkpoint state (``state``) and the run loop (``loop``) live beside it.
+
+torchreid's own "get started" script works with one line swapped::
+
+    import torchreid, torchreid_privacy
+    datamanager = torchreid.data.ImageDataManager(
+        root="reid-data", sources="market1501_val", targets=["market1501_val", "market1501"],
+        height=256, width=128, batch_size_train=64, train_sampler="RandomIdentitySampler")
+    model = torchreid.models.build_model("resnet50", num_classes=datamanager.num_train_pids, pretrained=False)
+    optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=3.5e-4)
+    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="multi_step", stepsize=[40, 80])
+    engine = torchreid_privacy.ImagePrivacyEngine(datamanager, model, optimizer=optimizer,
+                                                  scheduler=scheduler, privacy={"mode": "progressive"})
+    engine.run(save_dir="log/privacy", max_epoch=120, eval_freq=5)
+
+``market1501_val`` (registered by ``import torchreid_privacy``) trains on 80% of Market-1501's
+training identities and validates on the other 20%, which the supervision upgrade needs.
+Modes: ``baseline`` trains C on O and M; ``joint`` trains all five nets; ``progressive`` adds the
+supervision upgrade (see ``upgrade.UpgradePolicy``).
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+
+from torchreid_privacy import bridge, distributed, keys
+from torchreid_privacy.amp import Precision
+from torchreid_privacy.images import from_gan, to_gan
+
+from .evaluator import Evaluator
+from .loop import NonFiniteLossError, run_privacy
+from .parts import EngineParts, complete_parts
+from .state import engine_state, load_engine_state
+from .upgrade import UpgradePolicy, selection_score
+
+
+log = logging.getLogger(__name__)
+
+
+def _requires_grad(nets: List[torch.nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+class PrivacyEngine(bridge.Engine):
+    """Joint anonymization + identity-invariant ReID training (see the module docstring).
+
+    Args:
+        datamanager: torchreid ``ImageDataManager`` (identity sampler); its test targets hold the
+            validation split (a ``<name>_val`` dataset, also a source) and the test sets.
+        model: the ReID backbone C (a torchreid model; it is made to return features in training).
+        optimizer, scheduler: C's (built from the config when None).
+        privacy: the ``privacy:`` section, a mapping merged into the defaults (or a full ``Config``
+            as ``config``).
+        parts: everything else already built (``builder.build_privacy_engine`` passes G, G_R, D1,
+            D2, their optimizers and schedulers, the ReID loss and its center optimizer); what is
+            missing is built from the config.
+        val_target, test_targets: target names (default: the validation split found among the
+            datamanager's sources and targets; the other targets).
+        use_gpu, amp: torchreid's ``use_gpu``; ``train.amp`` (off | bf16 | fp16).
+    """
+
+    def __init__(self, datamanager, model: torch.nn.Module, optimizer=None, scheduler=None,
+                 privacy: Optional[Mapping[str, Any]] = None, *, config=None, parts: Optional[EngineParts] = None,
+                 val_target: Optional[str] = None, test_targets: Optional[List[str]] = None,
+                 use_gpu: Optional[bool] = None, amp: Optional[str] = None) -> None:
+        use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
+        super().__init__(datamanager, use_gpu=use_gpu)
+        self.device = torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
+        parts = complete_parts(datamanager, bridge.want_features(model), optimizer, scheduler, privacy, config,
+                               parts, val_target, test_targets, self.device)
+        self.config, self.p, self.mode = parts.config, parts.config.privacy, parts.config.privacy.mode
+        self.precision = Precision(amp if amp is not None else self.config.train.amp, self.device)
+        self.model = model
+        self.register_model("model", model, parts.optimizer, parts.scheduler)
+        self.reid_loss, self.center_optimizer = parts.reid_loss, parts.center_optimizer
+        if parts.center_optimizer is not None:  # centers: own SGD, constant lr (BoT/AGW)
+            self.register_model("center", parts.reid_loss, parts.center_optimizer,
+                                torch.optim.lr_scheduler.ConstantLR(parts.center_optimizer, factor=1.0, total_iters=0))
+        self.nets = parts.nets
+        for name, net in parts.nets.items():
+            self.register_model(name, net, parts.optims[name], parts.scheds[name])
+        if self.mode != "baseline":
+            from torchreid_privacy.registry import LOSSES
+
+            self.gan_loss = LOSSES.get("gan")(mode=self.p.gan_mode)
+        # what the training step calls: the nets themselves, or their DDP wrappers (distribute())
+        self._train_nets: Dict[str, torch.nn.Module] = dict(bridge.engine_models(self))
+        self.inference = parts.inference.to(self.device)  # the one definition of "apply G / G_R / C"
+        self.evaluator = Evaluator(self.inference, eval_seed=self.p.eval_seed, grid_images=self.p.grid_images,
+                                   parse=self.parse_data_for_eval)
+        self.keyed = self.inference.keyed
+        self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
+        self.val_target, self.test_targets = parts.val_target, parts.test_targets
+        self.policy = UpgradePolicy(self.p.eps_psnr, self.p.eps_ssim, self.p.r1_floor)
+        self.best_score = -math.inf
+        self.best_state: Optional[Dict[str, Any]] = None
+        self.history: List[Dict[str, Any]] = []  # one entry per epoch: lr, mean losses, validation
+        self.global_step = 0
+        self.saved_epoch: Optional[int] = None  # epoch held by checkpoints/last.pth
+        self.step_hooks: List[Any] = []  # callables(engine) run after every training step
+        self._loss_sums: Dict[str, float] = {}
+        self._loss_steps = 0
+
+    # ------------------------------------------------------------------ keys, supervision
+    def set_key(self, key: bytes) -> None:
+        """The secret key the keyed decoder G_R(P, key) is trained with / recovers with."""
+        self.inference.set_key(key)
+
+    @property
+    def has_key(self) -> bool:
+        return self.inference.has_key
+
+    @property
+    def upgrades(self) -> List[Dict[str, Any]]:
+        return self.policy.upgrades
+
+    def anonymize(self, o01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.inference.anonymize(o01, generator)
+
+    def recover(self, p01: torch.Tensor, wrong_key_generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        return self.inference.recover(p01, wrong_key_generator)
+
+    @torch.no_grad()
+    def supervision(self, o01: torch.Tensor) -> torch.Tensor:
+        """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
+        if self.supervisor is not None:
+            return from_gan(self.supervisor(to_gan(o01)))
+        return self.inference.conventional(o01)
+
+    def snapshot_generator(self, state: Optional[Dict[str, torch.Tensor]] = None, source: str = "checkpoint") -> None:
+        """Freeze a copy of G (with a checkpoint's ``state`` loaded, if given) as the supervision."""
+        from torchreid_privacy import checkpoint
+
+        snap = copy.deepcopy(self.nets["generator"]).eval()  # buffers: rank 0's, set by evaluate()
+        if state is not None:
+            checkpoint.load_state(snap, state, f"{source} [supervisor]")
+        _requires_grad([snap], False)
+        self.supervisor = snap
+
+    def maybe_upgrade(self, val: Dict[str, Any]) -> bool:
+        """Progressive mode: snapshot G as the new supervision when every gate holds."""
+        if self.mode != "progressive" or not self.policy.decide(val, self.epoch + 1):
+            return False
+        self.snapshot_generator()
+        log.info("supervision upgraded at epoch %d (val O->P rank-1 %.3f)", self.epoch + 1, self.policy.best_r1)
+        if self.writer is not None:
+            self.writer.add_scalar("Upgrade/val_r1_op", self.policy.best_r1, self.epoch + 1)
+            self.writer.add_scalar("Upgrade/count", len(self.upgrades), self.epoch + 1)
+        return True
+
+    selection_score = staticmethod(selection_score)
+
+    # ------------------------------------------------------------------ training step
+    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> Dict[str, float]:
+        """torchreid's epoch loop; returns the epoch's mean loss terms (kept in ``history``)."""
+        self._loss_sums, self._loss_steps = {}, 0
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
+        super().train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+        return {k: v / self._loss_steps for k, v in self._loss_sums.items()}
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        """One training step (D step, then G/G_R/C step); returns every loss term as a float."""
+        imgs, pids = self.parse_data_for_train(data)
+        imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
+        self.global_step += 1
+        out = self._baseline_step(imgs, pids) if self.mode == "baseline" else self._joint_step(imgs, pids)
+        self.precision.update()
+        for hook in self.step_hooks:
+            hook(self)
+        for k, v in out.items():
+            self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v
+        self._loss_steps += 1
+        return out
+
+    def _baseline_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
+        """C on O and the conventional M."""
+        m01 = self.supervision(self.inference.to01(imgs))
+        terms = self._reid(torch.cat([imgs, self.inference.normalize(m01)]), pids)
+        self._check({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]})
+        w = self.p.weights
+        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"], ["model"])
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def _joint_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
+        o01 = self.inference.to01(imgs)
+        m01 = self.supervision(o01)
+        D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
+        o, m = to_gan(o01), to_gan(m01)
+        p = self._fwd("generator", o)
+        if self.keyed:  # one decoder pass: right key on P, random wrong keys on a detached P
+            # (one batch, so BatchNorm's batch statistics during training are those of the same
+            # right/wrong mixture its running statistics hold at test time)
+            b = p.shape[0]
+            wrong = keys.random_key_planes(b, self.inference.key_channels, *p.shape[-2:], device=p.device)
+            right = self.inference.key_planes(p).unsqueeze(0).expand(b, -1, -1, -1)
+            both = self._fwd("decoder", torch.cat([p, p.detach()]), torch.cat([right, wrong]))
+            r, r_wrong = both[:b], both[b:]
+        else:
+            r = self._fwd("decoder", p)
+
+        # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
+        _requires_grad([D1, D2], True)
+        pd, rd = p.detach(), r.detach()
+        d_terms = {
+            "d_op": self.gan_loss(self._fwd("disc_op", o, m), True) + self.gan_loss(self._fwd("disc_op", o, pd), False),
+            "d_pr": self.gan_loss(self._fwd("disc_pr", pd, o), True) + self.gan_loss(self._fwd("disc_pr", pd, rd), False),
+        }
+        self._check(d_terms)
+        self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False)
+
+        # G / G_R / C step
+        _requires_grad([D1, D2], False)
+        terms = {
+            "gan": (self.gan_loss(self._fwd("disc_op", o, p, bare=True), True)
+                    + self.gan_loss(self._fwd("disc_pr", p, r, bare=True), True)),
+            "rec_p": F.l1_loss(p, m),
+            "rec_r": F.l1_loss(r, o),
+        }
+        if self.keyed:  # a wrong key must give back nothing beyond P itself
+            terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
+        terms.update(self._reid(torch.cat([imgs, self.inference.normalize(from_gan(p))]), pids))
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
+        self._check(main)
+        w = self.p.weights
+        self._step(sum(getattr(w, k) * v for k, v in main.items()), ["model", "generator", "decoder"])
+        _requires_grad([D1, D2], True)
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update({k: float(v.detach()) for k, v in d_terms.items()})
+        return out
+
+    def _fwd(self, name: str, *inputs: torch.Tensor, bare: bool = False):
+        """A training forward of net ``name`` under autocast, outputs back in float32 (losses are
+        float32 whatever ``train.amp`` is). ``bare`` bypasses DDP (a frozen discriminator)."""
+        net = bridge.engine_models(self)[name] if bare else self._train_nets[name]
+        with self.precision.autocast():
+            out = net(*inputs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.float() for o in out)
+        return out.float()
+
+    def _reid(self, x: torch.Tensor, pids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """ReID loss of C on the two stacked views of the batch (O, then M or P)."""
+        out = self._fwd("model", x)
+        logits, feats = out if isinstance(out, (tuple, list)) else (out, out)
+        b = pids.shape[0]
+        terms: Dict[str, torch.Tensor] = {}
+        for i, tag in enumerate(("o", "p")):
+            sl = slice(i * b, (i + 1) * b)
+            total, parts = self.reid_loss(logits[sl], feats[sl], pids)
+            terms[f"reid_{tag}"] = total
+            for k, v in parts.items():
+                terms[f"{k}_{tag}"] = v.detach()
+        return terms
+
+    def _check(self, terms: Dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if not torch.isfinite(value).all():
+                raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at epoch {self.epoch + 1}, "
+                                         f"step {self.global_step}; stopping")
+
+    def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
+        optims = [bridge.engine_optimizers(self)[n] for n in names]
+        center = center and self.center_optimizer is not None
+        if center:
+            optims.append(self.center_optimizer)
+        for opt in optims:
+            opt.zero_grad(set_to_none=True)
+        self.precision.backward(loss)  # DDP averages the nets' gradients during backward
+        if center:  # centers learn at their own rate (lr center_lr), independent of the loss weight
+            self.reid_loss.rescale_center_grad()
+            distributed.average_gradients(self.reid_loss.center_parameters())
+        for opt in optims:
+            self.precision.step(opt)
+
+    # ------------------------------------------------------------------ evaluation, state, runs
+    @torch.no_grad()
+    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "eval") -> Dict[str, Any]:
+        """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
+        self.set_model_mode("eval")
+        for net in bridge.engine_models(self).values():  # all ranks evaluate rank 0's running statistics
+            distributed.broadcast_buffers(net)
+        try:
+            return self.evaluator(self.test_loader[target], grid_path, desc=f"{desc} {target}")
+        finally:
+            self.set_model_mode("train")
+            if self.supervisor is not None:
+                self.supervisor.eval()
+
+    def state(self) -> Dict[str, Any]:
+        return engine_state(self)
+
+    def load_state(self, ckpt: Dict[str, Any], resume: bool = True, source: str = "checkpoint") -> None:
+        load_engine_state(self, ckpt, resume, source)
+
+    def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
+                    resume: Optional[Any] = None, eval_test: bool = True) -> Dict[str, Any]:
+        """Train, validate/upgrade every ``privacy.val_period`` epochs, select on val, test once.
+
+        Returns (and writes to ``save_dir/results.json``) ``{"mode", "test": {target: ...}, "val",
+        "upgrades", "history"}``. ``resume`` (a checkpoint file, run directory or loaded checkpoint)
+        continues a run exactly. A NaN/Inf loss raises :class:`NonFiniteLossError` naming the last
+        good checkpoint.
+        """
+        return run_privacy(self, save_dir, max_epoch, start_epoch, print_freq, resume, eval_test)
+
+    def run(self, save_dir: str = "log", max_epoch: int = 0, start_epoch: int = 0, print_freq: int = 10,
+            fixbase_epoch: int = 0, open_layers=None, start_eval: int = 0, eval_freq: int = -1,
+            test_only: bool = False, dist_metric: str = "euclidean", normalize_feature: bool = False,
+            visrank: bool = False, visrank_topk: int = 10, use_metric_cuhk03: bool = False,
+            ranks=(1, 5, 10, 20), rerank: bool = False) -> Dict[str, Any]:
+        """torchreid's ``Engine.run`` signature, doing the full privacy run (:meth:`run_privacy`).
+
+        ``eval_freq > 0`` sets the validation period (``privacy.val_period``); ``test_only``
+        evaluates the test targets without training. Options that would change what the privacy
+        evaluation measures (re-ranking, cosine distance, fixbase, CUHK03 metric) are refused.
+        """
+        refused = {"fixbase_epoch": fixbase_epoch > 0, "rerank": rerank, "use_metric_cuhk03": use_metric_cuhk03,
+                   "dist_metric": dist_metric != "euclidean", "visrank": visrank}
+        bad = [k for k, v in refused.items() if v]
+        if bad:
+            raise ValueError(f"{bad[0]}: not supported by the privacy engine (it evaluates the four O/P settings "
+                             "with Euclidean distance on L2-normalized features)")
+        if eval_freq > 0:
+            self.p.val_period = int(eval_freq)
+        if test_only:
+            return {"test": {t: self.evaluate(t, desc="test") for t in self.test_targets}}
+        return self.run_privacy(save_dir, max_epoch, start_epoch=start_epoch, print_freq=print_freq)
+
+    def test(self, *args: Any, **kwargs: Any) -> float:
+        """torchreid's ``test``: evaluates the four settings on every test target and returns
+        the first target's O->O rank-1 (torchreid returns rank-1); the rest is logged."""
+        first = None
+        for target in self.test_targets:
+            res = self.evaluate(target, desc="test")
+            first = res["rank"]["O->O"]["R1"] if first is None else first
+            print(f"{target}: " + ", ".join(f"{s} rank-1 {100 * r['R1']:.1f}%" for s, r in res["rank"].items()))
+        return float(first if first is not None else 0.0)
+
+    # ------------------------------------------------------------------ multi-process
+    def distribute(self, sync_bn: bool = False, seed: int = 0) -> None:
+        """Wrap every trainable net in DDP and shard the train batches (see ``distributed``)."""
+        from .ddp import distribute
+
+        distribute(self, sync_bn, seed)
+
+
+ImagePrivacyEngine = PrivacyEngine  # torchreid's naming (ImageSoftmaxEngine, ImageTripletEngine)

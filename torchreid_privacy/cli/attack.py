@@ -1,0 +1,56 @@
+"""``attack reid`` and ``attack recover``: privacy attacks on a trained run."""
+from __future__ import annotations
+
+import argparse
+import os
+
+from .common import add_key_arg, int_list
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("attack", help="privacy attacks on a trained run: `attack reid` (a third-party "
+                                      "model trained on raw images), `attack recover` (an attacker "
+                                      "decoder trained on N leaked (P, O) pairs)")
+    p.add_argument("what", choices=["reid", "recover"])
+    p.add_argument("--checkpoint", help="checkpoint file or run directory (default: the config's data.save_dir)")
+    p.add_argument("--output", help="folder for attack.json (default: <run>/attack-<what>)")
+    p.add_argument("--pairs", default="16,64,256", help="recover: leaked pair counts, comma-separated")
+    p.add_argument("--steps", type=int, default=1000, help="recover: attacker training steps per pair count")
+    p.add_argument("--batch-size", type=int, default=16, help="recover: attacker batch size")
+    p.add_argument("--max-epoch", type=int, help="reid: third-party training epochs (default: train.max_epoch)")
+    add_key_arg(p, "for the authorized decoder's numbers of a keyed run")
+    p.add_argument("--config-file", help="reid: the third party's config (default: the run's own); "
+                                         "its data.save_dir names the run when --checkpoint is not given")
+    p.set_defaults(func=attack)
+
+
+def attack(args: argparse.Namespace) -> int:
+    from torchreid_privacy import atomic, checkpoint
+    from torchreid_privacy.config import load_config
+    from torchreid_privacy.evaluation import SETTINGS
+    from torchreid_privacy.keys import read_key_file
+
+    cfg = load_config(args.config_file) if args.config_file else None
+    if not args.checkpoint and cfg is None:
+        raise ValueError("--checkpoint: required (or --config-file of the trained run, whose data.save_dir is used)")
+    path = checkpoint.resolve(args.checkpoint or cfg.data.save_dir)
+    key = read_key_file(args.key_file) if args.key_file else None  # an unkeyed run refuses it on load
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    out = args.output or os.path.join(run_dir, f"attack-{args.what}")
+    os.makedirs(out, exist_ok=True)
+    if args.what == "reid":
+        from torchreid_privacy.attacks import reid_attack
+
+        result = reid_attack(cfg, path, out, key=key, max_epoch=args.max_epoch)
+        lines = [f"{s:5s} rank-1 {100 * result[s]['R1']:5.1f}  mAP {100 * result[s]['mAP']:5.1f}" for s in SETTINGS]
+    else:
+        from torchreid_privacy.attacks import recovery_attack
+
+        pairs = int_list("--pairs", args.pairs)
+        result = recovery_attack(path, pairs, steps=args.steps, batch_size=args.batch_size, key=key)
+        lines = [f"{name:>10s}  PSNR {result[name]['psnr']:6.2f}  SSIM {result[name]['ssim']:.3f}"
+                 for name in ["authorized", *map(str, pairs)]]
+    atomic.write_json(os.path.join(out, "attack.json"), result)
+    print("\n".join(lines))
+    print(f"results: {os.path.join(out, 'attack.json')}")
+    return 0

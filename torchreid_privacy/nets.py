@@ -1,0 +1,68 @@
+"""Build the networks of a run from its config: the ReID backbone C and the privacy nets.
+
+Why a module of its own: training (``builder``) and inference (``inference.load``) must build
+the very same architectures from one config, and inference must not pull in datamanagers or
+optimizers to do so.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from torchreid_privacy import bridge, weights
+from torchreid_privacy.config import Config, use_gpu
+from torchreid_privacy.plugins.keyed import KeyedDecoder
+from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, load_plugins
+
+PRIVACY_NETS = ("generator", "decoder", "disc_op", "disc_pr")
+
+
+def build_reid_model(cfg: Config, num_classes: int, loss: str, load_weights: bool = True) -> torch.nn.Module:
+    """torchreid backbone; ``model.load_weights`` (file or URL) is loaded with ``weights_only=True``."""
+    load_plugins()  # our backbones (e.g. tiny_reid) join torchreid's model factory on import
+    model = bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
+                               pretrained=cfg.model.pretrained and load_weights, use_gpu=use_gpu(cfg))
+    if load_weights and cfg.model.load_weights:
+        path = weights.fetch(cfg.model.load_weights, what="model.load_weights")
+        weights.load_backbone_weights(model, path, what="model.load_weights")
+    return model
+
+
+def build_generator(cfg: Config) -> torch.nn.Module:
+    g = cfg.privacy.generator
+    return ANONYMIZERS.get(g.name)(ngf=g.ngf, num_downs=g.num_downs, norm=g.norm)
+
+
+def build_decoder(cfg: Config) -> torch.nn.Module:
+    """G_R; with ``privacy.decoder.keyed`` it also takes the key's planes."""
+    d = cfg.privacy.decoder
+    net = ANONYMIZERS.get(d.name)(in_channels=3 + (d.key_channels if d.keyed else 0), ngf=d.ngf,
+                                  num_downs=d.num_downs, norm=d.norm)
+    return KeyedDecoder(net, d.key_channels) if d.keyed else net
+
+
+def build_discriminator(cfg: Config) -> torch.nn.Module:
+    d = cfg.privacy.discriminator
+    return DISCRIMINATORS.get(d.name)(ndf=d.ndf, n_layers=d.n_layers)
+
+
+def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
+    """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2."""
+    # construction order = RNG order: G first, so a seed gives the same weights as always
+    nets = {"generator": build_generator(cfg), "decoder": build_decoder(cfg)}
+    for name in ("disc_op", "disc_pr"):
+        nets[name] = build_discriminator(cfg)
+    return nets
+
+
+@torch.no_grad()
+def feature_dim(model: torch.nn.Module, height: int, width: int, device: torch.device | str = "cpu") -> int:
+    """Embedding size of a torchreid backbone (eval mode returns features)."""
+    was_training = model.training
+    model.eval()
+    out = model(torch.zeros(2, 3, height, width, device=device))
+    model.train(was_training)
+    if isinstance(out, (tuple, list)):
+        out = out[-1]
+    return int(out.shape[1])
