@@ -92,11 +92,13 @@ def _check_mode(mode: Any, name: str) -> str:
     return mode
 
 
+def _env_mode() -> str:
+    return _check_mode(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto", ENV_VAR)
+
+
 def get_kernel_mode() -> str:
     """The mode in force: the selected one, else ``$TORCHREID_PRIVACY_KERNELS``, else ``auto``."""
-    if _selection["mode"] is not None:
-        return _selection["mode"]
-    return _check_mode(os.environ.get(ENV_VAR, "auto").strip().lower() or "auto", ENV_VAR)
+    return _selection["mode"] if _selection["mode"] is not None else _env_mode()
 
 
 def _device(device: Device) -> Optional[torch.device]:
@@ -147,7 +149,7 @@ def select_backends(mode: Optional[str] = None, device: Device = None) -> Dict[s
     if mode is not None:
         _check_mode(mode, "mode (privacy.kernels)")
     dev = _device(device)
-    resolved = _resolve(mode if mode is not None else get_kernel_mode(), dev)
+    resolved = _resolve(mode if mode is not None else _env_mode(), dev)
     _selection.update(mode=mode, device=dev)
     _table = {op: resolved for op in _OPS}
     return dict(_table)

@@ -59,7 +59,8 @@ OPS: Dict[str, KernelOp] = {
         KernelOp("gaussian_blur", gaussian_blur.gaussian_blur_torch,
                  partial(gaussian_blur.gaussian_blur, backend="triton"), gaussian_blur.example, _IMAGES,
                  _BENCH_IMAGES, compare=gaussian_blur.compare),
-        KernelOp("add_noise", add_noise.add_noise_torch, partial(add_noise.add_noise, backend="triton"),
+        # the reference path of the op itself: it turns ``seed`` into the torch generator
+        KernelOp("add_noise", partial(add_noise.add_noise, backend="torch"), partial(add_noise.add_noise, backend="triton"),
                  add_noise.example, _IMAGES, _BENCH_IMAGES, compare=add_noise.compare),
         KernelOp("bn_leaky_relu", bn_leaky_relu.bn_leaky_relu_torch,
                  partial(bn_leaky_relu.bn_leaky_relu, backend="triton"), bn_leaky_relu.example,

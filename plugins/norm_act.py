@@ -90,7 +90,7 @@ class SyncBatchNormAct2d(nn.SyncBatchNorm):
     """``act(sync_batch_norm(x))``: what a ``BatchNormAct2d`` becomes under SyncBatchNorm.
 
     Same parameters, buffers and state-dict keys as ``BatchNormAct2d``; made by
-    ``torchreid_privacy.distributed.convert_sync_batchnorm`` (torch's own converter would
+    ``convert_sync_batchnorm`` (torch's own converter would
     drop the activation). Statistics are reduced over the process group, so no fused kernel.
     """
 
@@ -149,3 +149,22 @@ def conv_bias(norm: str) -> bool:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     return norm != "batch"
+
+
+def convert_sync_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
+    """``SyncBatchNorm.convert_sync_batchnorm`` that keeps the fused ``BatchNormAct2d`` activation.
+
+    torch's converter turns every BatchNorm subclass into a plain ``SyncBatchNorm`` and
+    would silently drop the LeakyReLU/ReLU a ``BatchNormAct2d`` carries; those become
+    :class:`SyncBatchNormAct2d` (same state-dict keys) instead.
+    """
+    def convert(module: torch.nn.Module) -> torch.nn.Module:
+        if isinstance(module, BatchNormAct2d):
+            return SyncBatchNormAct2d.from_batchnorm_act(module)
+        for name, child in module.named_children():
+            module.add_module(name, convert(child))
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, torch.nn.SyncBatchNorm):
+            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return module
+
+    return convert(net)

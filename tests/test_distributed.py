@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from tiny_config import TINY
 from torchreid_privacy import bridge, distributed
 from torchreid_privacy.distributed import DistributedIdentitySampler
+from torchreid_privacy.plugins.norm_act import convert_sync_batchnorm
 
 # a train list like torchreid's: (path, pid, camid, dsetid); pid 3 has fewer than K images
 DATA = [(f"img{i}.jpg", pid, i % 2, 0) for i, pid in enumerate(
@@ -79,7 +80,7 @@ def test_sync_batchnorm_conversion_keeps_activation_and_parameters():
     params = {n: p for n, p in net.named_parameters()}
     keys = set(net.state_dict())
     acts = [(m.act, m.slope) for m in net.modules() if isinstance(m, BatchNormAct2d)]
-    net = distributed.convert_sync_batchnorm(net)
+    net = convert_sync_batchnorm(net)
     assert not any(type(m) is BatchNormAct2d for m in net.modules())
     assert [(m.act, m.slope) for m in net.modules() if isinstance(m, SyncBatchNormAct2d)] == acts
     assert set(net.state_dict()) == keys

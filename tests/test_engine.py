@@ -51,7 +51,7 @@ def test_upgrade_fires_only_when_every_gate_holds(tiny_cfg):
     assert all(not p.requires_grad for p in engine.supervisor.parameters())
     engine.nets["generator"].eval()
     with torch.no_grad():
-        expected = engine.anonymize(o01)
+        expected = engine.inference.anonymize(o01)
     assert torch.allclose(engine.supervision(o01), expected, atol=1e-6)
     # the snapshot is frozen: training G further does not change M
     with torch.no_grad():

@@ -85,9 +85,9 @@ def test_right_key_restores_o_wrong_key_gives_back_p(tiny_cfg):
     engine.set_model_mode("eval")
     o01 = engine.inference.to01(data["img"])
     with torch.no_grad():
-        p01 = engine.anonymize(o01)
-        right = engine.recover(p01)
-        wrong = engine.recover(p01, wrong_key_generator=torch.Generator().manual_seed(1))
+        p01 = engine.inference.anonymize(o01)
+        right = engine.inference.recover(p01)
+        wrong = engine.inference.recover(p01, wrong_key_generator=torch.Generator().manual_seed(1))
     assert F.l1_loss(right, o01) < 0.8 * F.l1_loss(wrong, o01)  # an ignored key gives right == wrong
     assert F.l1_loss(right, o01) < F.l1_loss(p01, o01)
     assert F.l1_loss(wrong, p01) < F.l1_loss(wrong, o01)

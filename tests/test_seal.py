@@ -76,7 +76,8 @@ def _png_with_chunk(p_bytes: bytes, chunk_data: bytes) -> bytes:
     """``p_bytes`` with a trPS chunk (valid CRC) holding ``chunk_data`` before IEND."""
     iend = p_bytes.rindex(b"IEND") - 4
     body = b"trPS" + chunk_data
-    return p_bytes[:iend] + struct.pack(">I", len(chunk_data)) + body + struct.pack(">I", zlib.crc32(body)) + p_bytes[iend:]
+    chunk = struct.pack(">I", len(chunk_data)) + body + struct.pack(">I", zlib.crc32(body))
+    return p_bytes[:iend] + chunk + p_bytes[iend:]
 
 
 def _strip_png_chunk(data: bytes) -> bytes:
@@ -428,6 +429,9 @@ def test_unseal_folder_reports_failures_by_name_and_continues(mixed_folder, tmp_
     assert sorted(p.relative_to(restored).as_posix() for p in restored.rglob("*") if p.is_file()) == \
         ["0004_c1.tif", "cam2/0005_c2.jpg", "cam2/0006_c2.png"]
     assert "failed 3" in rep.line() and "not sealed 1" in rep.line()
+    # the CLI's fallback: the learned decoder runs on the unsealed images only
+    fallback = process_folder(str(sealed_out), str(restored), _fn, 64, 32, only=rep.unsealed)
+    assert fallback.written == 1 and (restored / "plain.png").is_file()
 
     wrong = unseal_folder(str(sealed_out), str(tmp_path / "wrong"), OTHER_KEY)
     assert len(wrong.failed) == 6 and wrong.restored == 0

@@ -235,24 +235,3 @@ def wrap_ddp(net: torch.nn.Module, device: torch.device, broadcast_buffers: bool
     if device.type == "cuda":
         kwargs["device_ids"] = [device.index if device.index is not None else torch.cuda.current_device()]
     return DDP(net, **kwargs)
-
-
-def convert_sync_batchnorm(net: torch.nn.Module) -> torch.nn.Module:
-    """``SyncBatchNorm.convert_sync_batchnorm`` that keeps the fused ``BatchNormAct2d`` activation.
-
-    torch's converter turns every BatchNorm subclass into a plain ``SyncBatchNorm`` and
-    would silently drop the LeakyReLU/ReLU a ``BatchNormAct2d`` carries; those become
-    :class:`SyncBatchNormAct2d` (same state-dict keys) instead.
-    """
-    from torchreid_privacy.plugins.norm_act import BatchNormAct2d, SyncBatchNormAct2d
-
-    def convert(module: torch.nn.Module) -> torch.nn.Module:
-        if isinstance(module, BatchNormAct2d):
-            return SyncBatchNormAct2d.from_batchnorm_act(module)
-        for name, child in module.named_children():
-            module.add_module(name, convert(child))
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(module, torch.nn.SyncBatchNorm):
-            return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return module
-
-    return convert(net)

@@ -17,7 +17,7 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.atomic_new import write_new
-from torchreid_privacy.seal import SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path, unseal_record
+from torchreid_privacy.seal import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
+                                    unseal_record)
 
 log = logging.getLogger(__name__)
 
@@ -80,16 +81,21 @@ def _batches(files: List[Path], size: int) -> Iterator[List[Path]]:
 
 def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor], height: int, width: int,
                    batch_size: int = 32, device: str = "cpu", desc: str = "images",
-                   seal_key: Optional[bytes] = None) -> FolderReport:
+                   seal_key: Optional[bytes] = None, only: Optional[Iterable[str]] = None) -> FolderReport:
     """Resize to the model's size, run ``fn`` on [0,1] batches, write results with the same names.
 
     With ``seal_key`` each written P also carries its input file's exact bytes, sealed under the
     key (same pixels as without it); an output whose image or sidecar exists already is skipped.
+    ``only`` restricts the run to these relative names (POSIX style), e.g. the images
+    ``unseal_folder`` found unsealed, for the learned decoder.
     """
     src, dst = check_folders(inp, out)
     if seal_key is not None:
         check_seal_key(seal_key)  # a bad key fails before any work
     files = list_images(src)
+    if only is not None:
+        wanted = {str(PurePosixPath(name)) for name in only}
+        files = [f for f in files if f.relative_to(src).as_posix() in wanted]
     report = FolderReport()
     todo = []
     for f in files:
@@ -102,7 +108,8 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
             tensors, names, raws = [], [], []
             for f in chunk:
                 try:
-                    raw = f.read_bytes() if seal_key is not None else None  # read once: the bytes sealed are the ones decoded
+                    # read once when sealing: the bytes sealed are the bytes decoded
+                    raw = f.read_bytes() if seal_key is not None else None
                     arr = read_rgb(f if raw is None else raw)
                 except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
                     report.skipped_unreadable.append(str(f))

@@ -83,7 +83,8 @@ def read_key_file(path: str, flag: str = "--key-file") -> bytes:
     text = raw.decode("ascii", errors="replace").strip()
     if len(text) not in (2 * n for n in KEY_SIZES) or any(c not in "0123456789abcdefABCDEF" for c in text):
         raise KeyFileError(f"{flag}: {path} is not a 256-bit key (expected {2 * KEY_BYTES} hex digits, or "
-                           f"{2 * LEGACY_KEY_BYTES} for a legacy 128-bit key, as written by 'torchreid-privacy keygen')")
+                           f"{2 * LEGACY_KEY_BYTES} for a legacy 128-bit key, "
+                           "as written by 'torchreid-privacy keygen')")
     mode = stat.S_IMODE(os.stat(path).st_mode)
     if mode & 0o077:
         log.warning("%s: %s is readable by others (mode %o); chmod 600 it", flag, path, mode)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchreid_privacy import bridge, distributed
+from torchreid_privacy.plugins.norm_act import convert_sync_batchnorm
 
 
 def distribute(engine: Any, sync_bn: bool = False, seed: int = 0) -> None:
@@ -23,7 +24,7 @@ def distribute(engine: Any, sync_bn: bool = False, seed: int = 0) -> None:
             raise ValueError("train.sync_bn: SyncBatchNorm needs CUDA (torch has no CPU implementation)")
         for name in list(models):
             if name != "center":
-                bridge.set_engine_model(engine, name, distributed.convert_sync_batchnorm(models[name]))
+                bridge.set_engine_model(engine, name, convert_sync_batchnorm(models[name]))
         engine.model = models["model"]
         engine.inference.reid = models["model"]
         for name in engine.nets:

@@ -10,16 +10,25 @@ import os
 import time
 from typing import Any, Dict, Optional
 
+import torch
 from tqdm import tqdm
 
 from torchreid_privacy import atomic, checkpoint, distributed
 from torchreid_privacy.evaluation import SETTINGS
 
 from .state import engine_state, resume_run, snapshot
+from .upgrade import selection_score
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN/Inf; the message names the term and the step."""
+
+
+def check_finite(terms: Dict[str, Any], epoch: int, step: int) -> None:
+    """Stop at the first NaN/Inf loss term, naming it (the run loop adds the last good checkpoint)."""
+    for name, value in terms.items():
+        if not torch.isfinite(value).all():
+            raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at epoch {epoch}, step {step}; stopping")
 
 
 def run_privacy(engine: Any, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
@@ -55,7 +64,7 @@ def run_privacy(engine: Any, save_dir: str, max_epoch: int, start_epoch: int = 0
                                   os.path.join(save_dir, "grids", f"val-epoch{engine.epoch + 1:03d}.png"), desc="val")
             log_eval(engine, "Val", val)
             upgraded = engine.maybe_upgrade(val)
-            score = engine.selection_score(val)
+            score = selection_score(val)
             entry.update({"score": score, "upgraded": upgraded,
                           "val_r1": {s: val["rank"][s]["R1"] for s in SETTINGS}})
             bar.set_postfix(val_r1_op=f"{val['rank']['O->P']['R1']:.2f}", upgrades=len(engine.upgrades))

@@ -2,23 +2,14 @@
 
 Like torchreid's triplet engine, every net is registered with its optimizer and scheduler and
 ``forward_backward(data)`` returns a dict of floats. Evaluation (``evaluator``), the upgrade
-policy (``upgrade``), checkpoint state (``state``) and the run loop (``loop``) live beside it.
+policy (``upgrade``), checkpoint state (``state``), the run loop (``loop``), torchreid's
+``run``/``test`` (``torchreid_api``) and defaults for missing parts (``parts``) live beside it.
+torchreid's "get started" script works with its engine line swapped (README, "Python")::
 
-torchreid's own "get started" script works with one line swapped::
-
-    import torchreid, torchreid_privacy
-    datamanager = torchreid.data.ImageDataManager(
-        root="reid-data", sources="market1501_val", targets=["market1501_val", "market1501"],
-        height=256, width=128, batch_size_train=64, train_sampler="RandomIdentitySampler")
-    model = torchreid.models.build_model("resnet50", num_classes=datamanager.num_train_pids, pretrained=False)
-    optimizer = torchreid.optim.build_optimizer(model, optim="adam", lr=3.5e-4)
-    scheduler = torchreid.optim.build_lr_scheduler(optimizer, lr_scheduler="multi_step", stepsize=[40, 80])
     engine = torchreid_privacy.ImagePrivacyEngine(datamanager, model, optimizer=optimizer,
                                                   scheduler=scheduler, privacy={"mode": "progressive"})
     engine.run(save_dir="log/privacy", max_epoch=120, eval_freq=5)
 
-``market1501_val`` (registered by ``import torchreid_privacy``) trains on 80% of Market-1501's
-training identities and validates on the other 20%, which the supervision upgrade needs.
 Modes: ``baseline`` trains C on O and M; ``joint`` trains all five nets; ``progressive`` adds the
 supervision upgrade (see ``upgrade.UpgradePolicy``).
 """
@@ -37,10 +28,11 @@ from torchreid_privacy.amp import Precision
 from torchreid_privacy.images import from_gan, to_gan
 
 from .evaluator import Evaluator
-from .loop import NonFiniteLossError, run_privacy
+from .loop import check_finite, run_privacy
 from .parts import EngineParts, complete_parts
 from .state import engine_state, load_engine_state
-from .upgrade import UpgradePolicy, selection_score
+from .torchreid_api import TorchreidRunAPI
+from .upgrade import UpgradePolicy
 
 
 log = logging.getLogger(__name__)
@@ -52,7 +44,7 @@ def _requires_grad(nets: List[torch.nn.Module], flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-class PrivacyEngine(bridge.Engine):
+class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
     """Joint anonymization + identity-invariant ReID training (see the module docstring).
 
     Args:
@@ -125,12 +117,6 @@ class PrivacyEngine(bridge.Engine):
     def upgrades(self) -> List[Dict[str, Any]]:
         return self.policy.upgrades
 
-    def anonymize(self, o01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return self.inference.anonymize(o01, generator)
-
-    def recover(self, p01: torch.Tensor, wrong_key_generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        return self.inference.recover(p01, wrong_key_generator)
-
     @torch.no_grad()
     def supervision(self, o01: torch.Tensor) -> torch.Tensor:
         """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
@@ -158,8 +144,6 @@ class PrivacyEngine(bridge.Engine):
             self.writer.add_scalar("Upgrade/val_r1_op", self.policy.best_r1, self.epoch + 1)
             self.writer.add_scalar("Upgrade/count", len(self.upgrades), self.epoch + 1)
         return True
-
-    selection_score = staticmethod(selection_score)
 
     # ------------------------------------------------------------------ training step
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> Dict[str, float]:
@@ -189,7 +173,7 @@ class PrivacyEngine(bridge.Engine):
         """C on O and the conventional M."""
         m01 = self.supervision(self.inference.to01(imgs))
         terms = self._reid(torch.cat([imgs, self.inference.normalize(m01)]), pids)
-        self._check({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]})
+        check_finite({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]}, self.epoch + 1, self.global_step)
         w = self.p.weights
         self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"], ["model"])
         return {k: float(v.detach()) for k, v in terms.items()}
@@ -218,7 +202,7 @@ class PrivacyEngine(bridge.Engine):
             "d_op": self.gan_loss(self._fwd("disc_op", o, m), True) + self.gan_loss(self._fwd("disc_op", o, pd), False),
             "d_pr": self.gan_loss(self._fwd("disc_pr", pd, o), True) + self.gan_loss(self._fwd("disc_pr", pd, rd), False),
         }
-        self._check(d_terms)
+        check_finite(d_terms, self.epoch + 1, self.global_step)
         self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False)
 
         # G / G_R / C step
@@ -233,7 +217,7 @@ class PrivacyEngine(bridge.Engine):
             terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
         terms.update(self._reid(torch.cat([imgs, self.inference.normalize(from_gan(p))]), pids))
         main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
-        self._check(main)
+        check_finite(main, self.epoch + 1, self.global_step)
         w = self.p.weights
         self._step(sum(getattr(w, k) * v for k, v in main.items()), ["model", "generator", "decoder"])
         _requires_grad([D1, D2], True)
@@ -264,12 +248,6 @@ class PrivacyEngine(bridge.Engine):
             for k, v in parts.items():
                 terms[f"{k}_{tag}"] = v.detach()
         return terms
-
-    def _check(self, terms: Dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            if not torch.isfinite(value).all():
-                raise NonFiniteLossError(f"loss term '{name}' is {value.item()} at epoch {self.epoch + 1}, "
-                                         f"step {self.global_step}; stopping")
 
     def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
         optims = [bridge.engine_optimizers(self)[n] for n in names]
@@ -315,39 +293,6 @@ class PrivacyEngine(bridge.Engine):
         good checkpoint.
         """
         return run_privacy(self, save_dir, max_epoch, start_epoch, print_freq, resume, eval_test)
-
-    def run(self, save_dir: str = "log", max_epoch: int = 0, start_epoch: int = 0, print_freq: int = 10,
-            fixbase_epoch: int = 0, open_layers=None, start_eval: int = 0, eval_freq: int = -1,
-            test_only: bool = False, dist_metric: str = "euclidean", normalize_feature: bool = False,
-            visrank: bool = False, visrank_topk: int = 10, use_metric_cuhk03: bool = False,
-            ranks=(1, 5, 10, 20), rerank: bool = False) -> Dict[str, Any]:
-        """torchreid's ``Engine.run`` signature, doing the full privacy run (:meth:`run_privacy`).
-
-        ``eval_freq > 0`` sets the validation period (``privacy.val_period``); ``test_only``
-        evaluates the test targets without training. Options that would change what the privacy
-        evaluation measures (re-ranking, cosine distance, fixbase, CUHK03 metric) are refused.
-        """
-        refused = {"fixbase_epoch": fixbase_epoch > 0, "rerank": rerank, "use_metric_cuhk03": use_metric_cuhk03,
-                   "dist_metric": dist_metric != "euclidean", "visrank": visrank}
-        bad = [k for k, v in refused.items() if v]
-        if bad:
-            raise ValueError(f"{bad[0]}: not supported by the privacy engine (it evaluates the four O/P settings "
-                             "with Euclidean distance on L2-normalized features)")
-        if eval_freq > 0:
-            self.p.val_period = int(eval_freq)
-        if test_only:
-            return {"test": {t: self.evaluate(t, desc="test") for t in self.test_targets}}
-        return self.run_privacy(save_dir, max_epoch, start_epoch=start_epoch, print_freq=print_freq)
-
-    def test(self, *args: Any, **kwargs: Any) -> float:
-        """torchreid's ``test``: evaluates the four settings on every test target and returns
-        the first target's O->O rank-1 (torchreid returns rank-1); the rest is logged."""
-        first = None
-        for target in self.test_targets:
-            res = self.evaluate(target, desc="test")
-            first = res["rank"]["O->O"]["R1"] if first is None else first
-            print(f"{target}: " + ", ".join(f"{s} rank-1 {100 * r['R1']:.1f}%" for s, r in res["rank"].items()))
-        return float(first if first is not None else 0.0)
 
     # ------------------------------------------------------------------ multi-process
     def distribute(self, sync_bn: bool = False, seed: int = 0) -> None:
