@@ -11,7 +11,6 @@ from PIL import Image, ImageFilter
 from skimage import data as skdata
 
 import torchreid_privacy
-from torchreid_privacy.desensitize import desensitize_normalized
 from torchreid_privacy.registry import DESENSITIZERS
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -181,23 +180,6 @@ def test_registered_desensitizer_handles_empty_and_one_pixel_batches(name, shape
         torch.testing.assert_close(out, x, rtol=0, atol=0.5 / 255 + 1e-6)
 
 
-@pytest.mark.parametrize("name", DESENSITIZERS.names())
-@pytest.mark.parametrize("as_tensors", [False, True])
-def test_desensitize_normalized_round_trips_through_pixel_space(name, as_tensors):
-    mean, std = [0.485, 0.456, 0.406], [0.5, 0.5, 0.5]
-    images = torch.rand(2, 3, 40, 24)
-    mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    x = (images - mean_t) / std_t
-    stats = (mean_t.flatten(), std_t.flatten()) if as_tensors else (mean, std)
-    params = {"generator": torch.Generator().manual_seed(7)} if _is_stochastic(name) else {}
-    got = desensitize_normalized(x, name, *stats, **params)
-    params = {"generator": torch.Generator().manual_seed(7)} if _is_stochastic(name) else {}
-    raw = (x * std_t + mean_t).clamp(0, 1)
-    expected = (torchreid_privacy.desensitize(raw, name, **params) - mean_t) / std_t
-    torch.testing.assert_close(got, expected)
-    assert torch.equal(x, (images - mean_t) / std_t), "the normalized batch was modified in place"
-
-
 # --- input checking -----------------------------------------------------------------------
 
 
@@ -215,8 +197,6 @@ def test_desensitize_normalized_round_trips_through_pixel_space(name, as_tensors
 def test_bad_parameters_are_named(name, params, match):
     with pytest.raises(ValueError, match=match):
         torchreid_privacy.desensitize(torch.rand(1, 3, 8, 8), name, **params)
-    with pytest.raises(ValueError, match=match):
-        desensitize_normalized(torch.rand(1, 3, 8, 8), name, [0.5] * 3, [0.5] * 3, **params)
 
 
 @pytest.mark.parametrize(
@@ -234,14 +214,6 @@ def test_bad_parameters_are_named(name, params, match):
 def test_bad_images_are_named(images):
     with pytest.raises(ValueError, match="images"):
         torchreid_privacy.desensitize(images, "mosaic")
-
-
-def test_bad_normalization_stats_are_named():
-    x = torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="std"):
-        desensitize_normalized(x, "mosaic", [0.5] * 3, [0.5, 0.0, 0.5])
-    with pytest.raises(ValueError, match="mean"):
-        desensitize_normalized(x, "mosaic", [0.5] * 2, [0.5] * 3)
 
 
 def test_unknown_desensitizer_lists_the_registered_names():

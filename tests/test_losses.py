@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchreid_privacy import bridge
+from torchreid_privacy import bridge, kernels
 from torchreid_privacy.plugins.losses import (BatchHardTripletLoss, CenterLoss, GANLoss,
                                               LabelSmoothCrossEntropyLoss, ReIDLoss,
                                               WeightedRegularizedTripletLoss)
@@ -18,6 +18,13 @@ from torchreid_privacy.registry import LOSSES
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+    yield
+    kernels.set_kernel_mode(None)  # tests that select a backend table must not leak it
+
+
+# the table a CUDA run gets with privacy.kernels=auto, on this CPU through Triton's interpreter
+CUDA_PATH = pytest.mark.skipif(not (kernels.HAS_TRITON and kernels.INTERPRET),
+                               reason="needs Triton with TRITON_INTERPRET=1 (set by tests/conftest.py)")
 
 
 def pk_batch(ids: int = 4, per_id: int = 4, dim: int = 8, dtype=torch.float32):
@@ -141,8 +148,8 @@ def test_weighted_triplet_matches_loop_reference():
     torch.testing.assert_close(loss, _weighted_triplet_loop(feats, targets), atol=1e-6, rtol=1e-6)
 
 
-def test_weighted_triplet_matches_agw_normaliser_form():
-    feats, targets = pk_batch(ids=4, per_id=4, dim=16)
+def _agw_weighted_triplet(feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """AGW's own formulation (exp(d - max) weights with a +1e-6 normaliser, SoftMarginLoss)."""
     dist = torch.cdist(feats, feats)
     pos = (targets[:, None] == targets[None]).float()
     neg = 1 - pos
@@ -153,8 +160,51 @@ def test_weighted_triplet_matches_agw_normaliser_form():
 
     d_ap = (dist * pos * agw_weights(dist * pos, pos)).sum(1)
     d_an = (dist * neg * agw_weights(-dist * neg, neg)).sum(1)
-    agw = nn.SoftMarginLoss()(d_an - d_ap, torch.ones_like(d_an))
-    torch.testing.assert_close(WeightedRegularizedTripletLoss()(feats, targets), agw, atol=1e-4, rtol=1e-4)
+    return nn.SoftMarginLoss()(d_an - d_ap, torch.ones_like(d_an))
+
+
+def test_weighted_triplet_matches_agw_normaliser_form():
+    feats, targets = pk_batch(ids=4, per_id=4, dim=16)
+    torch.testing.assert_close(WeightedRegularizedTripletLoss()(feats, targets), _agw_weighted_triplet(feats, targets),
+                               atol=1e-4, rtol=1e-4)
+
+
+def _value_and_grad(loss_fn, feats, targets):
+    leaf = feats.detach().clone().requires_grad_(True)
+    loss = loss_fn(leaf, targets)
+    loss.backward()
+    return loss.detach(), leaf.grad
+
+
+@CUDA_PATH
+def test_weighted_triplet_on_the_cuda_path_is_the_weighted_loss():
+    """What a CUDA run computes (the Triton backend table) is the weighted loss, value and gradient:
+    the same as the torch table's and as AGW's formulation (not batch-hard's, a different loss)."""
+    feats, targets = pk_batch(ids=4, per_id=4, dim=16)
+    targets = targets[torch.randperm(len(targets))]
+    kernels.select_backends("torch", "cpu")
+    want, want_grad = _value_and_grad(WeightedRegularizedTripletLoss(), feats, targets)
+    kernels.select_backends("triton", "cpu")
+    assert set(kernels.backend_report().values()) == {"triton"}
+    got, grad = _value_and_grad(LOSSES.build("weighted_triplet"), feats, targets)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=1e-6)
+    agw, agw_grad = _value_and_grad(_agw_weighted_triplet, feats, targets)
+    torch.testing.assert_close(got, agw, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grad, agw_grad, atol=1e-4, rtol=1e-3)
+    _, reid_terms = ReIDLoss(num_classes=4, feat_dim=16, weighted_triplet=True)(torch.randn(16, 4), feats, targets)
+    torch.testing.assert_close(reid_terms["triplet"], want, atol=1e-6, rtol=1e-6)
+
+
+@CUDA_PATH
+def test_batch_hard_triplet_on_the_cuda_path_matches_torchreid():
+    feats, targets = pk_batch(ids=4, per_id=4, dim=16)
+    targets = targets[torch.randperm(len(targets))]
+    want, want_grad = _value_and_grad(bridge.TripletLoss(margin=0.3), feats, targets)
+    kernels.select_backends("triton", "cpu")
+    got, grad = _value_and_grad(BatchHardTripletLoss(0.3), feats, targets)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=1e-4)
 
 
 @pytest.mark.parametrize("cls", [BatchHardTripletLoss, WeightedRegularizedTripletLoss])

@@ -8,8 +8,9 @@ versions (P = G(O)), after Zhang, Ye & Yang, ACM MM 2022. The public API:
   engine (``engine.run(save_dir=..., max_epoch=...)``);
 - ``desensitize(images, name, **params)``; the registries (``DESENSITIZERS``, ``ANONYMIZERS``, ...).
 
-Importing the package registers its datasets into torchreid (``synthetic_market``, and the
-identity-disjoint validation splits ``<dataset>_val`` such as ``market1501_val``).
+Importing the package registers its backbones (``tiny_reid``, ``resnet50_agw``) and datasets into
+torchreid (``synthetic_market``, and the identity-disjoint validation splits ``<dataset>_val``
+such as ``market1501_val``).
 """
 from typing import Any
 
@@ -22,6 +23,7 @@ from torchreid_privacy.registry import (  # noqa: F401
 )
 from torchreid_privacy.desensitize import desensitize  # noqa: F401
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers datasets into torchreid)
+from torchreid_privacy import plugins as _plugins  # noqa: F401  (registers backbones into torchreid)
 
 __version__ = "0.1.0"
 

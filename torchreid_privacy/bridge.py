@@ -148,6 +148,33 @@ def want_features(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+def model_name_of(model: torch.nn.Module) -> Optional[str]:
+    """The ``model.name`` that builds ``model``'s architecture, or None if not unique.
+
+    Candidates are the factory entries defined beside ``model``'s class (e.g. every OSNet
+    width); the one whose state-dict names and shapes equal the model's wins. Lets a checkpoint
+    of a model built by the user (torchreid's get-started script) be rebuilt by name later.
+    """
+    cls = type(model)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    num_classes = next((v[0] for k, v in shapes.items() if k.startswith("classifier") and len(v) == 2), None)
+    if num_classes is None:
+        return None
+    found = []
+    for name, factory in _model_factory().items():
+        if getattr(factory, "__module__", None) != cls.__module__:
+            continue
+        try:
+            with torch.random.fork_rng(devices=[]):
+                candidate = factory(num_classes=num_classes, loss=getattr(model, "loss", "softmax"),
+                                    pretrained=False, use_gpu=False)
+        except Exception:  # a candidate that cannot be built offline is not this model
+            continue
+        if type(candidate) is cls and {k: tuple(v.shape) for k, v in candidate.state_dict().items()} == shapes:
+            found.append(name)
+    return found[0] if len(found) == 1 else None
+
+
 # --------------------------------------------------------------------------- engines
 def engine_models(engine: Any) -> Dict[str, torch.nn.Module]:
     """The nets registered with ``Engine.register_model`` (torchreid keeps them privately)."""

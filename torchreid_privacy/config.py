@@ -17,7 +17,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import yaml
 
-from torchreid_privacy.config_schema import NULLABLE_TYPES, OPEN_KEYS, PRIVACY_CHOICES, YAML_BOOL_ALIASES, defaults
+from torchreid_privacy.config_schema import (NULLABLE_TYPES, NUMBER_OR_WORD, OPEN_KEYS, PRIVACY_CHOICES, YAML_BOOL_ALIASES,
+                                             defaults)
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,12 @@ def _coerce(key: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected bool, got {value!r} ({type(value).__name__})")
+    if isinstance(default, (float, str)) and key in NUMBER_OR_WORD:
+        if isinstance(value, str) and value in NUMBER_OR_WORD[key]:
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number or one of {', '.join(NUMBER_OR_WORD[key])}, got {value!r}")
     if isinstance(default, float):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)

@@ -105,7 +105,16 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "warmup_factor": 0.01,
     "eps_psnr": 1.0,
     "eps_ssim": 0.05,
+    # a number, or "auto": the validation O->P rank-1 of a finished joint run (train --floor-from RUN)
     "r1_floor": 0.75,
+    # which PSNR the gates compare: per-image mean ("image") or 10 log10(1 / mean MSE) ("dataset", the paper's)
+    "gate_psnr": "image",
+    # fallback: while the latest validation fails the PSNR/SSIM gates, train on the conventional M
+    # again (the paper's code); false: an upgrade is permanent
+    "upgrade": {"fallback": False},
+    # C on O and on P: "joint" = one batch of both, "separate" = two forwards (BatchNorm statistics
+    # per domain, the paper's code)
+    "reid_forward": "joint",
     "val_period": 5,
     "val_ratio": 0.2,
     "split_seed": 0,  # identity-disjoint train/val split (torchreid-privacy split --seed)
@@ -119,6 +128,8 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.mode": ("baseline", "joint", "progressive"),
     "privacy.gan_mode": ("vanilla", "lsgan"),
     "privacy.kernels": ("auto", "triton", "torch"),
+    "privacy.gate_psnr": ("image", "dataset"),
+    "privacy.reid_forward": ("joint", "separate"),
     "train.amp": ("off", "bf16", "fp16"),
     "privacy.generator.norm": ("batch", "instance", "none"),
     "privacy.decoder.norm": ("batch", "instance", "none"),
@@ -131,6 +142,9 @@ YAML_BOOL_ALIASES: Dict[str, Dict[bool, str]] = {"train.amp": {False: "off"}}
 
 # free-form mappings: their inner keys are not checked against the schema
 OPEN_KEYS = {"privacy.desensitizer.params"}
+
+# number keys that also take one of these words
+NUMBER_OR_WORD: Dict[str, tuple] = {"privacy.r1_floor": ("auto",)}
 
 # keys whose default is None: any of these types is accepted
 NULLABLE_TYPES: Dict[str, tuple] = {

@@ -66,7 +66,7 @@ class FeatureCache:
             return
         try:
             arr = np.load(self.path, allow_pickle=False)
-            self._entries = {bytes(k): v for k, v in zip(arr["sha256"], arr["feature"])}
+            self._entries = {k.tobytes(): v for k, v in zip(arr["sha256"], arr["feature"])}
         except (OSError, ValueError, KeyError, IndexError) as exc:
             log.warning("feature cache %s is unreadable (%s); recomputing it", self.path, exc)
             self._entries = {}
@@ -87,8 +87,9 @@ class FeatureCache:
         if not self._dirty or not self._entries:
             return
         dim = len(next(iter(self._entries.values())))
-        arr = np.empty(len(self._entries), dtype=[("sha256", "S32"), ("feature", np.float32, (dim,))])
-        arr["sha256"] = list(self._entries)
+        # digests as uint8 rows: numpy's "S32" would strip a digest's trailing zero bytes
+        arr = np.empty(len(self._entries), dtype=[("sha256", np.uint8, (32,)), ("feature", np.float32, (dim,))])
+        arr["sha256"] = np.frombuffer(b"".join(self._entries), dtype=np.uint8).reshape(-1, 32)
         arr["feature"] = np.stack(list(self._entries.values()))
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from torchreid_privacy.atomic_new import write_new
+from torchreid_privacy.atomic import write_new
 from torchreid_privacy.seal import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
                                     unseal_record)
 

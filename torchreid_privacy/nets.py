@@ -12,6 +12,7 @@ import torch
 
 from torchreid_privacy import bridge, weights
 from torchreid_privacy.config import Config, use_gpu
+from torchreid_privacy.plugins.anonymizers import check_fits
 from torchreid_privacy.plugins.keyed import KeyedDecoder
 from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, load_plugins
 
@@ -21,8 +22,10 @@ PRIVACY_NETS = ("generator", "decoder", "disc_op", "disc_pr")
 def build_reid_model(cfg: Config, num_classes: int, loss: str, load_weights: bool = True) -> torch.nn.Module:
     """torchreid backbone; ``model.load_weights`` (file or URL) is loaded with ``weights_only=True``."""
     load_plugins()  # our backbones (e.g. tiny_reid) join torchreid's model factory on import
-    model = bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss,
-                               pretrained=cfg.model.pretrained and load_weights, use_gpu=use_gpu(cfg))
+    # given weights replace the ImageNet download (offline machines have no network)
+    pretrained = cfg.model.pretrained and load_weights and not cfg.model.load_weights
+    model = bridge.build_model(cfg.model.name, num_classes=num_classes, loss=loss, pretrained=pretrained,
+                               use_gpu=use_gpu(cfg))
     if load_weights and cfg.model.load_weights:
         path = weights.fetch(cfg.model.load_weights, what="model.load_weights")
         weights.load_backbone_weights(model, path, what="model.load_weights")
@@ -30,8 +33,11 @@ def build_reid_model(cfg: Config, num_classes: int, loss: str, load_weights: boo
 
 
 def build_generator(cfg: Config) -> torch.nn.Module:
+    """G; an explicit ``num_downs`` that cannot run at ``data.height x data.width`` is named."""
     g = cfg.privacy.generator
-    return ANONYMIZERS.get(g.name)(ngf=g.ngf, num_downs=g.num_downs, norm=g.norm)
+    net = ANONYMIZERS.get(g.name)(ngf=g.ngf, num_downs=g.num_downs, norm=g.norm)
+    check_fits(net, cfg.data.height, cfg.data.width, "privacy.generator.num_downs")
+    return net
 
 
 def build_decoder(cfg: Config) -> torch.nn.Module:
@@ -39,6 +45,7 @@ def build_decoder(cfg: Config) -> torch.nn.Module:
     d = cfg.privacy.decoder
     net = ANONYMIZERS.get(d.name)(in_channels=3 + (d.key_channels if d.keyed else 0), ngf=d.ngf,
                                   num_downs=d.num_downs, norm=d.norm)
+    check_fits(net, cfg.data.height, cfg.data.width, "privacy.decoder.num_downs")
     return KeyedDecoder(net, d.key_channels) if d.keyed else net
 
 

@@ -23,8 +23,8 @@ Payload (version 1), 33 bytes + the plaintext::
 - Container: a PNG chunk or JPEG APP11 segments inside P, else a sidecar file ``NAME.sealed``
   beside P (``seal_containers``). A payload is never dropped: with no place for it,
   ``CannotCarryPayload``.
-- Sealing an image twice is refused (``AlreadySealed``): the second seal would bind the first
-  payload's plaintext to nothing the user could ever ask for, and ambiguous carriers invite mistakes.
+- Sealing an image twice is refused (``AlreadySealed``): a second payload would either replace the
+  first (its original silently lost) or sit beside it (two payloads, which one is P's?).
 
 AES-GCM with random 96-bit nonces is safe for up to 2**32 seals under one key (NIST SP 800-38D).
 """
@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from torchreid_privacy import seal_containers as containers
 from torchreid_privacy import atomic
-from torchreid_privacy.atomic_new import write_new
+from torchreid_privacy.atomic import write_new
 from torchreid_privacy.keys import KeyFileError, check_key
 
 MAGIC = b"TRPS"
@@ -62,7 +62,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["SealError", "AuthenticationFailed", "NotSealed", "AlreadySealed", "CannotCarryPayload",
            "SealedImage", "Recovered", "check_seal_key", "seal", "unseal", "unseal_record", "is_sealed", "sidecar_path",
-           "seal_file", "unseal_file", "SIDECAR_SUFFIX"]
+           "seal_file", "unseal_file", "payload_overhead", "SIDECAR_SUFFIX"]
 
 
 class SealError(ValueError):

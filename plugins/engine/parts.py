@@ -7,6 +7,7 @@ D2, the ReID loss with its centers, their optimizers, the validation split) come
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -19,6 +20,8 @@ from torchreid_privacy.inference import PrivacyModel, model_from_config
 from torchreid_privacy.nets import build_privacy_nets, feature_dim
 from torchreid_privacy.optimizers import build_adam, build_center_optimizer, build_scheduler
 from torchreid_privacy.registry import LOSSES
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,9 +39,15 @@ class EngineParts:
     test_targets: List[str] = field(default_factory=list)
 
 
-def datamanager_config(dm: Any, privacy: Optional[Mapping[str, Any]]) -> Config:
-    """A full config for a torchreid datamanager: its sizes, normalization and sets, plus ``privacy``."""
+def datamanager_config(dm: Any, model: torch.nn.Module, privacy: Optional[Mapping[str, Any]]) -> Config:
+    """A full config for a torchreid datamanager and model: sizes, normalization, sets, ``model.name``
+    (so ``torchreid_privacy.load`` can rebuild C), plus ``privacy``."""
     cfg = privacy_config(privacy)
+    name = bridge.model_name_of(model)
+    if name is None:
+        log.warning("model.name: could not tell which torchreid model this is; torchreid_privacy.load of this "
+                    "run will need --config-file naming it")
+    cfg.model.update(name=name or cfg.model.name, pretrained=False)
     mean, std = bridge.datamanager_normalization(dm)
     cfg.data.update(height=int(dm.height), width=int(dm.width), norm_mean=mean, norm_std=std,
                     sources=list(dm.sources), targets=list(dm.targets))
@@ -65,7 +74,7 @@ def complete_parts(dm: Any, model: torch.nn.Module, optimizer: Any, scheduler: A
                    device: torch.device) -> EngineParts:
     """``parts`` with every missing piece built from the config (see the module docstring)."""
     parts = parts or EngineParts()
-    cfg = parts.config = config or parts.config or datamanager_config(dm, privacy)
+    cfg = parts.config = config or parts.config or datamanager_config(dm, model, privacy)
     mode = cfg.privacy.mode
     parts.optimizer = optimizer or parts.optimizer or bridge.build_optimizer(model, **optimizer_kwargs(cfg))
     parts.scheduler = scheduler or parts.scheduler or build_scheduler(parts.optimizer, cfg)

@@ -94,7 +94,8 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         self.keyed = self.inference.keyed
         self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
         self.val_target, self.test_targets = parts.val_target, parts.test_targets
-        self.policy = UpgradePolicy(self.p.eps_psnr, self.p.eps_ssim, self.p.r1_floor)
+        self.policy = UpgradePolicy(self.p.eps_psnr, self.p.eps_ssim, self.p.r1_floor, gate_psnr=self.p.gate_psnr,
+                                    fallback=self.p.upgrade.fallback)
         self.best_score = -math.inf
         self.best_state: Optional[Dict[str, Any]] = None
         self.history: List[Dict[str, Any]] = []  # one entry per epoch: lr, mean losses, validation
@@ -120,7 +121,7 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
     @torch.no_grad()
     def supervision(self, o01: torch.Tensor) -> torch.Tensor:
         """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
-        if self.supervisor is not None:
+        if self.supervisor is not None and self.policy.use_snapshot():
             return from_gan(self.supervisor(to_gan(o01)))
         return self.inference.conventional(o01)
 
@@ -236,10 +237,16 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         return out.float()
 
     def _reid(self, x: torch.Tensor, pids: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """ReID loss of C on the two stacked views of the batch (O, then M or P)."""
-        out = self._fwd("model", x)
-        logits, feats = out if isinstance(out, (tuple, list)) else (out, out)
+        """ReID loss of C on the two stacked views of the batch (O, then M or P); with
+        ``privacy.reid_forward separate`` C sees each view in its own forward (per-domain BatchNorm)."""
         b = pids.shape[0]
+        if self.p.reid_forward == "separate":
+            outs = [self._fwd("model", x[:b]), self._fwd("model", x[b:])]
+            outs = [o if isinstance(o, (tuple, list)) else (o, o) for o in outs]
+            logits, feats = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        else:
+            out = self._fwd("model", x)
+            logits, feats = out if isinstance(out, (tuple, list)) else (out, out)
         terms: Dict[str, torch.Tensor] = {}
         for i, tag in enumerate(("o", "p")):
             sl = slice(i * b, (i + 1) * b)

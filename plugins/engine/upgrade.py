@@ -14,14 +14,31 @@ from typing import Any, Dict, List
 
 from torchreid_privacy.evaluation import SETTINGS
 
+PSNR_KEYS = {"image": "psnr", "dataset": "psnr_dataset"}
+
 
 @dataclass
 class UpgradePolicy:
+    """``gate_psnr``: which PSNR the gate compares, the per-image mean (``image``) or the
+    dataset-level ``10 log10(1 / mean MSE)`` (``dataset``, the paper's code). ``fallback``: while
+    the latest validation fails the PSNR/SSIM gates, training goes back to the conventional M
+    (:meth:`use_snapshot` is False), and returns to the snapshot once they hold again."""
+
     eps_psnr: float = 1.0
     eps_ssim: float = 0.05
     r1_floor: float = 0.75
+    gate_psnr: str = "image"
+    fallback: bool = False
     best_r1: float = -math.inf
     upgrades: List[Dict[str, Any]] = field(default_factory=list)
+    privacy_ok: bool = True  # the latest validation passed the PSNR and SSIM gates
+
+    def __post_init__(self) -> None:
+        if isinstance(self.r1_floor, str) or isinstance(self.r1_floor, bool):
+            raise ValueError(f"privacy.r1_floor: {self.r1_floor!r} must be resolved to a number first "
+                             "(train --floor-from RUN takes it from a finished joint run)")
+        if self.gate_psnr not in PSNR_KEYS:
+            raise ValueError(f"privacy.gate_psnr: expected one of {', '.join(PSNR_KEYS)}, got {self.gate_psnr!r}")
 
     def gates(self, psnr_op: float, ssim_op: float, r1_op: float, psnr_om: float, ssim_om: float) -> Dict[str, bool]:
         """The three upgrade conditions; M's PSNR/SSIM are the reference."""
@@ -34,11 +51,14 @@ class UpgradePolicy:
     def gates_of(self, val: Dict[str, Any]) -> Dict[str, bool]:
         """:meth:`gates` on a validation result of the evaluator."""
         om, op = val["image"]["O-M"], val["image"]["O-P"]
-        return self.gates(op["psnr"], op["ssim"], val["rank"]["O->P"]["R1"], om["psnr"], om["ssim"])
+        key = PSNR_KEYS[self.gate_psnr]
+        return self.gates(op[key], op["ssim"], val["rank"]["O->P"]["R1"], om[key], om["ssim"])
 
     def decide(self, val: Dict[str, Any], epoch: int) -> bool:
         """True when every gate holds; the event is recorded and the bar raised."""
-        if not all(self.gates_of(val).values()):
+        gates = self.gates_of(val)
+        self.privacy_ok = gates["psnr"] and gates["ssim"]
+        if not all(gates.values()):
             return False
         r1 = val["rank"]["O->P"]["R1"]
         self.best_r1 = r1
@@ -46,12 +66,29 @@ class UpgradePolicy:
                               "ssim_op": val["image"]["O-P"]["ssim"]})
         return True
 
+    def use_snapshot(self) -> bool:
+        """Whether an upgraded run trains on the snapshot now (always, unless ``fallback``)."""
+        return self.privacy_ok or not self.fallback
+
     def state_dict(self) -> Dict[str, Any]:
-        return {"best_upgrade_r1": self.best_r1, "upgrades": list(self.upgrades)}
+        return {"best_upgrade_r1": self.best_r1, "upgrades": list(self.upgrades), "upgrade_privacy_ok": self.privacy_ok}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.best_r1 = state["best_upgrade_r1"]
         self.upgrades = list(state["upgrades"])
+        self.privacy_ok = state.get("upgrade_privacy_ok", True)
+
+
+def floor_from_results(results: Dict[str, Any], source: str = "--floor-from") -> float:
+    """``privacy.r1_floor auto``: the validation O->P rank-1 of a finished joint ("w/o U") run, at the
+    epoch its model selection kept (the best validation score), as the paper's recipe but on
+    validation data."""
+    scored = [h for h in results.get("history", []) if "score" in h and "val_r1" in h]
+    if results.get("mode") != "joint" or not scored:
+        raise ValueError(f"{source}: expected the results of a finished joint run with validation "
+                         f"(mode {results.get('mode')!r}, {len(scored)} validated epochs)")
+    best = max(scored, key=lambda h: (h["score"], h["epoch"]))  # ties: the later epoch, as selection does
+    return float(best["val_r1"]["O->P"])
 
 
 def selection_score(val: Dict[str, Any]) -> float:

@@ -17,7 +17,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from torchreid_privacy.folder import encode_image
-from torchreid_privacy.seal import seal, unseal
+from torchreid_privacy.seal import payload_overhead, seal, unseal
 
 BATCH, HEIGHT, WIDTH = 64, 256, 128
 KEY = bytes(range(32))
@@ -64,5 +64,6 @@ def test_encode_with_and_without_sealing(benchmark, images, mode):
     if mode == "sealed":
         overhead = [len(s) - len(p) - len(o) for s, p, o in zip(files, plain, originals)]
         benchmark.extra_info["payload_overhead_bytes_per_image"] = float(np.mean(overhead))
-        assert max(overhead) < 128  # 33 (header + tag) + 2 + name + 12 (chunk): nothing else
+        # 17 (magic, version, nonce) + 16 (tag) + 2 + name + 12 (PNG chunk framing): nothing else
+        assert overhead == [payload_overhead(name) + 12 for name, _, _ in images]
         assert all(unseal(f, name, KEY) == o for f, (name, _, o) in zip(files, images))

@@ -15,10 +15,10 @@ import os
 import sys
 from typing import List, Optional
 
-from . import attack, images, tools, train
+from . import attack, export, images, search, tools, train
 from .common import PROG
 
-COMMAND_MODULES = [train, images, attack, tools]
+COMMAND_MODULES = [train, images, attack, tools, export, search]
 
 
 def _parser() -> argparse.ArgumentParser:

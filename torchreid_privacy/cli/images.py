@@ -12,7 +12,10 @@ def add_parsers(sub) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--input", required=True, help="folder of images (never written to)")
         p.add_argument("--output", required=True, help="output folder (same file names; existing files kept)")
-        p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+        p.add_argument("--checkpoint", required=name == "recover", help="checkpoint file or run directory")
+        if name == "anonymize":
+            p.add_argument("--onnx", metavar="FILE.onnx", help="run this exported anonymizer with onnxruntime "
+                                                               "instead of a checkpoint (no torch model loaded)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", default=default_device())
         if name == "recover":
@@ -37,10 +40,26 @@ def anonymize(args: argparse.Namespace) -> int:
     from torchreid_privacy.inference import load
 
     _check(args)
+    if args.onnx or not args.checkpoint:
+        return _anonymize_onnx(args)
     model = load(args.checkpoint, device=args.device)
     report = process_folder(args.input, args.output, model.anonymize, height=model.height, width=model.width,
                             batch_size=args.batch_size, device=args.device, desc="anonymize")
     print(report.line())
+    return 0
+
+
+def _anonymize_onnx(args: argparse.Namespace) -> int:
+    """``anonymize --onnx``: the folder through onnxruntime (torchreid_privacy.onnx_folder)."""
+    if not args.onnx:
+        raise ValueError("--checkpoint: required (or --onnx FILE.onnx for an exported anonymizer)")
+    if args.checkpoint:
+        raise ValueError("--onnx: give either --onnx or --checkpoint, not both")
+    from torchreid_privacy.onnx_folder import anonymize_folder_onnx
+    from torchreid_privacy.onnx_runtime import OnnxAnonymizer, providers_for
+
+    runner = OnnxAnonymizer(args.onnx, providers=providers_for(args.device))
+    print(anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size).line())
     return 0
 
 

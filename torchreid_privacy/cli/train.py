@@ -17,6 +17,8 @@ def add_parsers(sub) -> None:
                                     "without --config-file the checkpoint's own config is used")
     add_weights_args(p, "initial ReID backbone weights (sets model.load_weights)")
     add_key_arg(p, "required when privacy.decoder.keyed is true")
+    p.add_argument("--floor-from", metavar="RUN", help="set privacy.r1_floor to the validation O->P rank-1 of this "
+                                                       "finished joint run (its directory or results.json)")
     add_config_args(p)
     p.set_defaults(func=train)
 
@@ -54,6 +56,10 @@ def train(args: argparse.Namespace) -> int:
         raise ValueError("--config-file: required (or --resume a run that carries its config)")
     if args.weights or args.sha256:
         cfg.model.load_weights = weights_path(args, cfg.model.load_weights)
+    if args.floor_from:
+        cfg.privacy.r1_floor = _floor_from(args.floor_from)
+    elif cfg.privacy.enabled and cfg.privacy.r1_floor == "auto":
+        raise ValueError("--floor-from: privacy.r1_floor is auto; give the finished joint run to take it from")
     if cfg.privacy.enabled:
         keyed = cfg.privacy.decoder.keyed and cfg.privacy.mode != "baseline"
         return _train_privacy(cfg, resume, read_key(args, keyed, required=True))
@@ -64,6 +70,20 @@ def train(args: argparse.Namespace) -> int:
         cfg.model.resume = resume
     build_torchreid_engine(cfg).run(**engine_run_kwargs(cfg))
     return 0
+
+
+def _floor_from(run: str) -> float:
+    import json
+
+    from torchreid_privacy.plugins.engine.upgrade import floor_from_results
+
+    path = os.path.join(run, "results.json") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--floor-from: no results.json at {path}")
+    with open(path, encoding="utf-8") as f:
+        floor = floor_from_results(json.load(f))
+    logging.getLogger(__name__).info("privacy.r1_floor %.3f from %s", floor, path)
+    return floor
 
 
 def _train_privacy(cfg, resume: Optional[str], key: Optional[bytes] = None) -> int:

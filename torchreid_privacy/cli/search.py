@@ -1,0 +1,72 @@
+"""``search`` (rank a gallery folder for query images with the run's C) and ``visualize`` (rank
+lists of the four settings, t-SNE and O | M | P | R grid of a run's test split)."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_args, add_key_arg, default_device, read_key
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("search", help="search a gallery folder (raw or protected) with query images")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    p.add_argument("--query", required=True, help="folder of query images (raw O; never written to)")
+    p.add_argument("--gallery", required=True, help="folder of gallery images (never written to)")
+    p.add_argument("--output", required=True, help="gets ranks.json, ranks.csv, ranklists/*.png (must be "
+                                                   "outside the input folders)")
+    p.add_argument("--topk", type=int, default=10, help="gallery images listed per query (default 10)")
+    p.add_argument("--gallery-protected", action="store_true", help="the gallery holds P already (O->P)")
+    p.add_argument("--protect-gallery", action="store_true", help="apply G to the gallery first (O->P)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=default_device())
+    p.add_argument("--cache", metavar="DIR", help="feature cache folder (default: OUTPUT/cache); share it "
+                                                  "between runs to embed a gallery once")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    p.add_argument("--no-png", action="store_true", help="skip the per-query rank-list PNGs")
+    p.set_defaults(func=search)
+
+    p = sub.add_parser("visualize", help="rank lists (O->O, O->P, P->O, P->P), t-SNE and O|M|P|R grid of a "
+                                         "run's test split")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    p.add_argument("--target", help="test target (default: the run's first)")
+    p.add_argument("--output", required=True, help="folder for the PNGs")
+    p.add_argument("--queries", type=int, default=4, help="queries shown in the four settings (default 4)")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--identities", type=int, default=20, help="identities in the t-SNE (default 20)")
+    add_key_arg(p, "optional: with it the grid shows R")
+    add_config_args(p)
+    p.set_defaults(func=visualize)
+
+
+def search(args: argparse.Namespace) -> int:
+    from torchreid_privacy.search import search as run_search
+
+    if args.cache and args.no_cache:
+        raise ValueError("--cache and --no-cache exclude each other")
+    res = run_search(args.checkpoint, args.query, args.gallery, args.output, topk=args.topk,
+                     gallery_protected=args.gallery_protected, protect_gallery=args.protect_gallery,
+                     batch_size=args.batch_size, device=args.device,
+                     cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png)
+    print("\n".join(res.summary_lines()))
+    return 0
+
+
+def visualize(args: argparse.Namespace) -> int:
+    from torchreid_privacy.trained_run import TrainedRun
+    from torchreid_privacy.visualize import check_counts, write_views
+
+    check_counts(args.queries, args.topk, args.identities)  # before the run is loaded
+    run = TrainedRun.open(args.checkpoint, args.opts, config_file=args.config_file)
+    key = read_key(args, run.model.keyed, required=False)
+    if key is not None:
+        run.model.set_key(key)
+    paths = write_views(run, args.output, args.target, queries=args.queries, topk=args.topk,
+                        identities=args.identities)
+    rank = paths["rank"]
+    print("  ".join(f"{s} {100 * r['R1']:.1f}" for s, r in rank.items()) + f"  (rank-1 %, {paths['target']})")
+    for path in paths["ranklists"]:
+        print(f"rank lists: {path}")
+    print(f"t-SNE: {paths['tsne']}")
+    if "grid" in paths:
+        print(f"grid: {paths['grid']}")
+    return 0

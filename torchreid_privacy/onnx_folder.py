@@ -1,0 +1,78 @@
+"""``anonymize --onnx``: a folder through an exported anonymizer, with numpy, PIL and onnxruntime.
+
+Why not ``folder.process_folder``: that loop hands torch tensors to a torch function; at the
+edge the anonymizer is an ONNX file and no torch model is loaded. The rules are the same and
+so are the helpers (``check_folders``, ``list_images``, ``read_rgb``, ``encode_image``):
+the input folder is only read, outputs keep the input's relative names, an existing output is
+never overwritten (counted as skipped), each image is written to a temp name and linked into
+place, unreadable images are skipped and counted. Pixels equal the torch path's up to one grey
+level (onnxruntime's float arithmetic differs from torch's by ~1e-6, which can move a value
+across a rounding boundary).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, List
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from torchreid_privacy.atomic import write_new
+from torchreid_privacy.folder import FolderReport, check_folders, encode_image, list_images, read_rgb
+from torchreid_privacy.onnx_runtime import OnnxAnonymizer
+
+log = logging.getLogger(__name__)
+
+
+def _chunks(files: List[Path], size: int) -> Iterator[List[Path]]:
+    for i in range(0, len(files), size):
+        yield files[i:i + size]
+
+
+def to_uint8(p01: np.ndarray) -> np.ndarray:
+    """(N, 3, H, W) float in [0,1] -> (N, H, W, 3) uint8, rounded half to even like the torch path."""
+    return np.rint(np.clip(p01, 0.0, 1.0) * np.float32(255)).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_size: int = 32,
+                          desc: str = "anonymize (onnx)") -> FolderReport:
+    """Resize every image of ``inp`` to the graph's size, anonymize, write P under ``out``."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
+    src, dst = check_folders(inp, out)
+    report = FolderReport()
+    todo = []
+    for f in list_images(src):
+        if (dst / f.relative_to(src)).exists():
+            report.skipped_existing += 1
+        else:
+            todo.append(f)
+    size = (anonymizer.width, anonymizer.height)
+    with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
+        for chunk in _chunks(todo, batch_size):
+            arrays, names = [], []
+            for f in chunk:
+                try:
+                    arr = read_rgb(f)
+                except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                    report.skipped_unreadable.append(str(f))
+                    log.warning("skipping unreadable image %s: %s", f, exc)
+                    continue
+                arrays.append(np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR)))
+                names.append(f)
+            if arrays:
+                x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+                for f, img in zip(names, to_uint8(anonymizer(x))):
+                    try:
+                        write_new(dst / f.relative_to(src), encode_image(img, f.suffix))
+                    except FileExistsError:
+                        log.warning("skipping %s: it appeared meanwhile", dst / f.relative_to(src))
+                        report.skipped_existing += 1
+                        continue
+                    report.written += 1
+            bar.update(len(chunk))
+    if report.skipped_unreadable:
+        log.warning("%d unreadable image(s) skipped", len(report.skipped_unreadable))
+    return report

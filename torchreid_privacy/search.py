@@ -1,0 +1,468 @@
+"""``search``: rank a gallery folder (raw or protected) for every image of a query folder with C.
+
+Why: the point of privacy-preserving ReID is that an authorized party searches a *protected*
+gallery (P) with raw queries (O) and still finds the person. This module does that for plain
+folders, on the same terms as ``test``: images resized to the model's input size exactly as the
+test transform does (PIL bilinear), C's features through :class:`PrivacyModel`, distances and
+metrics through :mod:`torchreid_privacy.evaluation` (L2-normalized features, squared Euclidean,
+Market-1501 protocol). Identity labels are optional: when every file name follows Market-1501's
+``PID_cCAM...`` pattern, rank-1/mAP are computed, junk boxes (pid -1) are left out as torchreid
+does, and same-pid same-camera gallery images are left out of each query's list (the protocol).
+
+Example::
+
+    from torchreid_privacy.search import search
+    res = search("log/run", "photos/query", "protected/gallery", "results", gallery_protected=True)
+    res.metrics            # {"R1": .., "mAP": ..} or None without labels
+    res.files["json"]      # results/ranks.json
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from torchreid_privacy import atomic
+from torchreid_privacy.evaluation import evaluate_rank, feature_distance
+from torchreid_privacy.feature_cache import FeatureCache, content_digest, model_fingerprint
+from torchreid_privacy.folder import list_images, read_rgb
+from torchreid_privacy.inference import PrivacyModel
+
+log = logging.getLogger(__name__)
+
+# (dataset, file-name pattern giving (pid, camera)); pid -1 = junk, 0 = distractor (torchreid's Market1501)
+NAME_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (("market1501", re.compile(r"^([-\d]+)_c(\d)")),)
+RANKS = (1, 5, 10)
+PNG_DIR = "ranklists"
+UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
+
+
+# ---------------------------------------------------------------------------------------------- labels
+def parse_labels(names: Sequence[str]) -> Optional[Tuple[str, np.ndarray, np.ndarray]]:
+    """(dataset, pids, camids) when every file name follows one dataset's pattern, else None."""
+    for dataset, pattern in NAME_PATTERNS:
+        matches = [pattern.search(Path(n).name) for n in names]
+        if names and all(matches):
+            pids = np.array([int(m.group(1)) for m in matches], dtype=np.int64)
+            camids = np.array([int(m.group(2)) for m in matches], dtype=np.int64)
+            return dataset, pids, camids
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- images
+def load_image(data: Union[bytes, Path], height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 at the model's size, resized as torchreid's test transform does
+    (``Resize((h, w))`` on a PIL image is PIL's bilinear resize)."""
+    arr = read_rgb(data if isinstance(data, bytes) else Path(data))
+    if arr.shape[:2] == (height, width):
+        return arr
+    return np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
+
+
+def to_batch01(arrays: Sequence[np.ndarray], device: Union[str, torch.device]) -> torch.Tensor:
+    """uint8 HWC arrays -> (N, 3, H, W) float in [0,1] (``ToTensor``'s arithmetic)."""
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return x.to(device=device, dtype=torch.float32).div(255)
+
+
+def to_uint8(x01: torch.Tensor) -> np.ndarray:
+    return x01.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class FolderFeatures:
+    """C's features of one folder's readable images (``names`` relative to ``root``, POSIX)."""
+
+    root: Path
+    names: List[str]
+    features: torch.Tensor
+    unreadable: List[str] = field(default_factory=list)
+    cached: int = 0
+    computed: int = 0
+    seconds: float = 0.0
+
+
+def folder_features(model: PrivacyModel, root: Path, names: Sequence[str], *, anonymize: bool = False,
+                    batch_size: int = 64, cache: Optional[FeatureCache] = None, desc: str = "features",
+                    seed: int = 0) -> FolderFeatures:
+    """Embed ``root/name`` for each name (G first when ``anonymize``); unreadable files are skipped
+    and named. Features found in ``cache`` (by file content) are not recomputed."""
+    t0 = time.perf_counter()
+    device = model.device
+    gen = torch.Generator(device=device).manual_seed(seed)  # a random desensitizer (baseline) is repeatable
+    kept: List[str] = []
+    feats: List[torch.Tensor] = []
+    out = FolderFeatures(root, kept, torch.zeros(0))
+    with tqdm(total=len(names), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
+        for start in range(0, len(names), batch_size):
+            chunk = names[start:start + batch_size]
+            rows: List[Optional[torch.Tensor]] = []
+            todo: List[Tuple[int, bytes, np.ndarray]] = []
+            for name in chunk:
+                try:
+                    data = (root / name).read_bytes()
+                    digest = content_digest(data)
+                    hit = cache.get([digest])[0] if cache is not None else None
+                    if hit is None:
+                        todo.append((len(rows), digest, load_image(data, model.height, model.width)))
+                    else:
+                        out.cached += 1
+                except UNREADABLE as exc:
+                    out.unreadable.append(name)
+                    log.warning("skipping unreadable image %s: %s", root / name, exc)
+                    continue
+                kept.append(name)
+                rows.append(None if hit is None else torch.from_numpy(np.asarray(hit, dtype=np.float32)))
+            if todo:
+                x01 = to_batch01([a for _, _, a in todo], device)
+                if anonymize:
+                    x01 = model.anonymize(x01, generator=gen)
+                f = model.features(x01).cpu()
+                for (i, digest, _), row in zip(todo, f):
+                    rows[i] = row
+                if cache is not None:
+                    cache.put((digest, row.numpy()) for (_, digest, _), row in zip(todo, f))
+                out.computed += len(todo)
+            feats.extend(rows)
+            bar.update(len(chunk))
+    out.features = torch.stack(feats) if feats else torch.zeros(0, 0)
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- ranking
+def protocol_mask(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray) -> np.ndarray:
+    """(n_q, n_g) True where the Market-1501 protocol drops the gallery image (same pid and camera)."""
+    return (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
+
+
+def top_k(distmat: np.ndarray, k: int, exclude: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` nearest gallery indices and distances, ascending (ties by gallery index).
+
+    Entries in ``exclude`` are never returned; a row with fewer than ``k`` left is padded with
+    index -1 and distance inf.
+    """
+    d = np.asarray(distmat, dtype=np.float32)
+    if exclude is not None:
+        d = np.where(exclude, np.float32(np.inf), d)
+    k = min(int(k), d.shape[1])
+    part = np.argpartition(d, k - 1, axis=1)[:, :k] if k < d.shape[1] else np.broadcast_to(
+        np.arange(d.shape[1]), d.shape)
+    part = np.sort(part, axis=1)  # ties resolved by gallery index
+    vals = np.take_along_axis(d, part, axis=1)
+    order = np.argsort(vals, axis=1, kind="stable")
+    idx, vals = np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+    idx = np.where(np.isinf(vals), -1, idx)
+    return idx, vals
+
+
+def distances(qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
+    """The evaluation's distances: what ``evaluate_settings`` computes (normalize, then
+    :func:`feature_distance`), so ranks and metrics equal ``test``'s on the same features."""
+    return feature_distance(F.normalize(qf.float(), dim=1), F.normalize(gf.float(), dim=1))
+
+
+def rank_metrics(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
+                 g_camids: np.ndarray) -> Dict[str, float]:
+    """R1/R5/R10, mAP, mINP (fractions) as ``evaluate_settings`` reports them, plus valid queries."""
+    cmc, m_ap, m_inp = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max(RANKS))
+    out = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in RANKS}
+    out.update(mAP=m_ap, mINP=m_inp)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- search
+@dataclass
+class SearchResult:
+    """What ``search`` found and wrote; ``indices``/``distances`` are (n_query, topk), -1 padded."""
+
+    setting: str
+    topk: int
+    query: FolderFeatures
+    gallery: FolderFeatures
+    indices: np.ndarray
+    distances: np.ndarray
+    labels: Optional[str]
+    metrics: Optional[Dict[str, float]]
+    notes: List[str]
+    files: Dict[str, str]
+    timings: Dict[str, float]
+
+    def summary_lines(self) -> List[str]:
+        """What the CLI prints: notes, counts, throughput, metrics, output paths."""
+        t = self.timings
+        lines = list(self.notes)
+        lines.append(f"features: {t['computed']} image(s) embedded in {t['features_s']:.2f}s "
+                     f"({t['images_per_s']:.1f} img/s), {t['cached']} from the cache")
+        lines.append(f"ranking: {len(self.query.names)} x {len(self.gallery.names)} in {1000 * t['ranking_s']:.1f} ms "
+                     f"({self.setting}, top {self.topk})")
+        if self.metrics is not None:
+            m = self.metrics
+            lines.append(f"{self.setting}: rank-1 {100 * m['R1']:.1f}%  rank-5 {100 * m['R5']:.1f}%  "
+                         f"rank-10 {100 * m['R10']:.1f}%  mAP {100 * m['mAP']:.1f}%  mINP {100 * m['mINP']:.1f}% "
+                         f"({self.labels} protocol, labels from file names)")
+        lines.append(f"ranks: {self.files['json']}, {self.files['csv']}")
+        if "pngs" in self.files:
+            lines.append(f"rank lists: {self.files['pngs']}/ ({len(self.query.names)} PNG)")
+        if "cache" in self.files:
+            lines.append(f"feature cache: {self.files['cache']}")
+        return lines
+
+
+def _input_dir(path: str, flag: str) -> Path:
+    p = Path(path).expanduser().resolve()
+    if not p.is_dir():
+        raise FileNotFoundError(f"{flag}: not a folder: {path}")
+    return p
+
+
+def check_paths(query: str, gallery: str, output: str, cache_dir: Optional[str] = None) -> Tuple[Path, Path, Path]:
+    """Inputs must be folders; nothing we write (``--output``, ``--cache``) may be in an input
+    folder, be one, or contain one."""
+    q, g = _input_dir(query, "--query"), _input_dir(gallery, "--gallery")
+    out = Path(output).expanduser().resolve()
+    for flag, path, given in (("--output", out, output),
+                              *((("--cache", Path(cache_dir).expanduser().resolve(), cache_dir),) if cache_dir else ())):
+        for src_flag, src in (("--query", q), ("--gallery", g)):
+            if path == src or src in path.parents:
+                raise ValueError(f"{flag}: {given} is {src_flag} {src} or inside it; nothing is written into "
+                                 f"an input folder")
+            if path in src.parents:
+                raise ValueError(f"{flag}: {given} contains {src_flag} {src}; choose a folder outside the inputs")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output: {output} exists and is not a folder")
+    return q, g, out
+
+
+def _names(root: Path, flag: str) -> List[str]:
+    names = [p.relative_to(root).as_posix() for p in list_images(root)]
+    if not names:
+        raise ValueError(f"{flag}: no images in {root}")
+    return names
+
+
+def _named(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: str, *, topk: int = 10,
+           gallery_protected: bool = False, protect_gallery: bool = False, batch_size: int = 64,
+           device: Union[str, torch.device] = "cpu", cache: Union[bool, str] = True, pngs: bool = True,
+           cell_height: int = 128) -> SearchResult:
+    """Rank ``gallery`` for every image of ``query`` with the run's C and write the results.
+
+    Args:
+        model: a checkpoint (file or run directory) or a loaded ``PrivacyModel``.
+        query, gallery: image folders (read only; any image size, resized to the model's).
+        output: gets ``ranks.json``, ``ranks.csv`` and ``ranklists/<query file>.png``.
+        gallery_protected: the gallery holds P already (setting O->P); ``protect_gallery``: apply G
+            to the gallery first (O->P); neither: a raw gallery (O->O). Both: refused.
+        cache: True = ``OUTPUT/cache``, a folder path, or False for none.
+    """
+    if gallery_protected and protect_gallery:
+        raise ValueError("--gallery-protected and --protect-gallery exclude each other: the gallery is either "
+                         "already protected or protected here")
+    if int(topk) < 1:
+        raise ValueError(f"--topk: expected >= 1, got {topk}")
+    if int(batch_size) < 1:
+        raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
+    cache_dir = None if cache is False or cache is None else (None if cache is True else str(cache))
+    q_root, g_root, out = check_paths(query, gallery, output, cache_dir)
+    q_names, g_names = _names(q_root, "--query"), _names(g_root, "--gallery")
+    notes: List[str] = []
+    labels = parse_labels(q_names + g_names)
+    if labels is not None:
+        dataset, pids, _ = labels
+        junk = {"--query": [n for n, p in zip(q_names, pids[:len(q_names)]) if p == -1],
+                "--gallery": [n for n, p in zip(g_names, pids[len(q_names):]) if p == -1]}
+        for flag, names in junk.items():
+            if names:
+                notes.append(f"{flag}: left out {len(names)} junk image(s) (pid -1), as torchreid's {dataset} does")
+        q_junk, g_junk = set(junk["--query"]), set(junk["--gallery"])
+        q_names = [n for n in q_names if n not in q_junk]
+        g_names = [n for n in g_names if n not in g_junk]
+        for flag, names, root in (("--query", q_names, q_root), ("--gallery", g_names, g_root)):
+            if not names:
+                raise ValueError(f"{flag}: only junk images (pid -1) in {root}")
+    else:
+        notes.append("identity labels: off (file names do not all follow Market-1501's PID_cCAM pattern); "
+                     "no rank-1/mAP")
+    if not isinstance(model, PrivacyModel):
+        from torchreid_privacy.inference import load
+
+        model = load(model, device=device)
+    model.eval()
+    cache_root = (out / "cache") if cache is True else (Path(cache_dir).expanduser() if cache_dir else None)
+    caches = {}
+    if cache_root is not None:
+        for kind in ("raw", "anonymized") if protect_gallery else ("raw",):
+            caches[kind] = FeatureCache(cache_root, model_fingerprint(model, kind), kind)
+    qf = folder_features(model, q_root, q_names, batch_size=batch_size, cache=caches.get("raw"), desc="query")
+    gf = folder_features(model, g_root, g_names, anonymize=protect_gallery, batch_size=batch_size,
+                         cache=caches.get("anonymized" if protect_gallery else "raw"),
+                         desc="gallery (G applied)" if protect_gallery else "gallery")
+    for flag, ff in (("--query", qf), ("--gallery", gf)):
+        if ff.unreadable:
+            notes.append(f"{flag}: skipped {len(ff.unreadable)} unreadable image(s): {_named(ff.unreadable)}")
+        if not ff.names:
+            raise ValueError(f"{flag}: none of the images in {ff.root} could be read "
+                             f"(first: {ff.unreadable[0]})")
+    for c in caches.values():
+        c.save()
+    k = min(int(topk), len(gf.names))
+    if k < topk:
+        notes.append(f"--topk: {topk} is more than the gallery's {len(gf.names)} image(s); showing {k}")
+    setting = "O->P" if (gallery_protected or protect_gallery) else "O->O"
+    t0 = time.perf_counter()
+    dist = distances(qf.features, gf.features)
+    ids = None
+    if labels is not None:
+        ids = _label_arrays(labels[0], qf.names, gf.names)
+        idx, vals = top_k(dist, k, protocol_mask(*ids))
+    else:
+        idx, vals = top_k(dist, k)
+    ranking_s = time.perf_counter() - t0
+    metrics = None
+    if ids is not None:
+        q_pids, g_pids, q_camids, g_camids = ids
+        try:
+            metrics = rank_metrics(dist, q_pids, g_pids, q_camids, g_camids)
+        except ValueError:
+            notes.append("metrics: no query identity appears in the gallery (after the protocol's same-camera "
+                         "removal); no rank-1/mAP")
+    computed = qf.computed + gf.computed
+    features_s = qf.seconds + gf.seconds
+    timings = {"features_s": features_s, "computed": computed, "cached": qf.cached + gf.cached,
+               "images_per_s": computed / features_s if computed and features_s > 0 else 0.0, "ranking_s": ranking_s}
+    res = SearchResult(setting, k, qf, gf, idx, vals, labels[0] if labels else None, metrics, notes, {}, timings)
+    out.mkdir(parents=True, exist_ok=True)
+    res.files["json"] = _write_json(res, out, ids, gallery_protected, protect_gallery)
+    res.files["csv"] = _write_csv(res, out, ids)
+    if cache_root is not None:
+        res.files["cache"] = str(cache_root)
+    if pngs:
+        res.files["pngs"] = _write_pngs(res, model, out / PNG_DIR, ids, protect_gallery, batch_size, cell_height)
+    return res
+
+
+def _label_arrays(dataset: str, q_names: Sequence[str], g_names: Sequence[str]) -> Tuple[np.ndarray, ...]:
+    parsed = parse_labels(list(q_names) + list(g_names))
+    if parsed is None:  # names were checked before features; the kept ones still match
+        raise ValueError(f"internal: file names stopped following the {dataset} pattern")
+    _, pids, camids = parsed
+    n = len(q_names)
+    return pids[:n], pids[n:], camids[:n], camids[n:]
+
+
+def png_name(query_name: str) -> str:
+    """``ranklists/`` file of a query: its relative path with '/' -> '__', plus '.png'."""
+    return query_name.replace("/", "__") + ".png"
+
+
+def _rows(res: SearchResult, ids) -> List[Dict[str, object]]:
+    out = []
+    for qi, name in enumerate(res.query.names):
+        entry: Dict[str, object] = {"query": name}
+        if ids is not None:
+            entry.update(pid=int(ids[0][qi]), camid=int(ids[2][qi]))
+        ranks = []
+        for r, (gi, d) in enumerate(zip(res.indices[qi], res.distances[qi])):
+            if gi < 0:
+                break
+            item: Dict[str, object] = {"rank": r + 1, "gallery": res.gallery.names[gi], "distance": float(d)}
+            if ids is not None:
+                item.update(pid=int(ids[1][gi]), camid=int(ids[3][gi]), hit=bool(ids[1][gi] == ids[0][qi]))
+            ranks.append(item)
+        entry["ranks"] = ranks
+        out.append(entry)
+    return out
+
+
+def _write_json(res: SearchResult, out: Path, ids, gallery_protected: bool, protect_gallery: bool) -> str:
+    doc = {
+        "setting": res.setting,
+        "query_dir": str(res.query.root), "gallery_dir": str(res.gallery.root),
+        "gallery": ("protected here with G" if protect_gallery else
+                    "protected (given)" if gallery_protected else "raw"),
+        "topk": res.topk, "distance": "squared Euclidean of L2-normalized features",
+        "labels": res.labels,
+        "protocol": (f"{res.labels}: same pid and camera removed from each query's gallery" if res.labels else None),
+        "metrics": res.metrics,
+        "skipped": {"query": res.query.unreadable, "gallery": res.gallery.unreadable},
+        "notes": res.notes,
+        "timings": res.timings,
+        "queries": _rows(res, ids),
+    }
+    return atomic.write_json(out / "ranks.json", doc)
+
+
+def _write_csv(res: SearchResult, out: Path, ids) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    cols = ["query", "rank", "gallery", "distance"] + (["query_pid", "gallery_pid", "hit"] if ids is not None else [])
+    w.writerow(cols)
+    for entry in _rows(res, ids):
+        for item in entry["ranks"]:  # type: ignore[union-attr]
+            row = [entry["query"], item["rank"], item["gallery"], f"{item['distance']:.6f}"]
+            if ids is not None:
+                row += [entry["pid"], item["pid"], int(item["hit"])]
+            w.writerow(row)
+    return atomic.write_bytes(out / "ranks.csv", buf.getvalue().encode("utf-8"))
+
+
+def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: bool,
+             batch_size: int) -> Dict[str, np.ndarray]:
+    """Model-size uint8 images of ``names`` (G applied when ``anonymize``: what was searched)."""
+    out: Dict[str, np.ndarray] = {}
+    blank = np.full((model.height, model.width, 3), 200, np.uint8)
+    gen = torch.Generator(device=model.device).manual_seed(0)
+    for start in range(0, len(names), batch_size):
+        chunk = names[start:start + batch_size]
+        arrays = []
+        for n in chunk:
+            try:
+                arrays.append(load_image(root / n, model.height, model.width))
+            except UNREADABLE:  # changed since its features were computed
+                arrays.append(blank)
+        if anonymize:
+            arrays = list(to_uint8(model.anonymize(to_batch01(arrays, model.device), generator=gen)))
+        out.update(zip(chunk, arrays))
+    return out
+
+
+def _write_pngs(res: SearchResult, model: PrivacyModel, folder: Path, ids, protect_gallery: bool,
+                batch_size: int, cell_height: int, chunk: int = 32) -> str:
+    from torchreid_privacy.drawing import RankRow, rank_list_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    q_names, g_names = res.query.names, res.gallery.names
+    gallery_kind = "P" if res.setting == "O->P" else "O"
+    for start in tqdm(range(0, len(q_names), chunk), desc="rank lists", unit="x32", disable=None,
+                      dynamic_ncols=True):
+        qs = list(range(start, min(start + chunk, len(q_names))))
+        needed = sorted({int(i) for qi in qs for i in res.indices[qi] if i >= 0})
+        q_imgs = _display(res.query.root, [q_names[qi] for qi in qs], model, False, batch_size)
+        g_imgs = _display(res.gallery.root, [g_names[i] for i in needed], model, protect_gallery, batch_size)
+        for qi in qs:
+            keep = [i for i in res.indices[qi] if i >= 0]
+            hits = None if ids is None else [bool(ids[1][i] == ids[0][qi]) for i in keep]
+            row = RankRow(q_imgs[q_names[qi]], [g_imgs[g_names[i]] for i in keep],
+                          list(res.distances[qi][:len(keep)]), hits,
+                          query_caption=f"pid {ids[0][qi]}" if ids is not None else "")
+            title = f"{q_names[qi]}  ({res.setting}: query O, gallery {gallery_kind})"
+            img = rank_list_image([row], title=title, cell_height=cell_height, topk=res.topk)
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            atomic.write_bytes(folder / png_name(q_names[qi]), buf.getvalue())
+    return str(folder)
