@@ -33,6 +33,7 @@ PLACES = {
     "torchreid_privacy.bench": "application",
     "torchreid_privacy.export": "application",
     "torchreid_privacy.onnx_runtime": "application",
+    "torchreid_privacy.onnx_folder": "application",
     "torchreid_privacy.search": "application",
     "torchreid_privacy.visualize": "application",
     "torchreid_privacy.cli": "cli",

@@ -40,7 +40,7 @@ def test_registered_names():
 # ----------------------------------------------------------------------------- GAN / L1
 def test_gan_vanilla_is_bce_with_logits_on_ones_and_zeros():
     pred = torch.randn(3, 1, 6, 2)
-    loss = LOSSES.build("gan", mode="vanilla")
+    loss = LOSSES.get("gan")(mode="vanilla")
     torch.testing.assert_close(loss(pred, True), nn.BCEWithLogitsLoss()(pred, torch.ones_like(pred)))
     torch.testing.assert_close(loss(pred, False), nn.BCEWithLogitsLoss()(pred, torch.zeros_like(pred)))
 
@@ -61,7 +61,7 @@ def test_gan_rejects_bad_arguments():
 
 def test_l1_is_mean_absolute_error():
     a, b = torch.randn(2, 3, 8, 4), torch.randn(2, 3, 8, 4)
-    torch.testing.assert_close(LOSSES.build("l1")(a, b), (a - b).abs().mean())
+    torch.testing.assert_close(LOSSES.get("l1")()(a, b), (a - b).abs().mean())
 
 
 # ----------------------------------------------------------------------------- center loss
@@ -98,7 +98,7 @@ def test_center_loss_matches_bot_distmat_formula():
 @pytest.mark.parametrize("label_smooth", [True, False])
 def test_cross_entropy_matches_manual_label_smoothing(label_smooth):
     logits, targets = torch.randn(7, 5), torch.tensor([0, 4, 2, 2, 1, 3, 0])
-    loss = LOSSES.build("cross_entropy", num_classes=5, label_smooth=label_smooth)
+    loss = LOSSES.get("cross_entropy")(num_classes=5, label_smooth=label_smooth)
     eps = 0.1 if label_smooth else 0.0
     smooth = (1 - eps) * F.one_hot(targets, 5).float() + eps / 5
     manual = -(smooth * logits.log_softmax(dim=1)).sum(dim=1).mean()
@@ -119,7 +119,7 @@ def test_batch_hard_triplet_matches_torchreid_value_and_gradient():
     targets = targets[torch.randperm(len(targets))]
     ours_in = feats.clone().requires_grad_(True)
     ref_in = feats.clone().requires_grad_(True)
-    ours = LOSSES.build("triplet", margin=0.3)(ours_in, targets)
+    ours = LOSSES.get("triplet")(margin=0.3)(ours_in, targets)
     ref = bridge.TripletLoss(margin=0.3)(ref_in, targets)
     torch.testing.assert_close(ours, ref)
     ours.backward(), ref.backward()
@@ -144,7 +144,7 @@ def _weighted_triplet_loop(feats: torch.Tensor, targets: torch.Tensor) -> torch.
 
 def test_weighted_triplet_matches_loop_reference():
     feats, targets = pk_batch(ids=3, per_id=3, dim=5, dtype=torch.float64)
-    loss = LOSSES.build("weighted_triplet")(feats, targets)
+    loss = LOSSES.get("weighted_triplet")()(feats, targets)
     torch.testing.assert_close(loss, _weighted_triplet_loop(feats, targets), atol=1e-6, rtol=1e-6)
 
 
@@ -186,7 +186,7 @@ def test_weighted_triplet_on_the_cuda_path_is_the_weighted_loss():
     want, want_grad = _value_and_grad(WeightedRegularizedTripletLoss(), feats, targets)
     kernels.select_backends("triton", "cpu")
     assert set(kernels.backend_report().values()) == {"triton"}
-    got, grad = _value_and_grad(LOSSES.build("weighted_triplet"), feats, targets)
+    got, grad = _value_and_grad(LOSSES.get("weighted_triplet")(), feats, targets)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(grad, want_grad, atol=1e-6, rtol=1e-6)
     agw, agw_grad = _value_and_grad(_agw_weighted_triplet, feats, targets)
@@ -216,7 +216,7 @@ def test_triplets_need_two_identities(cls):
 # ----------------------------------------------------------------------------- ReID objective
 @pytest.mark.parametrize("weighted", [False, True])
 def test_reid_loss_terms_present_finite_and_summed(weighted):
-    reid = LOSSES.build("reid", num_classes=4, feat_dim=8, weighted_triplet=weighted)
+    reid = LOSSES.get("reid")(num_classes=4, feat_dim=8, weighted_triplet=weighted)
     feats, targets = pk_batch()
     total, terms = reid(torch.randn(16, 4), feats, targets)
     assert set(terms) == {"xent", "triplet", "center"}

@@ -15,7 +15,7 @@ def test_register_build_and_unknown_name_hint():
     def square(x=2):
         return x * x
 
-    assert reg.build("square", 3) == 9
+    assert reg.get("square")(3) == 9
     assert "square" in reg and reg.names() == ["square"]
     with pytest.raises(KeyError, match="did you mean 'square'"):
         reg.get("sqare")

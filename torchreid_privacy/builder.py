@@ -64,9 +64,9 @@ def build_privacy_engine(cfg: Config):
     from torchreid_privacy.plugins.engine import EngineParts
 
     seed_everything(cfg.privacy.seed)
-    kernels.set_kernel_mode(cfg.privacy.kernels)
     gpu = use_gpu(cfg)
     device = torch.device("cuda" if gpu else "cpu")
+    kernels.select_backends(cfg.privacy.kernels, device)  # once per run: which op runs Triton
     dm, val_target, targets = build_datamanager(cfg)
     model = build_reid_model(cfg, dm.num_train_pids, loss="triplet").to(device)
     optimizer = bridge.build_optimizer(model, **optimizer_kwargs(cfg))

@@ -48,16 +48,6 @@ class Registry:
         except KeyError:
             raise KeyError(self._unknown(name)) from None
 
-    def build(self, spec: Any, *args: Any, **kwargs: Any) -> Any:
-        """Build from a name, a class/function, or pass through an already-built object."""
-        if isinstance(spec, str):
-            return self.get(spec)(*args, **kwargs)
-        if callable(spec) and isinstance(spec, type):
-            return spec(*args, **kwargs)
-        if spec is None:
-            raise ValueError(f"{self.kind}: no component given")
-        return spec
-
     def _unknown(self, name: str) -> str:
         close = difflib.get_close_matches(name, self.names(), n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""

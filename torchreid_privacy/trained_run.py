@@ -38,12 +38,13 @@ class TrainedRun:
         path = checkpoint.resolve(path)
         ckpt = checkpoint.load(path, need=tuple(need))
         cfg = checkpoint_config(ckpt, path, overrides, config_file)
-        kernels.set_kernel_mode(cfg.privacy.kernels)
+        device = torch.device("cuda" if use_gpu(cfg) else "cpu")
+        kernels.select_backends(cfg.privacy.kernels, device)
         model = model_from_checkpoint(ckpt, cfg, path)
         del ckpt
         if key is not None:
             model.set_key(key)
-        model.to(torch.device("cuda" if use_gpu(cfg) else "cpu")).eval()
+        model.to(device).eval()
         dm, _, targets = build_datamanager(cfg)
         return cls(model, cfg, dm, targets, path)
 

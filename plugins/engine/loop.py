@@ -6,6 +6,7 @@ grids, checkpoints, ``results.json``); every rank runs the same loop.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any, Dict, Optional
@@ -13,11 +14,13 @@ from typing import Any, Dict, Optional
 import torch
 from tqdm import tqdm
 
-from torchreid_privacy import atomic, checkpoint, distributed
+from torchreid_privacy import atomic, checkpoint, distributed, kernels
 from torchreid_privacy.evaluation import SETTINGS
 
 from .state import engine_state, resume_run, snapshot
 from .upgrade import selection_score
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -48,6 +51,7 @@ def run_privacy(engine: Any, save_dir: str, max_epoch: int, start_epoch: int = 0
     if engine.writer is None and main:
         engine.writer = SummaryWriter(log_dir=save_dir)
     engine.max_epoch = max_epoch
+    log.info("kernels: %s", ", ".join(f"{op} {b}" for op, b in sorted(kernels.backend_report().items())))
     t0 = time.time()
     val = None
     bar = tqdm(range(start_epoch, max_epoch), desc=f"train [{engine.mode}]", disable=None if main else True,
@@ -83,7 +87,8 @@ def run_privacy(engine: Any, save_dir: str, max_epoch: int, start_epoch: int = 0
     if engine.best_state is not None:
         engine.load_state(engine.best_state, resume=False)
     results: Dict[str, Any] = {"mode": engine.mode, "val": val, "upgrades": engine.upgrades,
-                               "history": engine.history, "train_seconds": round(time.time() - t0, 1)}
+                               "history": engine.history, "train_seconds": round(time.time() - t0, 1),
+                               "kernels": kernels.backend_report()}
     if eval_test:
         results["test"] = {}
         for target in engine.test_targets:
