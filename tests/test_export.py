@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -134,8 +133,23 @@ def test_auto_falls_back_to_torchscript_when_dynamo_misses_the_opset(models, tmp
     path = export_onnx(models["plain"], "reid", str(tmp_path / "r.onnx"), opset=16)
     assert onnx.load(path).opset_import[0].version == 16
     assert OnnxGraph(path).metadata["exporter"].startswith("torchscript")
-    with pytest.raises(ValueError, match="^--opset: .*could not produce opset 16"):
+    with pytest.raises(ValueError, match="^--opset: could not export opset 16 .*dynamo: gave opset 18"):
         export_onnx(models["plain"], "reid", str(tmp_path / "r2.onnx"), opset=16, exporter="dynamo")
+    assert not (tmp_path / "r2.onnx").exists()
+
+
+def test_auto_falls_back_to_torchscript_when_dynamo_fails(models, tmp_path, monkeypatch):
+    def untraceable(*args):
+        raise RuntimeError("torch.export could not trace this backbone")
+
+    monkeypatch.setattr(export_mod, "_export_dynamo", untraceable)
+    x = torch.rand(3, 3, 64, 32)
+    path = export_onnx(models["plain"], "reid", str(tmp_path / "r.onnx"), dynamic_batch=True)
+    graph = OnnxGraph(path, threads=1)
+    assert graph.metadata["exporter"].startswith("torchscript") and graph.fixed_batch is None
+    assert np.abs(graph.run(x.numpy()) - models["plain"].features(x).numpy()).max() < TOL
+    with pytest.raises(RuntimeError, match="could not trace"):
+        export_onnx(models["plain"], "reid", str(tmp_path / "r2.onnx"), exporter="dynamo")
     assert not (tmp_path / "r2.onnx").exists()
 
 
@@ -251,4 +265,7 @@ def test_anonymize_needs_checkpoint_or_onnx(tmp_path, capsys):
     assert main(["anonymize", "--input", str(src), "--output", str(tmp_path / "o"), "--onnx", "x.onnx",
                  "--checkpoint", str(tmp_path / "run")]) == 1
     assert "error: --onnx: give either" in capsys.readouterr().err
+    assert main(["anonymize", "--input", str(src), "--output", str(tmp_path / "o"), "--onnx", "x.onnx",
+                 "--seal-key", str(tmp_path / "k.key")]) == 1
+    assert "error: --seal-key: not supported with --onnx" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

@@ -223,6 +223,6 @@ def test_label_parsing_and_top_k():
     assert parse_labels(["0001_c1s1.jpg", "photo.jpg"]) is None
     d = np.array([[0.3, 0.1, 0.2, 0.1]], np.float32)
     idx, vals = top_k(d, 3)
-    assert idx.tolist() == [[1, 3, 2]] and vals.tolist() == pytest.approx([[0.1, 0.1, 0.2]])
+    assert idx.tolist() == [[1, 3, 2]] and vals[0].tolist() == pytest.approx([0.1, 0.1, 0.2])
     idx, vals = top_k(d, 4, exclude=np.array([[False, True, True, False]]))
     assert idx.tolist() == [[3, 0, -1, -1]] and np.isinf(vals[0, 2:]).all()

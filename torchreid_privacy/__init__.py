@@ -6,6 +6,7 @@ versions (P = G(O)), after Zhang, Ye & Yang, ACM MM 2022. The public API:
 - ``load(checkpoint, key=None, device="cpu") -> PrivacyModel`` (``.anonymize``, ``.recover``, ``.features``);
 - ``ImagePrivacyEngine(datamanager, model, optimizer=..., scheduler=..., privacy={...})``, a torchreid
   engine (``engine.run(save_dir=..., max_epoch=...)``);
+- ``seal(p_bytes, original, name, key)`` / ``unseal(p_bytes, name, key)``: the key holder's exact recovery;
 - ``desensitize(images, name, **params)``; the registries (``DESENSITIZERS``, ``ANONYMIZERS``, ...).
 
 Importing the package registers its backbones (``tiny_reid``, ``resnet50_agw``) and datasets into
@@ -32,6 +33,8 @@ _LAZY = {
     "PrivacyModel": ("torchreid_privacy.inference", "PrivacyModel"),
     "ImagePrivacyEngine": ("torchreid_privacy.plugins.engine", "ImagePrivacyEngine"),
     "PrivacyEngine": ("torchreid_privacy.plugins.engine", "PrivacyEngine"),
+    "seal": ("torchreid_privacy.sealing", "seal"),
+    "unseal": ("torchreid_privacy.sealing", "unseal"),
 }
 
 
@@ -45,5 +48,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'torchreid_privacy' has no attribute {name!r}")
 
 
-__all__ = ["load", "PrivacyModel", "ImagePrivacyEngine", "PrivacyEngine", "desensitize", "DESENSITIZERS",
+__all__ = ["load", "PrivacyModel", "ImagePrivacyEngine", "PrivacyEngine", "seal", "unseal", "desensitize", "DESENSITIZERS",
            "ANONYMIZERS", "DISCRIMINATORS", "ENGINES", "LOSSES"]

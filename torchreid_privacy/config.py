@@ -265,6 +265,16 @@ def check(cfg: Config) -> None:
     for name, w in p.weights.items():
         if w < 0:
             raise ConfigError(f"privacy.weights.{name}: expected >= 0, got {w}")
+    # privacy.recovery keyed and privacy.decoder.keyed say the same thing; keep them in step
+    if p.recovery == "keyed" or (p.recovery == "learned" and p.decoder.keyed):
+        p.recovery, p.decoder.keyed = "keyed", True
+    elif p.recovery == "sealed" and p.decoder.keyed:
+        raise ConfigError("privacy.decoder.keyed: a sealed run trains no decoder (privacy.recovery sealed)")
+    if p.inversion.enabled and p.recovery != "sealed":
+        raise ConfigError("privacy.inversion.enabled: the inversion adversary is for privacy.recovery sealed "
+                          "(a learned decoder needs P to stay invertible)")
+    if p.inversion.weight < 0 or p.inversion.margin < 0:
+        raise ConfigError("privacy.inversion.weight/margin: expected >= 0")
 
 
 def dump_yaml(cfg: Mapping[str, Any]) -> str:

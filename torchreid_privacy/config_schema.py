@@ -93,6 +93,14 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch", "keyed": False,
                 "key_channels": 64},
     "discriminator": {"name": "basic", "ndf": 64, "n_layers": 3},
+    # how the key holder gets O back: "learned" = G_R (the paper), "keyed" = G_R(P, key)
+    # (= decoder.keyed true), "sealed" = the original file travels encrypted with P (anonymize
+    # --seal-key), so no G_R and no D2 are trained
+    "recovery": "learned",
+    # sealed mode: an inversion adversary A (the decoder's architecture) learns O from P.detach()
+    # with L1 each step; G pays weight * relu(margin - L1(A(P), O)) (GAN range), a bounded push
+    # that keeps A's error above margin while the ReID and L1(P, M) terms keep P useful and M-like
+    "inversion": {"enabled": False, "weight": 1.0, "margin": 0.25},
     "gan_mode": "vanilla",  # vanilla | lsgan
     "weights": {"gan": 1.0, "rec_p": 100.0, "rec_r": 100.0, "reid_o": 1.0, "reid_p": 1.0,
                 "center": 0.0005, "wrong_key": 10.0},
@@ -129,6 +137,7 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.gan_mode": ("vanilla", "lsgan"),
     "privacy.kernels": ("auto", "triton", "torch"),
     "privacy.gate_psnr": ("image", "dataset"),
+    "privacy.recovery": ("learned", "keyed", "sealed"),
     "privacy.reid_forward": ("joint", "separate"),
     "train.amp": ("off", "bf16", "fp16"),
     "privacy.generator.norm": ("batch", "instance", "none"),

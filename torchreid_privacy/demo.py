@@ -1,12 +1,15 @@
 """``torchreid-privacy demo``: the main job on the embedded dataset.
 
 Makes the synthetic Market-1501-layout set if missing, trains ``baseline``, ``joint``,
-``progressive`` and ``progressive-keyed`` (progressive with a key-conditioned decoder) with the
-quickstart config (small backbone, small generators, CPU-sized), evaluates each on the test
-split, then attacks the keyed run: a third-party ReID model trained on raw images, and
-recovery attackers trained on N leaked (P, O) pairs. Prints the privacy-utility, attack and
-keyed-recovery tables and writes ``OUTPUT/results.json`` plus O | M | P | R grids under
-``OUTPUT/<mode>/grids``. The demo's secret key is ``OUTPUT/secret.key`` (mode 0600).
+``progressive`` and ``progressive-sealed`` (sealed recovery: no G_R, an inversion adversary
+instead) with the quickstart config (small backbone, small generators, CPU-sized), evaluates
+each on the test split, then attacks the sealed run *and the conventional M*: a third-party
+ReID model trained on raw images (O->P next to O->M), and inversion attackers trained on N
+leaked (P, O) and (M, O) pairs. It checks sealed recovery on the test query folder (exact
+bytes with the key; wrong key and tampering refused), writes the rank-list / t-SNE views of
+the progressive run, prints every table and the wall time of each phase, and writes
+``OUTPUT/results.json``. ``progressive-keyed`` (a key-conditioned decoder) is available with
+``--modes``. The demo's secret key is ``OUTPUT/secret.key`` (mode 0600).
 """
 from __future__ import annotations
 
@@ -21,16 +24,24 @@ from torchreid_privacy.evaluation import SETTINGS
 from torchreid_privacy.report import format_psnr_rows, format_reid_attack, format_table, summarize
 
 QUICKSTART = "quickstart.yaml"
-KEYED = "progressive-keyed"
-MODES = ("baseline", "joint", "progressive", KEYED)
+KEYED, SEALED = "progressive-keyed", "progressive-sealed"
+MODES = ("baseline", "joint", "progressive", SEALED, KEYED)
+DEFAULT_MODES = ("baseline", "joint", "progressive", SEALED)
+MODE_OVERRIDES = {
+    "baseline": ["privacy.mode", "baseline"],
+    "joint": ["privacy.mode", "joint"],
+    "progressive": ["privacy.mode", "progressive"],
+    SEALED: ["privacy.mode", "progressive", "privacy.recovery", "sealed", "privacy.inversion.enabled", "true"],
+    # measured: InstanceNorm keys better than BatchNorm (22.2 vs 20.9 dB right-key O-R)
+    KEYED: ["privacy.mode", "progressive", "privacy.recovery", "keyed", "privacy.decoder.norm", "instance"],
+}
 ATTACK_PAIRS = (16, 64, 256)
-ATTACK_STEPS = 1000
+ATTACK_STEPS = 500
 
 
 def packaged_config(name: str) -> str:
     """Path of a YAML shipped in ``torchreid_privacy.configs`` (the repo's ``configs/``)."""
-    path = resources.files("torchreid_privacy.configs").joinpath(name)
-    return str(path)
+    return str(resources.files("torchreid_privacy.configs").joinpath(name))
 
 
 def _demo_key(output: str) -> bytes:
@@ -47,42 +58,45 @@ def _psnr_ssim(image: Dict[str, Any], pair: str) -> Dict[str, float]:
     return {"psnr": float(image[pair]["psnr"]), "ssim": float(image[pair]["ssim"])}
 
 
-def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] = MODES,
+class _Clock:
+    """Wall time of each phase, printed at the end."""
+
+    def __init__(self) -> None:
+        self.start, self.phases = time.time(), {}
+
+    def run(self, name: str, fn, *args, **kwargs):
+        t0 = time.time()
+        out = fn(*args, **kwargs)
+        self.phases[name] = round(time.time() - t0, 1)
+        return out
+
+    def line(self) -> str:
+        return (f"total {time.time() - self.start:.0f}s: "
+                + ", ".join(f"{name} {t:.0f}s" for name, t in self.phases.items()))
+
+
+def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] = DEFAULT_MODES,
              config_file: Optional[str] = None, overrides: Sequence[str] = (), attacks: bool = True,
-             attack_pairs: Sequence[int] = ATTACK_PAIRS, attack_steps: int = ATTACK_STEPS) -> Dict[str, Any]:
-    """Train every mode, attack the keyed (else progressive) run, print and save the tables."""
-    from torchreid_privacy.builder import build_privacy_engine
+             attack_pairs: Sequence[int] = ATTACK_PAIRS, attack_steps: int = ATTACK_STEPS,
+             views: bool = True) -> Dict[str, Any]:
+    """Train every mode, attack the sealed (else keyed, else progressive) run, print and save the tables."""
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
     for mode in modes:
         if mode not in MODES:
             raise ValueError(f"--modes: unknown mode '{mode}' ({', '.join(MODES)})")
     data_root = data_root or os.path.join(output, "data")
-    t_start = time.time()
+    clock = _Clock()
     os.makedirs(output, exist_ok=True)
-    make_synthetic_market(data_root)
+    dataset_dir = clock.run("data", make_synthetic_market, data_root)
+    key = _demo_key(output) if {KEYED, SEALED} & set(modes) else None
     results: Dict[str, Any] = {}
-    timings: Dict[str, float] = {}
-    key = _demo_key(output) if KEYED in modes else None
     for mode in modes:
-        keyed = mode == KEYED
-        cfg = load_config(config_file or packaged_config(QUICKSTART),
-                          ["data.root", data_root, "data.save_dir", os.path.join(output, mode),
-                           "privacy.enabled", "true", "privacy.mode", "progressive" if keyed else mode,
-                           "privacy.decoder.keyed", str(keyed).lower(),
-                           # measured: InstanceNorm keys better than BatchNorm (22.2 vs 20.9 dB right-key O-R)
-                           *(["privacy.decoder.norm", "instance"] if keyed else []), *overrides])
-        t0 = time.time()
-        engine = build_privacy_engine(cfg)
-        if keyed:
-            engine.set_key(key)
-        res = engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
-                                 print_freq=cfg.train.print_freq)
-        timings[mode] = round(time.time() - t0, 1)
+        res = clock.run(mode, _train, mode, output, data_root, config_file, overrides, key)
         target = next(iter(res["test"]))
         results[mode] = summarize(res["test"][target])
         results[mode]["upgrades"] = len(res["upgrades"])
-        print(f"[{mode}] done in {timings[mode]:.0f}s, upgrades: {len(res['upgrades'])}", flush=True)
+        print(f"[{mode}] done in {clock.phases[mode]:.0f}s, upgrades: {len(res['upgrades'])}", flush=True)
     if KEYED in results:
         image = results[KEYED]["image"]
         results["keyed_recovery"] = {"right_key": _psnr_ssim(image, "O-R"),
@@ -90,56 +104,102 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
                                      "protected": _psnr_ssim(image, "O-P")}
         if "progressive" in results:
             results["keyed_recovery"]["unkeyed"] = _psnr_ssim(results["progressive"]["image"], "O-R")
-    victim = next((m for m in (KEYED, "progressive", "joint") if m in results), None)
+    victim = next((m for m in (SEALED, KEYED, "progressive", "joint") if m in results), None)
     if attacks and victim:
-        t0 = time.time()
-        results["attack"] = _attack(os.path.join(output, victim), key if victim == KEYED else None,
-                                    attack_pairs, attack_steps)
+        results["attack"] = clock.run("attacks", _attack, os.path.join(output, victim),
+                                      key if victim == KEYED else None, attack_pairs, attack_steps)
         results["attack"]["victim"] = victim
-        timings["attacks"] = round(time.time() - t0, 1)
+    if SEALED in results:
+        from torchreid_privacy.attacks.sealed import sealed_check
+        from torchreid_privacy.inference import load
+
+        query = os.path.join(str(dataset_dir), "Market-1501-v15.09.15", "query")
+        work = os.path.join(output, SEALED, f"sealed-check-{int(time.time() * 1000)}")
+        results["sealed"] = clock.run("sealed check", sealed_check, load(os.path.join(output, SEALED)), query,
+                                      work, key)
+    if views and "progressive" in results:
+        results["views"] = clock.run("views", _views, os.path.join(output, "progressive"))
+    results["seconds"] = dict(clock.phases)
     atomic.write_json(os.path.join(output, "results.json"), _json_shape(results))
-    print()
-    print(format_table({m: results[m] for m in modes}))
-    print(f"\nrank-1 in %, PSNR in dB; total {time.time() - t_start:.0f}s "
-          f"({', '.join(f'{m} {t:.0f}s' for m, t in timings.items())})")
-    if "attack" in results:
-        print(f"\nattacks on the {results['attack']['victim']} run:")
-        print(format_reid_attack(results["attack"]["reid"]))
-        rec = results["attack"]["recover"]
-        print()
-        print(format_psnr_rows(f"recovery attack ({rec['steps']} steps)",
-                               {("authorized G_R" if k == "authorized" else f"attacker, {k} leaked pairs"): rec[k]
-                                for k in ["authorized", *map(str, attack_pairs)]}))
-    if "keyed_recovery" in results:
-        print()
-        print(format_psnr_rows("keyed recovery O-R", results["keyed_recovery"]))
-    print(f"results: {os.path.join(output, 'results.json')}; grids: {output}/<mode>/grids/")
+    _print(results, modes, attack_pairs, output)
+    print(f"\nwall time: {clock.line()}")
     return results
+
+
+def _train(mode: str, output: str, data_root: str, config_file: Optional[str], overrides: Sequence[str],
+           key: Optional[bytes]) -> Dict[str, Any]:
+    from torchreid_privacy.builder import build_privacy_engine
+
+    cfg = load_config(config_file or packaged_config(QUICKSTART),
+                      ["data.root", data_root, "data.save_dir", os.path.join(output, mode), "privacy.enabled", "true",
+                       *MODE_OVERRIDES[mode], *overrides])
+    engine = build_privacy_engine(cfg)
+    if engine.keyed:
+        engine.set_key(key)
+    return engine.run_privacy(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch,
+                              print_freq=cfg.train.print_freq)
 
 
 def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int) -> Dict[str, Any]:
     from torchreid_privacy.attacks import recovery_attack, reid_attack
 
     reid = reid_attack(None, run, os.path.join(run, "attack-reid"), key=key)
-    print(f"[attack reid] O->O {100 * reid['O->O']['R1']:.1f}, O->P {100 * reid['O->P']['R1']:.1f}", flush=True)
+    print(f"[attack reid] O->O {100 * reid['O->O']['R1']:.1f}, O->P {100 * reid['O->P']['R1']:.1f}, "
+          f"O->M {100 * reid['O->M']['R1']:.1f}", flush=True)
     recover = recovery_attack(run, pairs, steps=steps, key=key)
-    print(f"[attack recover] authorized {recover['authorized']['psnr']:.2f} dB, best attacker "
-          f"{recover['authorized']['psnr'] - recover['margin_db']:.2f} dB", flush=True)
+    print(f"[attack recover] best attacker on P {max(recover[str(n)]['psnr'] for n in pairs):.2f} dB, "
+          f"on M {max(recover['M'][str(n)]['psnr'] for n in pairs):.2f} dB", flush=True)
     return {"reid": reid, "recover": recover}
 
 
+def _views(run: str) -> Dict[str, str]:
+    """Rank lists of the four settings, the t-SNE and the O | M | P | R grid of a run."""
+    from torchreid_privacy.visualize import write_views
+
+    return {k: str(v) for k, v in write_views(run, os.path.join(run, "views")).items()}
+
+
+def _print(results: Dict[str, Any], modes: Sequence[str], attack_pairs: Sequence[int], output: str) -> None:
+    print()
+    print(format_table({m: results[m] for m in modes}))
+    print("\nrank-1 in %, PSNR in dB (test split; weights selected on the validation split)")
+    if "attack" in results:
+        attack = results["attack"]
+        print(f"\nattacks on the {attack['victim']} run and on the conventional M:")
+        print(format_reid_attack(attack["reid"]))
+        rec = attack["recover"]
+        rows = {"key holder" + (" (sealed: exact bytes)" if rec["authorized"].get("exact") else " (G_R)"):
+                rec["authorized"], "P itself (no attack)": rec["protected"], "M itself (no attack)": rec["conventional"]}
+        for n in attack_pairs:
+            rows[f"attacker on P, {n} pairs"] = rec[str(n)]
+            rows[f"attacker on M, {n} pairs"] = rec["M"][str(n)]
+        print()
+        print(format_psnr_rows(f"inversion attack ({rec['steps']} steps)", rows))
+    if "sealed" in results:
+        s = results["sealed"]
+        print(f"\nsealed recovery on {s['files']} test images: exact {s['exact']}, wrong key refused "
+              f"{s['wrong_key_rejected']}, tampering refused {s['tamper_rejected']}, "
+              f"payload {s['overhead_bytes_mean']:.0f} bytes per image")
+    if "keyed_recovery" in results:
+        print()
+        print(format_psnr_rows("keyed recovery O-R", results["keyed_recovery"]))
+    if "views" in results:
+        print("\nviews of the progressive run: " + ", ".join(results["views"].values()))
+    print(f"results: {os.path.join(output, 'results.json')}; grids: {output}/<mode>/grids/")
+
+
 def _json_shape(results: Dict[str, Any]) -> Dict[str, Any]:
-    """results.json: per mode as before; ``attack`` and ``keyed`` in the documented shape."""
+    """results.json: per mode; ``attack`` (reid incl. O->M, recover for P and M), ``sealed``, ``keyed``."""
     out = {k: v for k, v in results.items() if k not in ("attack", "keyed_recovery")}
     if "attack" in results:
         reid, rec = results["attack"]["reid"], results["attack"]["recover"]
+        pick = lambda d: {k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in d.items()  # noqa: E731
+                          if isinstance(v, dict) and "psnr" in v}
         out["attack"] = {
             "victim": results["attack"]["victim"],
-            "reid": {s: reid[s] for s in SETTINGS},
-            "recover": {k: {"psnr": v["psnr"], "ssim": v["ssim"]} for k, v in rec.items()
-                        if isinstance(v, dict) and "psnr" in v and k != "protected"},
+            "reid": {s: reid[s] for s in (*SETTINGS, "O->M")},
+            "recover": {**pick(rec), "M": pick(rec["M"]), "steps": rec["steps"], "vs_m_db": rec["vs_m_db"]},
         }
-        out["attack"]["recover"]["steps"] = rec["steps"]
     if "keyed_recovery" in results:
         out["keyed"] = results["keyed_recovery"]
     return out

@@ -23,8 +23,9 @@ anonymizer graph is the conventional desensitizer when that is deterministic and
 The file carries its facts in ONNX ``metadata_props`` (``what``, ``height``, ``width``,
 ``keyed``, ``key_channels``, ``batch``, ``producer``, ...), so ``anonymize --onnx`` needs no
 checkpoint. Export uses torch's dynamo exporter (``torch.export``, the default of
-``torch.onnx.export``); ``dynamo=False`` selects the legacy TorchScript exporter for backbones
-that ``torch.export`` cannot trace.
+``torch.onnx.export``, opset 18 natively); the legacy TorchScript exporter takes over when dynamo
+fails or cannot convert to a requested older opset (``exporter=`` forces either; the file's
+``exporter`` metadata says which one wrote it).
 
 Example::
 
@@ -52,6 +53,7 @@ from torchreid_privacy.inference import PrivacyModel
 log = logging.getLogger(__name__)
 
 WHATS = ("anonymizer", "decoder", "reid")
+EXPORTERS = ("auto", "dynamo", "torchscript")  # auto: dynamo, the legacy TorchScript exporter where it fails
 DEFAULT_OPSET = 18  # the dynamo exporter's own opset: lower ones go through a version converter
 TRACEABLE_DESENSITIZERS = ("mosaic",)  # deterministic and shape-static: a baseline's anonymizer graph
 _EXAMPLE_BATCH = {True: 2, False: 1}  # a dynamic batch needs an example of >= 2 (1 is specialized)
@@ -136,7 +138,8 @@ def build_graph(model: PrivacyModel, what: str) -> Tuple[nn.Module, List[str], s
                              f"{', '.join(TRACEABLE_DESENSITIZERS)} can); export --what reid instead")
     elif what == "decoder":
         if model.decoder is None:
-            raise ValueError("--what decoder: this run has no recovery decoder (trained in baseline mode)")
+            raise ValueError("--what decoder: this run has no recovery decoder (baseline mode, or sealed recovery, "
+                             "which is cryptographic: nothing to export)")
         if model.keyed:
             graph = KeyedDecoderGraph(copy.deepcopy(model.decoder), model.key_channels)
             inputs, output = ["anonymized", "key_code"], "recovered"
@@ -201,19 +204,16 @@ def _check_opset(opset: int) -> int:
     return opset
 
 
-EXPORTERS = ("auto", "dynamo", "torchscript")
-
-
 def export_onnx(model: PrivacyModel, what: str, output: str, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = False, exporter: str = "auto") -> str:
     """Write the ONNX graph ``what`` (anonymizer | decoder | reid) of ``model`` to ``output``.
 
     The batch dimension is 1 unless ``dynamic_batch``. ``exporter``: ``dynamo`` (torch.export,
     torch's default), ``torchscript`` (the legacy exporter), or ``auto``: dynamo, and the legacy
-    exporter when dynamo cannot reach an ``opset`` below its own (its version converter fails on
-    some ops). ``output`` must not exist (it is never overwritten); it appears whole or not at
-    all. Raises ``ValueError`` naming ``--what``, ``--opset`` or ``--output`` for bad requests.
-    Returns ``output``.
+    exporter when dynamo fails (a backbone torch.export cannot trace) or cannot reach an ``opset``
+    below its own (its version converter fails on some ops). ``output`` must not exist (it is
+    never overwritten); it appears whole or not at all. Raises ``ValueError`` naming ``--what`` or
+    ``--opset``, ``FileExistsError`` naming ``--output``. Returns ``output``.
     """
     import onnx
 
@@ -224,20 +224,32 @@ def export_onnx(model: PrivacyModel, what: str, output: str, opset: int = DEFAUL
     if os.path.lexists(output):
         raise FileExistsError(f"--output: {output} already exists; export never overwrites a file")
     args = example_inputs(model, what, _EXAMPLE_BATCH[bool(dynamic_batch)])
-    tries = {"auto": ["dynamo"] + (["torchscript"] if opset < DEFAULT_OPSET else []),
-             "dynamo": ["dynamo"], "torchscript": ["torchscript"]}[exporter]
-    got = None
+    tries = {"auto": ["dynamo", "torchscript"], "dynamo": ["dynamo"], "torchscript": ["torchscript"]}[exporter]
+    missed: Dict[str, object] = {}  # exporter -> the opset it gave instead, or its exception
     with _torch_kernels(), _quiet_exporter(), torch.no_grad():
         for used in tries:
+            if exporter == "auto" and used == "torchscript" and opset >= DEFAULT_OPSET and \
+                    not isinstance(missed.get("dynamo"), Exception):
+                continue  # dynamo ran: the legacy exporter adds nothing at or above dynamo's own opset
             export = _export_dynamo if used == "dynamo" else _export_legacy
-            proto = export(graph, args, inputs, out_name, opset, dynamic_batch)
+            try:
+                proto = export(graph, args, inputs, out_name, opset, dynamic_batch)
+            except Exception as exc:  # auto: a backbone torch.export cannot trace gets the legacy exporter
+                missed[used] = exc
+                log.warning("the %s exporter failed: %s", used, _first_line(exc))
+                continue
             got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
             if got == opset:
                 break
+            missed[used] = got
             log.info("the %s exporter gave opset %s instead of %d", used, got, opset)
         else:
-            raise ValueError(f"--opset: the exporter could not produce opset {opset} for this model (it gave "
-                             f"{got}); use {DEFAULT_OPSET} or higher")
+            if all(isinstance(v, Exception) for v in missed.values()):
+                raise next(iter(missed.values()))
+            said = "; ".join(f"{k}: {_first_line(v) if isinstance(v, Exception) else f'gave opset {v}'}"
+                             for k, v in missed.items())
+            raise ValueError(f"--opset: could not export opset {opset} for this model ({said}); "
+                             f"use {DEFAULT_OPSET}")
     onnx.helper.set_model_props(proto, metadata(model, what, dynamic_batch, used))
     onnx.checker.check_model(proto)
     try:
@@ -273,6 +285,11 @@ def _export_legacy(graph: nn.Module, args: Tuple[torch.Tensor, ...], inputs: Lis
     torch.onnx.export(graph, args, buf, input_names=inputs, output_names=[output], opset_version=opset,
                       dynamo=False, dynamic_axes=axes)
     return onnx.load_from_string(buf.getvalue())
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _forward_params(graph: nn.Module) -> Iterator[str]:

@@ -7,7 +7,7 @@ Unreadable images are skipped, counted and logged; grayscale/RGBA/16-bit inputs 
 converted to 8-bit RGB.
 
 Sealed mode (``process_folder(..., seal_key=key)``): each P also carries its input file's exact
-bytes, encrypted and bound to P (``torchreid_privacy.seal``): inside P for PNG/JPEG, in a sidecar
+bytes, encrypted and bound to P (``torchreid_privacy.sealing``): inside P for PNG/JPEG, in a sidecar
 ``NAME.sealed`` beside P otherwise. ``unseal_folder`` gives the key holder the originals back
 byte for byte, under their original file names, in P's relative folders.
 """
@@ -25,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.atomic import write_new
-from torchreid_privacy.seal import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
+from torchreid_privacy.sealing import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
                                     unseal_record)
 
 log = logging.getLogger(__name__)
@@ -241,3 +241,16 @@ def unseal_folder(inp: str, out: str, key: bytes, desc: str = "unseal") -> Unsea
             continue
         report.restored += 1
     return report
+
+
+def sealed_images(inp: str) -> List[str]:
+    """Relative names of the images under ``inp`` that carry a sealed payload (embedded or sidecar)."""
+    src = Path(inp)
+    found = []
+    for f in list_images(src):
+        try:
+            if is_sealed(f.read_bytes(), sidecar_path(f).is_file()):
+                found.append(f.relative_to(src).as_posix())
+        except OSError:
+            continue  # unreadable: process_folder counts and reports it
+    return found

@@ -123,7 +123,8 @@ class PrivacyModel(nn.Module):
         """R in [0,1] from P in [0,1]: G_R(P), or G_R(P, key) when keyed. With
         ``wrong_key_generator`` a keyed decoder gets random wrong keys instead (what a thief sees)."""
         if self.decoder is None:
-            raise ValueError("--checkpoint: this run has no recovery decoder (trained in baseline mode)")
+            raise ValueError("--checkpoint: this run has no recovery decoder (baseline mode, or sealed recovery: "
+                             "recover sealed images with --key-file)")
         p = to_gan(p01)
         if not self.keyed:
             return from_gan(self.decoder(p))
@@ -205,10 +206,13 @@ def model_from_checkpoint(ckpt: Dict[str, Any], cfg: Config, path: str) -> Priva
     checkpoint.load_state(reid, nets["model"], f"{path} [model]")
     generator = decoder = None
     if ckpt.get("mode", cfg.privacy.mode) != "baseline":
-        for name in ("generator", "decoder"):
+        sealed = cfg.privacy.recovery == "sealed"  # recovery is cryptographic: no G_R
+        for name in ("generator",) if sealed else ("generator", "decoder"):
             if name not in nets:
                 raise CheckpointError(f"{path}: checkpoint lacks network '{name}'")
-        generator, decoder = build_generator(cfg), build_decoder(cfg)
+        generator = build_generator(cfg)
         checkpoint.load_state(generator, nets["generator"], f"{path} [generator]")
-        checkpoint.load_state(decoder, nets["decoder"], f"{path} [decoder]")
+        if not sealed:
+            decoder = build_decoder(cfg)
+            checkpoint.load_state(decoder, nets["decoder"], f"{path} [decoder]")
     return model_from_config(cfg, reid, generator, decoder)

@@ -54,12 +54,27 @@ def build_discriminator(cfg: Config) -> torch.nn.Module:
     return DISCRIMINATORS.get(d.name)(ndf=d.ndf, n_layers=d.n_layers)
 
 
+def build_inverter(cfg: Config) -> torch.nn.Module:
+    """The inversion adversary A of a sealed run: the decoder's architecture on P alone."""
+    d = cfg.privacy.decoder
+    net = ANONYMIZERS.get(d.name)(ngf=d.ngf, num_downs=d.num_downs, norm=d.norm)
+    check_fits(net, cfg.data.height, cfg.data.width, "privacy.decoder.num_downs")
+    return net
+
+
 def build_privacy_nets(cfg: Config) -> Dict[str, torch.nn.Module]:
-    """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2."""
+    """G, G_R (pix2pix generators) and the two conditional PatchGANs D1, D2; a sealed run has no
+    G_R and no D2 (recovery is cryptographic) and, with ``privacy.inversion``, the adversary A."""
     # construction order = RNG order: G first, so a seed gives the same weights as always
-    nets = {"generator": build_generator(cfg), "decoder": build_decoder(cfg)}
-    for name in ("disc_op", "disc_pr"):
-        nets[name] = build_discriminator(cfg)
+    sealed = cfg.privacy.recovery == "sealed"
+    nets = {"generator": build_generator(cfg)}
+    if not sealed:
+        nets["decoder"] = build_decoder(cfg)
+    nets["disc_op"] = build_discriminator(cfg)
+    if not sealed:
+        nets["disc_pr"] = build_discriminator(cfg)
+    elif cfg.privacy.inversion.enabled:
+        nets["inverter"] = build_inverter(cfg)
     return nets
 
 

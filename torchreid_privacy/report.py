@@ -38,11 +38,11 @@ def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
 
 def format_reid_attack(reid: Dict[str, Any]) -> str:
     """The third-party model's rank-1/mAP per setting."""
-    body = [[s, f"{100 * reid[s]['R1']:.1f}", f"{100 * reid[s]['mAP']:.1f}"] for s in SETTINGS if s in reid]
+    body = [[s, f"{100 * reid[s]['R1']:.1f}", f"{100 * reid[s]['mAP']:.1f}"] for s in (*SETTINGS, "O->M") if s in reid]
     return _table(["third-party ReID (raw-trained)", "rank-1", "mAP"], body)
 
 
 def format_psnr_rows(title: str, rows: Dict[str, Dict[str, float]]) -> str:
-    """``name -> {psnr, ssim}`` rows (recovery attack, keyed recovery)."""
-    return _table([title, "PSNR", "SSIM"], [[name, f"{m['psnr']:.2f}", f"{m['ssim']:.3f}"]
-                                          for name, m in rows.items()])
+    """``name -> {psnr, ssim}`` rows (recovery attack, keyed recovery); PSNR None = exact (infinite)."""
+    return _table([title, "PSNR", "SSIM"], [[name, "exact" if m["psnr"] is None else f"{m['psnr']:.2f}",
+                                           f"{m['ssim']:.3f}"] for name, m in rows.items()])

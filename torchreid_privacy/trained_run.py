@@ -14,6 +14,7 @@ import torch
 from torchreid_privacy import bridge, checkpoint, kernels
 from torchreid_privacy.builder import build_datamanager
 from torchreid_privacy.config import Config, use_gpu
+from torchreid_privacy.evaluation import SETTINGS
 from torchreid_privacy.inference import PrivacyModel, checkpoint_config, model_from_checkpoint
 from torchreid_privacy.plugins.engine import Evaluator
 from torchreid_privacy.plugins.engine.evaluator import parse_eval_batch
@@ -52,10 +53,14 @@ class TrainedRun:
     def device(self) -> torch.device:
         return self.model.device
 
-    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "test") -> Dict[str, Any]:
-        """Four-setting ranks and O-M/O-P/O-R metrics on ``target`` (as the run's final test)."""
+    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "test",
+                 settings: Sequence[str] = SETTINGS) -> Dict[str, Any]:
+        """Four-setting ranks and O-M/O-P/O-R metrics on ``target`` (as the run's final test);
+        ``settings`` may add e.g. ``"O->M"`` (gallery of conventionally desensitized images)."""
         self.model.eval()
-        return self.evaluator(self.datamanager.test_loader[target], grid_path, desc=f"{desc} {target}")
+        evaluator = self.evaluator if tuple(settings) == SETTINGS else Evaluator(
+            self.model, self.config.privacy.eval_seed, self.config.privacy.grid_images, settings=settings)
+        return evaluator(self.datamanager.test_loader[target], grid_path, desc=f"{desc} {target}")
 
     @torch.no_grad()
     def images01(self, paths: Sequence[str], batch_size: int = 64) -> torch.Tensor:

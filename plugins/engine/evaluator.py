@@ -7,13 +7,13 @@ same ranks and PSNR/SSIM (and takes the same upgrade decision).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 from tqdm import tqdm
 
 from torchreid_privacy import distributed
-from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_settings
+from torchreid_privacy.evaluation import SETTINGS, ImageMetricAccumulator, evaluate_settings
 from torchreid_privacy.images import save_grid
 from torchreid_privacy.inference import PrivacyModel
 
@@ -34,8 +34,9 @@ class Evaluator:
     """
 
     def __init__(self, model: PrivacyModel, eval_seed: int = 0, grid_images: int = 8,
-                 parse: Callable[[Any], tuple] = parse_eval_batch) -> None:
+                 parse: Callable[[Any], tuple] = parse_eval_batch, settings: Sequence[str] = SETTINGS) -> None:
         self.model, self.eval_seed, self.grid_images, self.parse = model, eval_seed, grid_images, parse
+        self.settings = tuple(settings)  # e.g. SETTINGS + ("O->M",): M is embedded only when named
 
     @torch.no_grad()
     def __call__(self, loaders: Mapping[str, Any], grid_path: Optional[str] = None,
@@ -50,8 +51,9 @@ class Evaluator:
         ids: Dict[str, Dict[str, torch.Tensor]] = {}
         grid = None
         main = distributed.is_main()
+        with_m = any("M" in s.split("->") for s in self.settings)
         for split in ("query", "gallery"):
-            fo, fp, pids, camids = [], [], [], []
+            fo, fp, fm, pids, camids = [], [], [], [], []
             for data in tqdm(distributed.shard_loader(loaders[split]), desc=f"{desc}/{split}", leave=False,
                              disable=None if main else True, dynamic_ncols=True):
                 imgs, pid, camid = self.parse(data)
@@ -69,19 +71,22 @@ class Evaluator:
                     acc["O-R wrong key"].update(o01, model.recover(p01, wrong_key_generator=gen))
                 fo.append(model.embed(imgs).cpu())
                 fp.append(model.embed(model.normalize(p01)).cpu())
+                if with_m:
+                    fm.append(model.embed(model.normalize(m01)).cpu())
                 pids.append(torch.as_tensor(pid))
                 camids.append(torch.as_tensor(camid))
                 if grid is None and grid_path and main:
                     cols = [o01, m01, p01] + ([r01] if r01 is not None else [])
                     grid = [c[: self.grid_images] for c in cols]
-            local = [torch.cat(fo), torch.cat(fp), torch.cat(pids), torch.cat(camids)]
+            local = [torch.cat(pids), torch.cat(camids), torch.cat(fo), torch.cat(fp)] + ([torch.cat(fm)] if with_m else [])
             gathered = [distributed.unshard(list(col)) for col in zip(*distributed.gather_objects(local))]
-            feats[split] = {"O": gathered[0], "P": gathered[1]}
-            ids[split] = {"pids": gathered[2], "camids": gathered[3]}
+            ids[split] = {"pids": gathered[0], "camids": gathered[1]}
+            feats[split] = dict(zip("OPM", gathered[2:]))
         for name, merged in zip(acc, zip(*distributed.gather_objects(list(acc.values())))):
             acc[name] = ImageMetricAccumulator.merged(merged)
         if grid is not None:
             save_grid(grid_path, grid)
         rank = evaluate_settings(feats, q_pids=ids["query"]["pids"], g_pids=ids["gallery"]["pids"],
-                                 q_camids=ids["query"]["camids"], g_camids=ids["gallery"]["camids"])
+                                 q_camids=ids["query"]["camids"], g_camids=ids["gallery"]["camids"],
+                                 settings=self.settings)
         return {"rank": rank, "image": {k: v.result() for k, v in acc.items() if v.count}}

@@ -68,16 +68,20 @@ def train_attacker(net: nn.Module, p01: torch.Tensor, o01: torch.Tensor, steps: 
 
 
 @torch.no_grad()
-def evaluate_attackers(run: TrainedRun, nets: dict[str, nn.Module], target: str) -> dict[str, dict[str, float]]:
-    """PSNR/SSIM(O, net(P)) of every attacker over ``target``'s query+gallery, in one pass:
-    each test image is read and anonymized (as ``evaluate`` does) once for all attackers."""
+def evaluate_attackers(run: TrainedRun, nets: dict[Any, nn.Module], target: str,
+                       seed: int = 0) -> dict[Any, dict[str, float]]:
+    """PSNR/SSIM(O, net(X)) of every attacker over ``target``'s query+gallery, in one pass: each test
+    image is read, anonymized (X = P) and desensitized (X = M, seeded) once for all attackers. A key
+    ``("M", n)`` marks an attacker of M; any other key attacks P."""
     accs = {name: ImageMetricAccumulator() for name in nets}
     for net in nets.values():
         net.eval()
+    gen = torch.Generator(device=run.device).manual_seed(seed)
     for o01 in run.eval_batches01(target):
-        p = to_gan(run.model.anonymize(o01))
+        x = {"P": to_gan(run.model.anonymize(o01)), "M": to_gan(run.model.conventional(o01, gen))}
         for name, net in nets.items():
-            accs[name].update(o01, from_gan(net(p)))
+            source = name[0] if isinstance(name, tuple) else "P"
+            accs[name].update(o01, from_gan(net(x[source])))
     return {name: acc.result() for name, acc in accs.items()}
 
 
@@ -87,43 +91,61 @@ def evaluate_attacker(run: TrainedRun, net: nn.Module, target: str) -> dict[str,
 
 
 @torch.no_grad()
-def leaked_pairs(run: TrainedRun, n: int, seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, O) in [0,1] for the first ``n`` training images of a seeded permutation."""
+def leaked_pairs(run: TrainedRun, n: int, seed: int, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, M, O) in [0,1] for the first ``n`` training images of a seeded permutation."""
     items = run.train_items()
     if n > len(items):
         raise ValueError(f"--pairs: {n} pairs asked, but the training set has only {len(items)} images")
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n].tolist()
     o01 = run.images01([items[i][0] for i in order], batch_size)
-    p01 = torch.cat([run.model.anonymize(o01[i:i + batch_size]) for i in range(0, n, batch_size)])
-    return p01, o01
+    gen = torch.Generator(device=run.device).manual_seed(seed)
+    chunks = [o01[i:i + batch_size] for i in range(0, n, batch_size)]
+    p01 = torch.cat([run.model.anonymize(c) for c in chunks])
+    m01 = torch.cat([run.model.conventional(c, gen) for c in chunks])
+    return p01, m01, o01
 
 
 def recovery_attack(checkpoint_path: str, pairs: Sequence[int], steps: int = 2000, batch_size: int = 16,
                     seed: int = 0, key: Any = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """PSNR/SSIM of an attacker trained on N leaked pairs, for each N in ``pairs``, vs G_R.
+    """PSNR/SSIM of an attacker trained on N leaked (P, O) pairs, for each N in ``pairs``, next to
+    the key holder's recovery and to the same attacker trained on (M, O) pairs (the conventional
+    desensitizer, the privacy yardstick).
 
-    Larger N includes the pairs of smaller N; every attacker starts from the same seeded
-    weights. ``margin_db`` = authorized PSNR - best attacker PSNR.
+    Larger N includes the pairs of smaller N; every attacker starts from the same seeded weights.
+    Results: ``"16"``... for P, ``"M": {"16": ...}`` for M, ``margin_db`` = authorized PSNR - best
+    P attacker (None for sealed runs, whose key holder recovers the exact file), ``vs_m_db`` = best
+    P attacker - best M attacker (<= 1 dB: P no easier to invert than M).
     """
     counts = check_pairs(pairs)
     steps = _positive_int("--steps", steps)
     batch_size = _positive_int("--batch-size", batch_size)
-    run = TrainedRun.open(checkpoint_path, overrides, key=key, need=("generator", "decoder"))
+    run = TrainedRun.open(checkpoint_path, overrides, key=key, need=("generator",))
     if run.model.keyed and not run.model.has_key:
         raise ValueError("--key-file: the run's decoder is keyed; the authorized decoder's numbers need its key")
+    sealed = run.model.decoder is None
     target = run.test_targets[0]
     res = run.evaluate(target, grid_path=None, desc="authorized")
-    out: dict[str, Any] = {"authorized": {k: float(res["image"]["O-R"][k]) for k in ("psnr", "ssim")},
-                           "protected": {k: float(res["image"]["O-P"][k]) for k in ("psnr", "ssim")}}
-    p01, o01 = leaked_pairs(run, max(counts), seed)
+    image = res["image"]
+    out: dict[str, Any] = {"protected": {k: float(image["O-P"][k]) for k in ("psnr", "ssim")},
+                           "conventional": {k: float(image["O-M"][k]) for k in ("psnr", "ssim")},
+                           "authorized": ({"psnr": None, "ssim": 1.0, "exact": True} if sealed else
+                                          {k: float(image["O-R"][k]) for k in ("psnr", "ssim")}),
+                           "M": {}}
+    p01, m01, o01 = leaked_pairs(run, max(counts), seed)
     nets, w = {}, min(_LOSS_WINDOW, steps)
-    for n in counts:
-        net = build_attacker(run.config, seed).to(run.device)
-        nets[str(n)], losses = train_attacker(net, p01[:n], o01[:n], steps, batch_size, seed)
-        out[str(n)] = {"steps": steps, "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
-    for name, m in evaluate_attackers(run, nets, target).items():
-        out[name].update({"psnr": m["psnr"], "ssim": m["ssim"]})
-    best = max(out[str(n)]["psnr"] for n in counts)
-    out.update({"test_images": int(res["image"]["O-R"]["count"]), "steps": steps,
-                "margin_db": out["authorized"]["psnr"] - best, "target": target, "checkpoint": run.path})
+    for source, x01 in (("P", p01), ("M", m01)):
+        for n in counts:
+            net = build_attacker(run.config, seed).to(run.device)
+            key_ = str(n) if source == "P" else ("M", str(n))
+            nets[key_], losses = train_attacker(net, x01[:n], o01[:n], steps, batch_size, seed)
+            row = {"steps": steps, "train_l1_start": sum(losses[:w]) / w, "train_l1": sum(losses[-w:]) / w}
+            (out if source == "P" else out["M"])[str(n)] = row
+    for name, m in evaluate_attackers(run, nets, target, seed).items():
+        row = out["M"][name[1]] if isinstance(name, tuple) else out[name]
+        row.update({"psnr": m["psnr"], "ssim": m["ssim"]})
+    best_p = max(out[str(n)]["psnr"] for n in counts)
+    best_m = max(out["M"][str(n)]["psnr"] for n in counts)
+    out.update({"test_images": int(image["O-P"]["count"]), "steps": steps,
+                "margin_db": None if sealed else out["authorized"]["psnr"] - best_p, "vs_m_db": best_p - best_m,
+                "target": target, "checkpoint": run.path})
     return out

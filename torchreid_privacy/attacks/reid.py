@@ -16,6 +16,9 @@ from torchreid_privacy.config import Config, engine_run_kwargs, load_config, to_
 from torchreid_privacy.evaluation import SETTINGS
 from torchreid_privacy.trained_run import TrainedRun
 
+# O->M: the yardstick, a gallery protected by the conventional desensitizer only
+ATTACK_SETTINGS = SETTINGS + ("O->M",)
+
 
 def third_party_config(cfg: Config, save_dir: str, max_epoch: int | None = None) -> Config:
     """``cfg`` as a plain torchreid triplet run on raw images (no privacy), saving under ``save_dir``."""
@@ -45,7 +48,7 @@ def train_third_party(tp: Config) -> str:
 
 def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: Any | None = None,
                 max_epoch: int | None = None) -> dict[str, Any]:
-    """Rank-1/mAP of a raw-image third-party model in O->O, O->P, P->O, P->P (fractions).
+    """Rank-1/mAP of a raw-image third-party model in O->O, O->P, P->O, P->P and O->M (fractions).
 
     ``cfg``: the third party's config (None: the checkpoint's own); its ``data.sources`` are
     trained on in full (all train identities), ``max_epoch`` overrides ``train.max_epoch``.
@@ -64,9 +67,9 @@ def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: An
     # the classifier is sized for another number of identities and is skipped; features are what count
     load_backbone_weights(run.model.reid, weights_path, what="third-party model")
     target = run.test_targets[0]
-    res = run.evaluate(target, grid_path=None, desc="reid attack")
+    res = run.evaluate(target, grid_path=None, desc="reid attack", settings=ATTACK_SETTINGS)
     out: dict[str, Any] = {s: {"R1": float(res["rank"][s]["R1"]), "mAP": float(res["rank"][s]["mAP"])}
-                           for s in SETTINGS}
+                           for s in ATTACK_SETTINGS}
     out.update({"model": tp.model.name, "epochs": tp.train.max_epoch, "train_seconds": round(seconds, 1),
                 "target": target, "checkpoint": run.path, "weights": weights_path})
     return out

@@ -12,14 +12,18 @@ def add_parsers(sub) -> None:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--input", required=True, help="folder of images (never written to)")
         p.add_argument("--output", required=True, help="output folder (same file names; existing files kept)")
-        p.add_argument("--checkpoint", required=name == "recover", help="checkpoint file or run directory")
+        p.add_argument("--checkpoint", help="checkpoint file or run directory" + (
+            "" if name == "anonymize" else "; not needed for sealed images (--key-file unseals them exactly)"))
         if name == "anonymize":
+            p.add_argument("--seal-key", metavar="KEYFILE",
+                           help="seal each input file's exact bytes into its P (AES-GCM under this key file, "
+                                "made by keygen), so the key holder recovers the original exactly")
             p.add_argument("--onnx", metavar="FILE.onnx", help="run this exported anonymizer with onnxruntime "
                                                                "instead of a checkpoint (no torch model loaded)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", default=default_device())
         if name == "recover":
-            add_key_arg(p, "required when the checkpoint's decoder is keyed")
+            add_key_arg(p, "unseals sealed images exactly; required when the checkpoint's decoder is keyed")
         p.set_defaults(func=anonymize if name == "anonymize" else recover)
 
     p = sub.add_parser("keygen", help="write a new secret key file (mode 0600, never overwrites)")
@@ -42,9 +46,17 @@ def anonymize(args: argparse.Namespace) -> int:
     _check(args)
     if args.onnx or not args.checkpoint:
         return _anonymize_onnx(args)
+    seal_key = None
+    if args.seal_key:
+        from torchreid_privacy.keys import read_key_file
+
+        seal_key = read_key_file(args.seal_key, flag="--seal-key")  # before loading anything
     model = load(args.checkpoint, device=args.device)
+    if model.generator is None:
+        raise ValueError(f"--checkpoint: {args.checkpoint} lacks generator (trained in baseline mode, "
+                         "whose P is the conventional desensitizer: use torchreid_privacy.desensitize)")
     report = process_folder(args.input, args.output, model.anonymize, height=model.height, width=model.width,
-                            batch_size=args.batch_size, device=args.device, desc="anonymize")
+                            batch_size=args.batch_size, device=args.device, desc="anonymize", seal_key=seal_key)
     print(report.line())
     return 0
 
@@ -55,6 +67,8 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint: required (or --onnx FILE.onnx for an exported anonymizer)")
     if args.checkpoint:
         raise ValueError("--onnx: give either --onnx or --checkpoint, not both")
+    if getattr(args, "seal_key", None):  # never write unsealed P when sealing was asked for
+        raise ValueError("--seal-key: not supported with --onnx yet; use --checkpoint")
     from torchreid_privacy.onnx_folder import anonymize_folder_onnx
     from torchreid_privacy.onnx_runtime import OnnxAnonymizer, providers_for
 
@@ -64,20 +78,59 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
 
 
 def recover(args: argparse.Namespace) -> int:
+    """Sealed images are unsealed with --key-file (exact bytes); the rest go through G_R."""
     from torchreid_privacy.folder import process_folder
-    from torchreid_privacy.inference import load
 
     _check(args)
+    only = None
+    if args.key_file:
+        report = _unseal(args)
+        if not report.unsealed:
+            return 0 if report.ok else 1
+        if not args.checkpoint:
+            raise ValueError(f"--checkpoint: {len(report.unsealed)} image(s) are not sealed (e.g. "
+                             f"{report.unsealed[0]}); recovering them needs the run's decoder")
+        only = report.unsealed
+    else:
+        from torchreid_privacy.folder import sealed_images
+
+        sealed = sealed_images(args.input)
+        if sealed:
+            raise ValueError(f"--key-file: {len(sealed)} image(s) are sealed (e.g. {sealed[0]}); give the key file "
+                             "to recover their originals exactly")
+        if not args.checkpoint:
+            raise ValueError("--checkpoint: required (or --key-file KEYFILE for sealed images)")
+    model = _decoder_model(args)
+    folder = process_folder(args.input, args.output, model.recover, height=model.height, width=model.width,
+                            batch_size=args.batch_size, device=args.device, desc="recover", only=only)
+    print(folder.line())
+    return 0 if only is None or report.ok else 1
+
+
+def _unseal(args: argparse.Namespace):
+    import sys
+
+    from torchreid_privacy.folder import unseal_folder
+    from torchreid_privacy.keys import read_key_file
+
+    report = unseal_folder(args.input, args.output, read_key_file(args.key_file))
+    for _, message in report.failed:
+        print(f"torchreid-privacy: {message}", file=sys.stderr)
+    print(report.line())
+    return report
+
+
+def _decoder_model(args: argparse.Namespace):
+    """The run's PrivacyModel with its (keyed) decoder ready."""
+    from torchreid_privacy.inference import load
+
     model = load(args.checkpoint, device=args.device)
     if model.decoder is None:
-        raise ValueError(f"--checkpoint: {args.checkpoint} has no recovery decoder (trained in baseline mode)")
-    key = read_key(args, model.keyed, required=True)
-    if key is not None:
-        model.set_key(key)
-    report = process_folder(args.input, args.output, model.recover, height=model.height, width=model.width,
-                            batch_size=args.batch_size, device=args.device, desc="recover")
-    print(report.line())
-    return 0
+        raise ValueError(f"--checkpoint: {args.checkpoint} has no recovery decoder (baseline mode, or sealed "
+                         "recovery: its images unseal with --key-file)")
+    if model.keyed:
+        model.set_key(read_key(args, True, required=True))
+    return model
 
 
 def keygen(args: argparse.Namespace) -> int:

@@ -7,14 +7,18 @@ from .common import add_config_args, int_list
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-keyed, "
-                                    "attack the keyed run, print the tables")
+    from torchreid_privacy.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES
+
+    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-sealed, "
+                                    "attack the sealed run and M, check sealed recovery, print the tables")
     p.add_argument("--output", default="demo-output", help="run folder (default: demo-output)")
     p.add_argument("--data-root", help="where the synthetic dataset lives (default: OUTPUT/data)")
-    p.add_argument("--modes", default="baseline,joint,progressive,progressive-keyed")
-    p.add_argument("--no-attacks", action="store_true", help="skip the third-party ReID and recovery attacks")
-    p.add_argument("--attack-pairs", default="16,64,256", help="leaked pair counts of the recovery attack")
-    p.add_argument("--attack-steps", type=int, default=1000, help="recovery attacker training steps")
+    p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    p.add_argument("--no-attacks", action="store_true", help="skip the third-party ReID and inversion attacks")
+    p.add_argument("--no-views", action="store_true", help="skip the rank-list / t-SNE views")
+    p.add_argument("--attack-pairs", default=",".join(map(str, ATTACK_PAIRS)),
+                   help="leaked pair counts of the inversion attack")
+    p.add_argument("--attack-steps", type=int, default=ATTACK_STEPS, help="inversion attacker training steps")
     add_config_args(p)
     p.set_defaults(func=demo)
 
@@ -46,7 +50,8 @@ def demo(args: argparse.Namespace) -> int:
 
     run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
              config_file=args.config_file, overrides=args.opts, attacks=not args.no_attacks,
-             attack_pairs=int_list("--attack-pairs", args.attack_pairs), attack_steps=args.attack_steps)
+             attack_pairs=int_list("--attack-pairs", args.attack_pairs), attack_steps=args.attack_steps,
+             views=not args.no_views)
     return 0
 
 

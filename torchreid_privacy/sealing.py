@@ -16,12 +16,12 @@ Payload (version 1), 33 bytes + the plaintext::
   128-bit keys both work.
 - Associated data (authenticated, not stored) = ``_AD_DOMAIN`` | magic+version | u16 length |
   P's relative name (POSIX style, e.g. ``cam1/0001_c1.png``) | SHA-256 of P's canonical content
-  (``seal_containers``: PNG pixel data and chunks, JPEG tables and entropy-coded scans, or the whole
+  (``sealing_containers``: PNG pixel data and chunks, JPEG tables and entropy-coded scans, or the whole
   file for a sidecar). Hence renaming P or moving its payload onto another image fails.
 - The original's name is inside the ciphertext: recovery restores it (and so its format) without
   showing it to anyone else; P's name stays bound by the associated data.
 - Container: a PNG chunk or JPEG APP11 segments inside P, else a sidecar file ``NAME.sealed``
-  beside P (``seal_containers``). A payload is never dropped: with no place for it,
+  beside P (``sealing_containers``). A payload is never dropped: with no place for it,
   ``CannotCarryPayload``.
 - Sealing an image twice is refused (``AlreadySealed``): a second payload would either replace the
   first (its original silently lost) or sit beside it (two payloads, which one is P's?).
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from torchreid_privacy import seal_containers as containers
+from torchreid_privacy import sealing_containers as containers
 from torchreid_privacy import atomic
 from torchreid_privacy.atomic import write_new
 from torchreid_privacy.keys import KeyFileError, check_key
