@@ -15,6 +15,7 @@ from .dispatch import (  # noqa: F401
     MODES,
     backend_for,
     backend_report,
+    backends,
     get_kernel_mode,
     select_backends,
     set_kernel_mode,
@@ -28,7 +29,7 @@ from .mosaic import mosaic  # noqa: F401
 from .ssim_psnr import ssim_psnr  # noqa: F401
 
 __all__ = [
-    "OPS", "KernelOp", "MODES", "BACKENDS", "ENV_VAR", "HAS_TRITON", "INTERPRET", "select_backends",
+    "OPS", "KernelOp", "MODES", "BACKENDS", "ENV_VAR", "HAS_TRITON", "INTERPRET", "select_backends", "backends",
     "set_kernel_mode", "get_kernel_mode", "backend_for", "backend_report",
     "mosaic", "gaussian_blur", "add_noise", "bn_leaky_relu", "ssim_psnr", "batch_hard_triplet",
     "BatchHardTriplet", "pairwise_euclidean", "identity_masks",

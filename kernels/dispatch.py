@@ -20,8 +20,9 @@ when launched, and no table ever selects them.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 
@@ -153,6 +154,17 @@ def select_backends(mode: Optional[str] = None, device: Device = None) -> Dict[s
     _selection.update(mode=mode, device=dev)
     _table = {op: resolved for op in _OPS}
     return dict(_table)
+
+
+@contextlib.contextmanager
+def backends(mode: Optional[str] = None, device: Device = None) -> Iterator[Dict[str, str]]:
+    """``select_backends(mode, device)`` for a block, then the previous selection again (e.g. export
+    traces the torch references: a Triton launch cannot become an ONNX graph)."""
+    saved = dict(_selection)
+    try:
+        yield select_backends(mode, device)
+    finally:
+        select_backends(saved["mode"], saved["device"])
 
 
 def set_kernel_mode(mode: Optional[str], device: Device = None) -> None:

@@ -77,8 +77,18 @@ def test_missing_checkpoint_and_baseline_checkpoint(tiny_cfg, tmp_path):
 
     cfg = tiny_cfg("privacy.mode", "baseline", "train.max_epoch", "1")
     build_privacy_engine(cfg).run_privacy(save_dir=str(tmp_path / "base"), max_epoch=1, eval_test=False)
+    # a baseline run's P is its conventional M (as in its evaluation and its ONNX export)
     r = _cli("anonymize", "--input", str(src), "--output", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "base"))
-    assert r.returncode != 0 and "lacks generator" in r.stderr and r.stderr.strip().count("\n") == 0
+    assert r.returncode == 0, r.stderr
+    import torch
+    from torchreid_privacy import desensitize
+    from torchreid_privacy.folder import read_rgb
+
+    out = torch.from_numpy(read_rgb(next((tmp_path / "o").iterdir())).copy()).permute(2, 0, 1).float() / 255
+    block = cfg.privacy.desensitizer.params["block"]
+    assert torch.equal(out, desensitize(out[None], "mosaic", block=block)[0])  # already a mosaic: a fixed point
+    r = _cli("recover", "--input", str(src), "--output", str(tmp_path / "r"), "--checkpoint", str(tmp_path / "base"))
+    assert r.returncode != 0 and "no recovery decoder" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
 def test_test_command_evaluates_a_run(trained_run, tmp_path):

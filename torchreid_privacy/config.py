@@ -212,10 +212,22 @@ def load_yaml(path: str | os.PathLike) -> Dict[str, Any]:
     return dict(data)
 
 
+def _with_defaults(base: Dict[str, Any], schema: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """A copy of ``base`` (e.g. a checkpoint's config) with the keys it predates filled from the defaults."""
+    schema = defaults() if schema is None else schema
+    out = copy.deepcopy(base)
+    for k, v in schema.items():
+        if k not in out:
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, Mapping) and isinstance(out[k], Mapping) and k != "params":
+            out[k] = _with_defaults(dict(out[k]), v)
+    return out
+
+
 def load_config(config_file: Optional[str | os.PathLike] = None, overrides: Iterable[str] = (),
                 base: Optional[Mapping[str, Any]] = None) -> Config:
     """Defaults <- YAML file <- ``key value`` pairs; every key and type validated."""
-    tree = copy.deepcopy(dict(to_dict(base))) if base is not None else defaults()
+    tree = _with_defaults(dict(to_dict(base))) if base is not None else defaults()
     valid = _flat_keys(tree)
     if config_file:
         try:

@@ -77,7 +77,7 @@ def rank_list_image(rows: Sequence[RankRow], title: str = "", cell_height: int =
     ch, cw = int(cell_height), max(8, round(cell_height * w0 / h0))
     fnt, small = font(13), font(11)
     pad, frame, gap, sep, line = 8, 3, 6, 18, 15
-    label_w = 64 if any(r.label for r in rows) else 0
+    label_w = 70 if any(r.label for r in rows) else 0
     cell_w = max(cw + 2 * frame, 52)
     row_h = line + ch + 2 * frame + line + gap
     title_h = line + 6 if title else 0

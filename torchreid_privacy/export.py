@@ -45,6 +45,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
+from torchreid_privacy import kernels
 from torchreid_privacy.atomic import write_new
 from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.images import from_gan, normalize, to_gan
@@ -184,20 +185,6 @@ def metadata(model: PrivacyModel, what: str, dynamic_batch: bool, exporter: str)
     return props
 
 
-@contextlib.contextmanager
-def _torch_kernels() -> Iterator[None]:
-    """Trace the torch references of the fused ops (a Triton launch cannot become ONNX), then
-    restore the process's backend table."""
-    from torchreid_privacy.kernels import dispatch
-
-    saved = dict(dispatch._selection)  # the selection select_backends made; restored below
-    dispatch.select_backends("torch")
-    try:
-        yield
-    finally:
-        dispatch.select_backends(saved["mode"], saved["device"])
-
-
 def _check_opset(opset: int) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 7:
         raise ValueError(f"--opset: expected an integer >= 7, got {opset!r}")
@@ -226,7 +213,7 @@ def export_onnx(model: PrivacyModel, what: str, output: str, opset: int = DEFAUL
     args = example_inputs(model, what, _EXAMPLE_BATCH[bool(dynamic_batch)])
     tries = {"auto": ["dynamo", "torchscript"], "dynamo": ["dynamo"], "torchscript": ["torchscript"]}[exporter]
     missed: Dict[str, object] = {}  # exporter -> the opset it gave instead, or its exception
-    with _torch_kernels(), _quiet_exporter(), torch.no_grad():
+    with kernels.backends("torch"), _quiet_exporter(), torch.no_grad():
         for used in tries:
             if exporter == "auto" and used == "torchscript" and opset >= DEFAULT_OPSET and \
                     not isinstance(missed.get("dynamo"), Exception):

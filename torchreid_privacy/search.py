@@ -18,6 +18,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -25,7 +26,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -141,6 +142,18 @@ def folder_features(model: PrivacyModel, root: Path, names: Sequence[str], *, an
     return out
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode inside; every submodule's own mode restored after (a caller may be training it)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 # ---------------------------------------------------------------------------------------------- ranking
 def protocol_mask(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray) -> np.ndarray:
     """(n_q, n_g) True where the Market-1501 protocol drops the gallery image (same pid and camera)."""
@@ -231,8 +244,10 @@ def check_paths(query: str, gallery: str, output: str, cache_dir: Optional[str] 
     folder, be one, or contain one."""
     q, g = _input_dir(query, "--query"), _input_dir(gallery, "--gallery")
     out = Path(output).expanduser().resolve()
-    for flag, path, given in (("--output", out, output),
-                              *((("--cache", Path(cache_dir).expanduser().resolve(), cache_dir),) if cache_dir else ())):
+    targets = [("--output", out, output)]
+    if cache_dir:
+        targets.append(("--cache", Path(cache_dir).expanduser().resolve(), cache_dir))
+    for flag, path, given in targets:
         for src_flag, src in (("--query", q), ("--gallery", g)):
             if path == src or src in path.parents:
                 raise ValueError(f"{flag}: {given} is {src_flag} {src} or inside it; nothing is written into "
@@ -280,33 +295,46 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
     q_root, g_root, out = check_paths(query, gallery, output, cache_dir)
     q_names, g_names = _names(q_root, "--query"), _names(g_root, "--gallery")
     notes: List[str] = []
-    labels = parse_labels(q_names + g_names)
-    if labels is not None:
-        dataset, pids, _ = labels
-        junk = {"--query": [n for n, p in zip(q_names, pids[:len(q_names)]) if p == -1],
-                "--gallery": [n for n, p in zip(g_names, pids[len(q_names):]) if p == -1]}
-        for flag, names in junk.items():
-            if names:
-                notes.append(f"{flag}: left out {len(names)} junk image(s) (pid -1), as torchreid's {dataset} does")
-        q_junk, g_junk = set(junk["--query"]), set(junk["--gallery"])
-        q_names = [n for n in q_names if n not in q_junk]
-        g_names = [n for n in g_names if n not in g_junk]
-        for flag, names, root in (("--query", q_names, q_root), ("--gallery", g_names, g_root)):
-            if not names:
-                raise ValueError(f"{flag}: only junk images (pid -1) in {root}")
-    else:
-        notes.append("identity labels: off (file names do not all follow Market-1501's PID_cCAM pattern); "
-                     "no rank-1/mAP")
+    q_names, g_names, dataset = _drop_junk(q_names, g_names, q_root, g_root, notes)
     if not isinstance(model, PrivacyModel):
         from torchreid_privacy.inference import load
 
         model = load(model, device=device)
-    model.eval()
     cache_root = (out / "cache") if cache is True else (Path(cache_dir).expanduser() if cache_dir else None)
     caches = {}
     if cache_root is not None:
         for kind in ("raw", "anonymized") if protect_gallery else ("raw",):
             caches[kind] = FeatureCache(cache_root, model_fingerprint(model, kind), kind)
+    with eval_mode(model):
+        return _search(model, q_root, g_root, out, q_names, g_names, dataset, notes, caches, cache_root, topk,
+                       gallery_protected, protect_gallery, batch_size, pngs, cell_height)
+
+
+def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Path,
+               notes: List[str]) -> Tuple[List[str], List[str], Optional[str]]:
+    """Names left after torchreid's junk rule (pid -1), and the dataset whose naming they follow."""
+    labels = parse_labels(q_names + g_names)
+    if labels is None:
+        notes.append("identity labels: off (file names do not all follow Market-1501's PID_cCAM pattern); "
+                     "no rank-1/mAP")
+        return q_names, g_names, None
+    dataset, pids, _ = labels
+    kept = []
+    for flag, names, root, flag_pids in (("--query", q_names, q_root, pids[:len(q_names)]),
+                                         ("--gallery", g_names, g_root, pids[len(q_names):])):
+        junk = int((flag_pids == -1).sum())
+        if junk:
+            notes.append(f"{flag}: left out {junk} junk image(s) (pid -1), as torchreid's {dataset} does")
+        kept.append([n for n, p in zip(names, flag_pids) if p != -1])
+        if not kept[-1]:
+            raise ValueError(f"{flag}: only junk images (pid -1) in {root}")
+    return kept[0], kept[1], dataset
+
+
+def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names: List[str], g_names: List[str],
+            dataset: Optional[str], notes: List[str], caches: Dict[str, FeatureCache], cache_root: Optional[Path],
+            topk: int, gallery_protected: bool, protect_gallery: bool, batch_size: int, pngs: bool,
+            cell_height: int) -> SearchResult:
     qf = folder_features(model, q_root, q_names, batch_size=batch_size, cache=caches.get("raw"), desc="query")
     gf = folder_features(model, g_root, g_names, anonymize=protect_gallery, batch_size=batch_size,
                          cache=caches.get("anonymized" if protect_gallery else "raw"),
@@ -326,8 +354,8 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
     t0 = time.perf_counter()
     dist = distances(qf.features, gf.features)
     ids = None
-    if labels is not None:
-        ids = _label_arrays(labels[0], qf.names, gf.names)
+    if dataset is not None:
+        ids = _label_arrays(dataset, qf.names, gf.names)
         idx, vals = top_k(dist, k, protocol_mask(*ids))
     else:
         idx, vals = top_k(dist, k)
@@ -344,7 +372,7 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
     features_s = qf.seconds + gf.seconds
     timings = {"features_s": features_s, "computed": computed, "cached": qf.cached + gf.cached,
                "images_per_s": computed / features_s if computed and features_s > 0 else 0.0, "ranking_s": ranking_s}
-    res = SearchResult(setting, k, qf, gf, idx, vals, labels[0] if labels else None, metrics, notes, {}, timings)
+    res = SearchResult(setting, k, qf, gf, idx, vals, dataset, metrics, notes, {}, timings)
     out.mkdir(parents=True, exist_ok=True)
     res.files["json"] = _write_json(res, out, ids, gallery_protected, protect_gallery)
     res.files["csv"] = _write_csv(res, out, ids)

@@ -14,11 +14,10 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,7 +29,7 @@ from torchreid_privacy import atomic
 from torchreid_privacy.evaluation import SETTINGS, evaluate_settings
 from torchreid_privacy.images import save_grid
 from torchreid_privacy.inference import PrivacyModel
-from torchreid_privacy.search import distances, protocol_mask, to_uint8, top_k
+from torchreid_privacy.search import distances, eval_mode, protocol_mask, to_uint8, top_k
 
 KINDS = ("O", "P")
 
@@ -60,18 +59,6 @@ class Views:
     tsne: Image.Image
     grid: List[torch.Tensor]
     rank: Dict[str, Dict[str, float]]
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode inside, each submodule's own mode restored after (the engine trains them)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 @torch.no_grad()
@@ -161,7 +148,7 @@ def four_setting_rank_lists(model: PrivacyModel, loaders: Mapping[str, Any], spl
             qk, gk = setting.split("->")
             idx, vals = tops[setting]
             keep = [int(i) for i in idx[row_i] if i >= 0]
-            note = f"R1 {100 * rank[setting]['R1']:.0f}%" if rank else ""
+            note = f"R1 = {100 * rank[setting]['R1']:.0f}%" if rank else ""
             rows.append(RankRow(imgs["query", qk][qi], [imgs["gallery", gk][i] for i in keep],
                                 list(vals[row_i][:len(keep)]), [bool(gp[i] == qp[qi]) for i in keep],
                                 label=setting, note=note, query_caption=f"pid {qp[qi]}"))

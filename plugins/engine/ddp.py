@@ -30,7 +30,7 @@ def distribute(engine: Any, sync_bn: bool = False, seed: int = 0) -> None:
         for name in engine.nets:
             engine.nets[name] = models[name]
         if engine.nets:
-            engine.inference.generator, engine.inference.decoder = engine.nets["generator"], engine.nets["decoder"]
+            engine.inference.generator, engine.inference.decoder = engine.nets["generator"], engine.nets.get("decoder")
     # torchreid's epoch loop re-opens every layer of C (open_all_layers) at each epoch start;
     # do it before wrapping, or DDP would leave a parameter frozen at wrap time (e.g. a
     # BNNeck bias) out of its gradient averaging and the ranks would drift apart

@@ -30,6 +30,7 @@ from torchreid_privacy.images import from_gan, to_gan
 from .evaluator import Evaluator
 from .loop import check_finite, run_privacy
 from .parts import EngineParts, complete_parts
+from .sealed_step import sealed_step
 from .state import engine_state, load_engine_state
 from .torchreid_api import TorchreidRunAPI
 from .upgrade import UpgradePolicy
@@ -161,7 +162,10 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         imgs, pids = self.parse_data_for_train(data)
         imgs, pids = imgs.to(self.device, non_blocking=True), pids.to(self.device, non_blocking=True)
         self.global_step += 1
-        out = self._baseline_step(imgs, pids) if self.mode == "baseline" else self._joint_step(imgs, pids)
+        if self.mode == "baseline":
+            out = self._baseline_step(imgs, pids)
+        else:  # a sealed run trains no G_R and no D2 (recovery is cryptographic)
+            out = self._joint_step(imgs, pids) if "decoder" in self.nets else sealed_step(self, imgs, pids)
         self.precision.update()
         for hook in self.step_hooks:
             hook(self)

@@ -51,10 +51,7 @@ def anonymize(args: argparse.Namespace) -> int:
         from torchreid_privacy.keys import read_key_file
 
         seal_key = read_key_file(args.seal_key, flag="--seal-key")  # before loading anything
-    model = load(args.checkpoint, device=args.device)
-    if model.generator is None:
-        raise ValueError(f"--checkpoint: {args.checkpoint} lacks generator (trained in baseline mode, "
-                         "whose P is the conventional desensitizer: use torchreid_privacy.desensitize)")
+    model = load(args.checkpoint, device=args.device)  # a baseline run's P is its conventional M
     report = process_folder(args.input, args.output, model.anonymize, height=model.height, width=model.width,
                             batch_size=args.batch_size, device=args.device, desc="anonymize", seal_key=seal_key)
     print(report.line())
