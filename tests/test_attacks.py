@@ -34,7 +34,7 @@ def test_reid_attack_end_to_end(trained_run, tiny_root, tmp_path):
     before = _listing(tiny_root)
     res = reid_attack(None, trained_run, str(tmp_path), max_epoch=1)
     assert _listing(tiny_root) == before, "the ReID attack wrote into the data root"
-    for s in SETTINGS:
+    for s in (*SETTINGS, "O->M"):  # O->M: the same third party against a conventionally desensitized gallery
         assert 0.0 <= res[s]["R1"] <= 1.0 and 0.0 <= res[s]["mAP"] <= 1.0, (s, res[s])
     assert res["O->O"]["R1"] > 0
     assert res["model"] == "tiny_reid" and res["epochs"] == 1 and res["train_seconds"] >= 0
@@ -49,6 +49,11 @@ def test_recovery_attack_reports_every_pair_count(recovery):
     assert recovery["test_images"] > 0
     best = max(recovery["4"]["psnr"], recovery["16"]["psnr"])
     assert recovery["margin_db"] == pytest.approx(recovery["authorized"]["psnr"] - best)
+    # the same attacker on (M, O) pairs: the yardstick P is judged against
+    assert set(recovery["M"]) == {"4", "16"}
+    best_m = max(recovery["M"]["4"]["psnr"], recovery["M"]["16"]["psnr"])
+    assert math.isfinite(best_m) and recovery["vs_m_db"] == pytest.approx(best - best_m)
+    assert recovery["M"]["16"]["train_l1"] < recovery["M"]["16"]["train_l1_start"]
 
 
 def test_recovery_attacker_is_trained(recovery, trained_run):

@@ -86,7 +86,10 @@ def test_missing_checkpoint_and_baseline_checkpoint(tiny_cfg, tmp_path):
 
     out = torch.from_numpy(read_rgb(next((tmp_path / "o").iterdir())).copy()).permute(2, 0, 1).float() / 255
     block = cfg.privacy.desensitizer.params["block"]
-    assert torch.equal(out, desensitize(out[None], "mosaic", block=block)[0])  # already a mosaic: a fixed point
+    # already a mosaic: nearly a fixed point of mosaic (up to JPEG ringing); random input is far from one
+    src_t = torch.from_numpy(read_rgb(next(src.iterdir())).copy()).permute(2, 0, 1).float() / 255
+    assert (out - desensitize(out[None], "mosaic", block=block)[0]).abs().mean() < 0.05
+    assert (src_t - desensitize(src_t[None], "mosaic", block=block)[0]).abs().mean() > 0.1
     r = _cli("recover", "--input", str(src), "--output", str(tmp_path / "r"), "--checkpoint", str(tmp_path / "base"))
     assert r.returncode != 0 and "no recovery decoder" in r.stderr and r.stderr.strip().count("\n") == 0
 

@@ -1,10 +1,12 @@
 """Every command in the README's code blocks runs, in README order, on the embedded data.
 
-Commands run as written, in a scratch folder holding the synthetic Market-1501 set at
+Commands run as written, in a scratch folder holding a small synthetic Market-1501 set at
 ``reid-data`` (torchreid's ``market1501`` loader reads it too) and ``configs/``. To keep the
 suite short, training commands get test-size overrides appended (``key value`` pairs after the
 README's own win: one epoch, 64x32 images, tiny generators), as do the attacks (fewer steps);
-flags given twice take the last value. A README command that is neither run here nor listed in
+flags given twice take the last value; ``make-data`` writes the full default set to another
+root (the small one is already at ``reid-data``). ``torchreid-privacy`` commands run in this
+process (``cli.main``), torchrun and Python blocks in their own. A README command that is neither run here nor listed in
 ``NOT_RUN`` with its reason fails ``test_every_readme_command_is_covered``.
 """
 import os
@@ -39,6 +41,8 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
     "attack recover": ["--steps", "20", "--pairs", "4,8"],
     "bench step": ["--quick", "--steps", "1", "--warmup", "0"],
 }
+# README paths the test points elsewhere (command -> (text, replacement))
+PATH_SUBSTITUTIONS = {"make-data": ("reid-data", "reid-data-default")}
 # commands whose documented outcome on a CPU-only machine is a non-zero exit and this message
 EXPECTED_FAILURE = {"bench kernels": (1, "no CUDA device")}
 # README Python blocks: test-size substitutions (text -> replacement)
@@ -82,7 +86,7 @@ def workspace(tmp_path_factory):
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
     ws = tmp_path_factory.mktemp("readme")
-    make_synthetic_market(ws / "reid-data")
+    make_synthetic_market(ws / "reid-data", num_ids=24, train_images_per_id=8, gallery_per_id=4, num_junk=6)
     os.symlink(os.path.join(ROOT, "configs"), ws / "configs")
     photos = ws / "photos"
     photos.mkdir()
@@ -108,21 +112,33 @@ def test_every_readme_command_is_covered():
 
 
 @pytest.mark.parametrize("cmd", [c for c in readme_commands() if c not in NOT_RUN])
-def test_readme_command_runs(cmd, workspace):
+def test_readme_command_runs(cmd, workspace, monkeypatch, capsys):
     words = shlex.split(cmd)
-    sub, _ = _subcommand(words)
+    sub, rest = _subcommand(words)
     extra = EXTRA.get(sub, EXTRA.get(sub.split()[0], []))
-    env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    if words[0] == "torchreid-privacy":
-        argv = [sys.executable, "-m", "torchreid_privacy", *words[1:], *extra]
-    elif words[0] == "torchrun":
-        argv = [sys.executable, "-m", "torch.distributed.run", *words[1:], *extra]
-    else:
-        argv = [sys.executable, *words[1:], *extra] if words[0] == "python" else [*words, *extra]
-    r = subprocess.run(argv, cwd=workspace, capture_output=True, text=True, env=env, timeout=600)
+    if sub in PATH_SUBSTITUTIONS:
+        old, new = PATH_SUBSTITUTIONS[sub]
+        rest = [new if w == old else w for w in rest]
     code, message = EXPECTED_FAILURE.get(sub, (0, ""))
-    assert r.returncode == code, f"{cmd}\n--- stderr ---\n{r.stderr[-3000:]}\n--- stdout ---\n{r.stdout[-2000:]}"
-    assert message in r.stdout + r.stderr
+    if words[0] == "torchreid-privacy":
+        from torchreid_privacy import kernels
+        from torchreid_privacy.cli import main
+
+        monkeypatch.chdir(workspace)
+        try:
+            rc = main([*rest, *extra])
+        finally:
+            kernels.set_kernel_mode(None)
+        out = capsys.readouterr()
+        stdout, stderr = out.out, out.err
+    else:
+        argv = ([sys.executable, "-m", "torch.distributed.run", *words[1:]] if words[0] == "torchrun"
+                else [sys.executable, *words[1:]])
+        r = subprocess.run([*argv, *extra], cwd=workspace, capture_output=True, text=True, timeout=600,
+                           env={**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"})
+        rc, stdout, stderr = r.returncode, r.stdout, r.stderr
+    assert rc == code, f"{cmd}\n--- stderr ---\n{stderr[-3000:]}\n--- stdout ---\n{stdout[-2000:]}"
+    assert message in stdout + stderr
 
 
 @pytest.mark.parametrize("index", range(len(_blocks("python"))))

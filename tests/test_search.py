@@ -213,6 +213,7 @@ def test_cache_inside_an_input_and_bad_numbers_are_refused(trained_run, tmp_path
     base = ("--checkpoint", trained_run, "--query", query, "--gallery", gallery, "--output", tmp_path / "out")
     assert "--cache" in _error(capsys, *base, "--cache", gallery / "c")
     assert "--topk: expected >= 1" in _error(capsys, *base, "--topk", "0")
+    assert "--no-cache" in _error(capsys, *base, "--cache", tmp_path / "c", "--no-cache")
     assert "--query: not a folder" in _error(capsys, "--checkpoint", trained_run, "--query", tmp_path / "nope",
                                              "--gallery", gallery, "--output", tmp_path / "out")
     assert sorted(os.listdir(gallery)) == ["b.jpg"]

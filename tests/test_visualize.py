@@ -45,7 +45,7 @@ def test_write_views_layout_and_same_numbers_as_test(opened, tmp_path):
 
 
 def test_tensorboard_images_restores_training_modes(opened):
-    from torchreid_privacy.visualize import tensorboard_images
+    from torchreid_privacy.views import tensorboard_images
 
     run, _ = opened
     calls = []

@@ -5,4 +5,5 @@ TINY = [
     "test.batch_size", "64", "use_gpu", "false",
     "privacy.enabled", "true", "privacy.generator.ngf", "8", "privacy.decoder.ngf", "8",
     "privacy.discriminator.ndf", "8", "privacy.val_period", "1", "privacy.warmup_epochs", "0",
+    "privacy.tensorboard_views", "false",
 ]

@@ -57,6 +57,8 @@ TORCHREID_DEFAULTS: Dict[str, Any] = {
         # torchreid-privacy additions (privacy engine only): mixed precision and, under
         # torchrun, SyncBatchNorm for every net (CUDA only)
         "amp": "off",  # off | bf16 | fp16
+        # torch.compile of the nets the training step calls (checkpoints keep the bare nets)
+        "compile": "off",  # off | default | max-autotune
         "sync_bn": False,
     },
     "sgd": {"momentum": 0.9, "dampening": 0.0, "nesterov": False},
@@ -129,6 +131,8 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "kernels": "auto",  # auto | triton | torch
     "seed": 1,
     "grid_images": 8,
+    # at the end of training: rank lists, t-SNE and the O | M | P | R grid of each test target in TensorBoard
+    "tensorboard_views": True,
     "eval_seed": 0,
 }
 
@@ -140,6 +144,7 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.recovery": ("learned", "keyed", "sealed"),
     "privacy.reid_forward": ("joint", "separate"),
     "train.amp": ("off", "bf16", "fp16"),
+    "train.compile": ("off", "default", "max-autotune"),
     "privacy.generator.norm": ("batch", "instance", "none"),
     "privacy.decoder.norm": ("batch", "instance", "none"),
     "loss.name": ("softmax", "triplet"),
@@ -147,7 +152,7 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
 }
 
 # YAML 1.1 reads a bare ``off`` as false: the string the user meant
-YAML_BOOL_ALIASES: Dict[str, Dict[bool, str]] = {"train.amp": {False: "off"}}
+YAML_BOOL_ALIASES: Dict[str, Dict[bool, str]] = {"train.amp": {False: "off"}, "train.compile": {False: "off"}}
 
 # free-form mappings: their inner keys are not checked against the schema
 OPEN_KEYS = {"privacy.desensitizer.params"}

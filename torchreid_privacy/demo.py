@@ -132,7 +132,8 @@ def _train(mode: str, output: str, data_root: str, config_file: Optional[str], o
 
     cfg = load_config(config_file or packaged_config(QUICKSTART),
                       ["data.root", data_root, "data.save_dir", os.path.join(output, mode), "privacy.enabled", "true",
-                       *MODE_OVERRIDES[mode], *overrides])
+                       # the demo writes the progressive run's views itself (one pass, not four)
+                       "privacy.tensorboard_views", "false", *MODE_OVERRIDES[mode], *overrides])
     engine = build_privacy_engine(cfg)
     if engine.keyed:
         engine.set_key(key)
@@ -152,11 +153,13 @@ def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int) ->
     return {"reid": reid, "recover": recover}
 
 
-def _views(run: str) -> Dict[str, str]:
+def _views(run: str) -> Dict[str, Any]:
     """Rank lists of the four settings, the t-SNE and the O | M | P | R grid of a run."""
-    from torchreid_privacy.visualize import write_views
+    from torchreid_privacy.visualize import view_lines, write_views
 
-    return {k: str(v) for k, v in write_views(run, os.path.join(run, "views")).items()}
+    paths = write_views(run, os.path.join(run, "views"))
+    return {"lines": view_lines(paths), "tsne": str(paths["tsne"]), "grid": str(paths.get("grid", "")),
+            "ranklists": [str(p) for p in paths["ranklists"]]}
 
 
 def _print(results: Dict[str, Any], modes: Sequence[str], attack_pairs: Sequence[int], output: str) -> None:
@@ -184,7 +187,7 @@ def _print(results: Dict[str, Any], modes: Sequence[str], attack_pairs: Sequence
         print()
         print(format_psnr_rows("keyed recovery O-R", results["keyed_recovery"]))
     if "views" in results:
-        print("\nviews of the progressive run: " + ", ".join(results["views"].values()))
+        print("\nviews of the progressive run:\n" + "\n".join(results["views"]["lines"]))
     print(f"results: {os.path.join(output, 'results.json')}; grids: {output}/<mode>/grids/")
 
 

@@ -1,8 +1,8 @@
 """PIL drawings for people, not for numbers: rank-list strips and a labelled scatter plot.
 
 Why PIL: matplotlib is not a dependency of the package, and both pictures are simple. Images come
-in as (H, W, 3) uint8 arrays; every picture is returned as a ``PIL.Image`` (the callers save it or
-hand it to TensorBoard).
+in as (H, W, 3) uint8 arrays (``to_uint8`` converts [0,1] batches); every picture is returned as a
+``PIL.Image`` (the callers save it or hand it to TensorBoard).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 HIT, MISS, NEUTRAL, QUERY = (0, 160, 60), (215, 30, 30), (150, 150, 150), (40, 90, 210)
@@ -21,6 +22,11 @@ PALETTE: Tuple[Tuple[int, int, int], ...] = (
     (152, 223, 138), (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (199, 199, 199),
     (219, 219, 141), (158, 218, 229),
 )
+
+
+def to_uint8(x01: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) [0,1] images -> (N, H, W, 3) uint8 arrays (what PIL draws)."""
+    return x01.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def font(size: int = 12) -> ImageFont.ImageFont:

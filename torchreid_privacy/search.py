@@ -18,7 +18,6 @@ Example::
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import logging
@@ -26,25 +25,24 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy import atomic
-from torchreid_privacy.evaluation import evaluate_rank, feature_distance
+from torchreid_privacy.drawing import RankRow, rank_list_image, to_uint8
 from torchreid_privacy.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.folder import list_images, read_rgb
 from torchreid_privacy.inference import PrivacyModel
+from torchreid_privacy.ranking import distances, eval_mode, protocol_mask, rank_metrics, top_k
 
 log = logging.getLogger(__name__)
 
 # (dataset, file-name pattern giving (pid, camera)); pid -1 = junk, 0 = distractor (torchreid's Market1501)
 NAME_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (("market1501", re.compile(r"^([-\d]+)_c(\d)")),)
-RANKS = (1, 5, 10)
 PNG_DIR = "ranklists"
 UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
 
@@ -75,10 +73,6 @@ def to_batch01(arrays: Sequence[np.ndarray], device: Union[str, torch.device]) -
     """uint8 HWC arrays -> (N, 3, H, W) float in [0,1] (``ToTensor``'s arithmetic)."""
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     return x.to(device=device, dtype=torch.float32).div(255)
-
-
-def to_uint8(x01: torch.Tensor) -> np.ndarray:
-    return x01.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 @dataclass
@@ -139,58 +133,6 @@ def folder_features(model: PrivacyModel, root: Path, names: Sequence[str], *, an
             bar.update(len(chunk))
     out.features = torch.stack(feats) if feats else torch.zeros(0, 0)
     out.seconds = time.perf_counter() - t0
-    return out
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode inside; every submodule's own mode restored after (a caller may be training it)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-# ---------------------------------------------------------------------------------------------- ranking
-def protocol_mask(q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray) -> np.ndarray:
-    """(n_q, n_g) True where the Market-1501 protocol drops the gallery image (same pid and camera)."""
-    return (q_pids[:, None] == g_pids[None, :]) & (q_camids[:, None] == g_camids[None, :])
-
-
-def top_k(distmat: np.ndarray, k: int, exclude: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Each row's ``k`` nearest gallery indices and distances, ascending (equal distances in gallery order).
-
-    Entries in ``exclude`` are never returned; a row with fewer than ``k`` left is padded with
-    index -1 and distance inf.
-    """
-    d = torch.from_numpy(np.ascontiguousarray(distmat, dtype=np.float32))
-    if exclude is not None:
-        d = d.masked_fill(torch.from_numpy(np.asarray(exclude, dtype=bool)), float("inf"))
-    k = min(int(k), d.shape[1])
-    vals, idx = torch.topk(d, k, dim=1, largest=False, sorted=False)  # ~5x numpy's argpartition (measured)
-    idx, perm = idx.sort(dim=1)
-    vals, order = vals.gather(1, perm).sort(dim=1, stable=True)  # ascending, ties by gallery index
-    idx = idx.gather(1, order).numpy()
-    vals = vals.numpy()
-    idx = np.where(np.isinf(vals), -1, idx)
-    return idx, vals
-
-
-def distances(qf: torch.Tensor, gf: torch.Tensor) -> np.ndarray:
-    """The evaluation's distances: what ``evaluate_settings`` computes (normalize, then
-    :func:`feature_distance`), so ranks and metrics equal ``test``'s on the same features."""
-    return feature_distance(F.normalize(qf.float(), dim=1), F.normalize(gf.float(), dim=1))
-
-
-def rank_metrics(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray,
-                 g_camids: np.ndarray) -> Dict[str, float]:
-    """R1/R5/R10, mAP, mINP (fractions) as ``evaluate_settings`` reports them, plus valid queries."""
-    cmc, m_ap, m_inp = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max(RANKS))
-    out = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in RANKS}
-    out.update(mAP=m_ap, mINP=m_inp)
     return out
 
 
@@ -470,8 +412,6 @@ def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: b
 
 def _write_pngs(res: SearchResult, model: PrivacyModel, folder: Path, ids, protect_gallery: bool,
                 batch_size: int, cell_height: int, chunk: int = 32) -> str:
-    from torchreid_privacy.drawing import RankRow, rank_list_image
-
     folder.mkdir(parents=True, exist_ok=True)
     q_names, g_names = res.query.names, res.gallery.names
     gallery_kind = "P" if res.setting == "O->P" else "O"

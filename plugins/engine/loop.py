@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from torchreid_privacy import atomic, checkpoint, distributed, kernels
 from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.views import tensorboard_images
 
 from .state import engine_state, resume_run, snapshot
 from .upgrade import selection_score
@@ -95,6 +96,10 @@ def run_privacy(engine: Any, save_dir: str, max_epoch: int, start_epoch: int = 0
             res = engine.evaluate(target, os.path.join(save_dir, "grids", f"test-{target}.png"), desc="test")
             log_eval(engine, f"Test/{target}", res)
             results["test"][target] = res
+            if main and engine.p.tensorboard_views:  # rank lists, t-SNE, O | M | P | R in TensorBoard
+                tensorboard_images(engine.writer, engine.inference, engine.test_loader[target], step=max_epoch,
+                                   tag=f"Test/{target}", eval_seed=engine.p.eval_seed,
+                                   grid_images=engine.p.grid_images)
     if main:
         atomic.write_json(os.path.join(save_dir, "results.json"), results)
         engine.writer.flush()

@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any, Dict, List, Mapping, Optional
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from torchreid_privacy import bridge, distributed, keys
 from torchreid_privacy.amp import Precision
 from torchreid_privacy.images import from_gan, to_gan
 
+from .compile_nets import CompiledNets
 from .evaluator import Evaluator
 from .loop import check_finite, run_privacy
 from .parts import EngineParts, complete_parts
@@ -61,12 +63,19 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         val_target, test_targets: target names (default: the validation split found among the
             datamanager's sources and targets; the other targets).
         use_gpu, amp: torchreid's ``use_gpu``; ``train.amp`` (off | bf16 | fp16).
+        compile_mode: ``train.compile`` (off | default | max-autotune): the step runs
+            ``torch.compile``-d callables of the nets (compiled at the first step); the registered
+            nets, so checkpoints and evaluation, stay the bare ones.
+
+    ``phase_timer``: None, or a callable ``timer(phase_name)`` returning a context manager that
+    times that phase of the step (``bench step --breakdown``); None costs nothing.
     """
 
     def __init__(self, datamanager, model: torch.nn.Module, optimizer=None, scheduler=None,
                  privacy: Optional[Mapping[str, Any]] = None, *, config=None, parts: Optional[EngineParts] = None,
                  val_target: Optional[str] = None, test_targets: Optional[List[str]] = None,
-                 use_gpu: Optional[bool] = None, amp: Optional[str] = None) -> None:
+                 use_gpu: Optional[bool] = None, amp: Optional[str] = None,
+                 compile_mode: Optional[str] = None) -> None:
         use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
         super().__init__(datamanager, use_gpu=use_gpu)
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
@@ -74,6 +83,8 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
                                parts, val_target, test_targets, self.device)
         self.config, self.p, self.mode = parts.config, parts.config.privacy, parts.config.privacy.mode
         self.precision = Precision(amp if amp is not None else self.config.train.amp, self.device)
+        self.compiled = CompiledNets(compile_mode if compile_mode is not None else self.config.train.compile)
+        self.phase_timer: Optional[Callable[[str], AbstractContextManager]] = None
         self.model = model
         self.register_model("model", model, parts.optimizer, parts.scheduler)
         self.reid_loss, self.center_optimizer = parts.reid_loss, parts.center_optimizer
@@ -174,21 +185,71 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         self._loss_steps += 1
         return out
 
+    def _phase(self, name: str) -> AbstractContextManager:
+        """Times phase ``name`` of the step when a ``phase_timer`` is set (profiling), else nothing."""
+        return nullcontext() if self.phase_timer is None else self.phase_timer(name)
+
     def _baseline_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
         """C on O and the conventional M."""
-        m01 = self.supervision(self.inference.to01(imgs))
-        terms = self._reid(torch.cat([imgs, self.inference.normalize(m01)]), pids)
+        with self._phase("prep: to01, M"):
+            m01 = self.supervision(self.inference.to01(imgs))
+            x = torch.cat([imgs, self.inference.normalize(m01)])
+        with self._phase("C fwd (O, M) + ReID loss"):
+            terms = self._reid(x, pids)
         check_finite({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]}, self.epoch + 1, self.global_step)
         w = self.p.weights
-        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"], ["model"])
+        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"], ["model"], phase="C step")
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def _joint_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
-        o01 = self.inference.to01(imgs)
-        m01 = self.supervision(o01)
+        with self._phase("prep: to01, M, to_gan"):
+            o01 = self.inference.to01(imgs)
+            m01 = self.supervision(o01)
+            o, m = to_gan(o01), to_gan(m01)
         D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
-        o, m = to_gan(o01), to_gan(m01)
-        p = self._fwd("generator", o)
+        with self._phase("G fwd"):
+            p = self._fwd("generator", o)
+        with self._phase("G_R fwd"):
+            r, r_wrong = self._decode(p)
+
+        # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
+        _requires_grad([D1, D2], True)
+        pd, rd = p.detach(), r.detach()
+        with self._phase("D step: D1, D2 fwd x4 + loss"):
+            d_terms = {
+                "d_op": (self.gan_loss(self._fwd("disc_op", o, m), True)
+                         + self.gan_loss(self._fwd("disc_op", o, pd), False)),
+                "d_pr": (self.gan_loss(self._fwd("disc_pr", pd, o), True)
+                         + self.gan_loss(self._fwd("disc_pr", pd, rd), False)),
+            }
+        check_finite(d_terms, self.epoch + 1, self.global_step)
+        self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False, phase="D step")
+
+        # G / G_R / C step
+        _requires_grad([D1, D2], False)
+        with self._phase("G step: D1, D2 fwd x2 + GAN, L1 losses"):
+            terms = {
+                "gan": (self.gan_loss(self._fwd("disc_op", o, p, bare=True), True)
+                        + self.gan_loss(self._fwd("disc_pr", p, r, bare=True), True)),
+                "rec_p": F.l1_loss(p, m),
+                "rec_r": F.l1_loss(r, o),
+            }
+            if self.keyed:  # a wrong key must give back nothing beyond P itself
+                terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
+        with self._phase("C fwd (O, P) + ReID loss"):
+            terms.update(self._reid(torch.cat([imgs, self.inference.normalize(from_gan(p))]), pids))
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
+        check_finite(main, self.epoch + 1, self.global_step)
+        w = self.p.weights
+        self._step(sum(getattr(w, k) * v for k, v in main.items()), ["model", "generator", "decoder"],
+                   phase="G step (C, G, G_R)")
+        _requires_grad([D1, D2], True)
+        out = {k: float(v.detach()) for k, v in terms.items()}
+        out.update({k: float(v.detach()) for k, v in d_terms.items()})
+        return out
+
+    def _decode(self, p: torch.Tensor):
+        """``(R, R from wrong keys or None)``: G_R's training forward on P."""
         if self.keyed:  # one decoder pass: right key on P, random wrong keys on a detached P
             # (one batch, so BatchNorm's batch statistics during training are those of the same
             # right/wrong mixture its running statistics hold at test time)
@@ -196,44 +257,14 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
             wrong = keys.random_key_planes(b, self.inference.key_channels, *p.shape[-2:], device=p.device)
             right = self.inference.key_planes(p).unsqueeze(0).expand(b, -1, -1, -1)
             both = self._fwd("decoder", torch.cat([p, p.detach()]), torch.cat([right, wrong]))
-            r, r_wrong = both[:b], both[b:]
-        else:
-            r = self._fwd("decoder", p)
-
-        # D step: D1 real (O, M) vs fake (O, P); D2 real (P, O) vs fake (P, R)
-        _requires_grad([D1, D2], True)
-        pd, rd = p.detach(), r.detach()
-        d_terms = {
-            "d_op": self.gan_loss(self._fwd("disc_op", o, m), True) + self.gan_loss(self._fwd("disc_op", o, pd), False),
-            "d_pr": self.gan_loss(self._fwd("disc_pr", pd, o), True) + self.gan_loss(self._fwd("disc_pr", pd, rd), False),
-        }
-        check_finite(d_terms, self.epoch + 1, self.global_step)
-        self._step(d_terms["d_op"] + d_terms["d_pr"], ["disc_op", "disc_pr"], center=False)
-
-        # G / G_R / C step
-        _requires_grad([D1, D2], False)
-        terms = {
-            "gan": (self.gan_loss(self._fwd("disc_op", o, p, bare=True), True)
-                    + self.gan_loss(self._fwd("disc_pr", p, r, bare=True), True)),
-            "rec_p": F.l1_loss(p, m),
-            "rec_r": F.l1_loss(r, o),
-        }
-        if self.keyed:  # a wrong key must give back nothing beyond P itself
-            terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
-        terms.update(self._reid(torch.cat([imgs, self.inference.normalize(from_gan(p))]), pids))
-        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
-        check_finite(main, self.epoch + 1, self.global_step)
-        w = self.p.weights
-        self._step(sum(getattr(w, k) * v for k, v in main.items()), ["model", "generator", "decoder"])
-        _requires_grad([D1, D2], True)
-        out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update({k: float(v.detach()) for k, v in d_terms.items()})
-        return out
+            return both[:b], both[b:]
+        return self._fwd("decoder", p), None
 
     def _fwd(self, name: str, *inputs: torch.Tensor, bare: bool = False):
         """A training forward of net ``name`` under autocast, outputs back in float32 (losses are
-        float32 whatever ``train.amp`` is). ``bare`` bypasses DDP (a frozen discriminator)."""
-        net = bridge.engine_models(self)[name] if bare else self._train_nets[name]
+        float32 whatever ``train.amp`` is). ``bare`` bypasses DDP (a frozen discriminator).
+        With ``train.compile`` the net's compiled callable runs."""
+        net = self.compiled(bridge.engine_models(self)[name] if bare else self._train_nets[name])
         with self.precision.autocast():
             out = net(*inputs)
         if isinstance(out, (tuple, list)):
@@ -260,19 +291,22 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
                 terms[f"{k}_{tag}"] = v.detach()
         return terms
 
-    def _step(self, loss: torch.Tensor, names: List[str], center: bool = True) -> None:
+    def _step(self, loss: torch.Tensor, names: List[str], center: bool = True, phase: str = "step") -> None:
+        """Backward ``loss`` and step the optimizers of nets ``names`` (and the centers')."""
         optims = [bridge.engine_optimizers(self)[n] for n in names]
         center = center and self.center_optimizer is not None
         if center:
             optims.append(self.center_optimizer)
-        for opt in optims:
-            opt.zero_grad(set_to_none=True)
-        self.precision.backward(loss)  # DDP averages the nets' gradients during backward
-        if center:  # centers learn at their own rate (lr center_lr), independent of the loss weight
-            self.reid_loss.rescale_center_grad()
-            distributed.average_gradients(self.reid_loss.center_parameters())
-        for opt in optims:
-            self.precision.step(opt)
+        with self._phase(f"{phase}: backward"):
+            for opt in optims:
+                opt.zero_grad(set_to_none=True)
+            self.precision.backward(loss)  # DDP averages the nets' gradients during backward
+        with self._phase(f"{phase}: optimizers"):
+            if center:  # centers learn at their own rate (lr center_lr), independent of the loss weight
+                self.reid_loss.rescale_center_grad()
+                distributed.average_gradients(self.reid_loss.center_parameters())
+            for opt in optims:
+                self.precision.step(opt)
 
     # ------------------------------------------------------------------ evaluation, state, runs
     @torch.no_grad()

@@ -98,6 +98,10 @@ def recover(args: argparse.Namespace) -> int:
         if not args.checkpoint:
             raise ValueError("--checkpoint: required (or --key-file KEYFILE for sealed images)")
     model = _decoder_model(args)
+    if only is not None and not model.keyed and not (report.restored or report.failed or report.skipped_existing):
+        # nothing was sealed and the decoder takes no key: refuse rather than silently ignore the key
+        raise ValueError(f"--key-file: no image in {args.input} is sealed and the decoder is not keyed "
+                         "(privacy.decoder.keyed is false)")
     folder = process_folder(args.input, args.output, model.recover, height=model.height, width=model.width,
                             batch_size=args.batch_size, device=args.device, desc="recover", only=only)
     print(folder.line())

@@ -53,7 +53,7 @@ def search(args: argparse.Namespace) -> int:
 
 def visualize(args: argparse.Namespace) -> int:
     from torchreid_privacy.trained_run import TrainedRun
-    from torchreid_privacy.visualize import check_counts, write_views
+    from torchreid_privacy.visualize import check_counts, view_lines, write_views
 
     check_counts(args.queries, args.topk, args.identities)  # before the run is loaded
     run = TrainedRun.open(args.checkpoint, args.opts, config_file=args.config_file)
@@ -62,11 +62,5 @@ def visualize(args: argparse.Namespace) -> int:
         run.model.set_key(key)
     paths = write_views(run, args.output, args.target, queries=args.queries, topk=args.topk,
                         identities=args.identities)
-    rank = paths["rank"]
-    print("  ".join(f"{s} {100 * r['R1']:.1f}" for s, r in rank.items()) + f"  (rank-1 %, {paths['target']})")
-    for path in paths["ranklists"]:
-        print(f"rank lists: {path}")
-    print(f"t-SNE: {paths['tsne']}")
-    if "grid" in paths:
-        print(f"grid: {paths['grid']}")
+    print("\n".join(view_lines(paths)))
     return 0
