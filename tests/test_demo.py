@@ -5,27 +5,43 @@ import stat
 
 from tiny_config import TINY
 
-from torchreid_privacy.demo import KEYED, run_demo
+from torchreid_privacy.demo import KEYED, SEALED, run_demo
 
 
-def test_demo_writes_attack_and_keyed_results(tmp_path, capsys):
+def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
     out = tmp_path / "demo"
-    overrides = [*TINY, "train.max_epoch", "1"]
-    res = run_demo(str(out), modes=["progressive", KEYED], overrides=overrides,
+    res = run_demo(str(out), modes=["progressive", SEALED], overrides=[*TINY, "train.max_epoch", "1"],
                    attack_pairs=[4, 8], attack_steps=5)
     printed = capsys.readouterr().out
-    for title in ("PSNR/SSIM O-R", "third-party ReID", "recovery attack", "keyed recovery O-R"):
-        assert title in printed
+    for title in ("PSNR/SSIM O-R", "third-party ReID", "inversion attack", "attacker on M, 8 pairs",
+                  "sealed recovery on", "views of the progressive run", "wall time: total"):
+        assert title in printed, title
     saved = json.load(open(out / "results.json"))
-    assert set(saved) >= {"progressive", KEYED, "attack", "keyed"}
-    assert saved["attack"]["victim"] == KEYED
-    for setting in ("O->O", "O->P", "P->P"):
+    assert set(saved) >= {"progressive", SEALED, "attack", "sealed", "views", "seconds"}
+    assert saved["attack"]["victim"] == SEALED
+    for setting in ("O->O", "O->P", "P->P", "O->M"):
         r = saved["attack"]["reid"][setting]
         assert 0 <= r["R1"] <= 1 and 0 <= r["mAP"] <= 1
-    assert set(saved["attack"]["recover"]) >= {"authorized", "4", "8"}
-    assert set(saved["keyed"]) >= {"right_key", "wrong_key", "unkeyed"}
-    assert saved["keyed"]["unkeyed"] == {k: saved["progressive"]["image"]["O-R"][k] for k in ("psnr", "ssim")}
-    assert res["attack"]["recover"]["steps"] == 5
+    rec = saved["attack"]["recover"]
+    assert set(rec) >= {"authorized", "4", "8", "M", "vs_m_db"} and set(rec["M"]) == {"4", "8"}
+    assert rec["authorized"]["psnr"] is None  # sealed: the key holder gets the exact file back
+    assert "O-R" not in saved[SEALED]["image"]
+    sealed = saved["sealed"]
+    assert sealed["files"] > 0 and sealed["exact"] and sealed["wrong_key_rejected"] and sealed["tamper_rejected"]
+    assert 0 < sealed["beyond_original_bytes_mean"] < 200 < sealed["overhead_bytes_mean"]
+    assert set(saved["seconds"]) >= {"data", "progressive", SEALED, "attacks", "sealed check", "views"}
+    assert os.path.isfile(res["views"]["tsne"]) and res["views"]["ranklists"]
     key = out / "secret.key"
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
     assert key.read_text().strip() not in (out / "results.json").read_text()
+
+
+def test_demo_keyed_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    run_demo(str(out), modes=["progressive", KEYED], overrides=[*TINY, "train.max_epoch", "1"],
+             attack_pairs=[4], attack_steps=2, views=False)
+    assert "keyed recovery O-R" in capsys.readouterr().out
+    saved = json.load(open(out / "results.json"))
+    assert saved["attack"]["victim"] == KEYED
+    assert set(saved["keyed"]) >= {"right_key", "wrong_key", "unkeyed"}
+    assert saved["keyed"]["unkeyed"] == {k: saved["progressive"]["image"]["O-R"][k] for k in ("psnr", "ssim")}

@@ -31,6 +31,7 @@ PLACES = {
     "torchreid_privacy.attacks": "application",
     "torchreid_privacy.demo": "application",
     "torchreid_privacy.bench": "application",
+    "torchreid_privacy.bench_step": "application",
     "torchreid_privacy.export": "application",
     "torchreid_privacy.onnx_runtime": "application",
     "torchreid_privacy.onnx_folder": "application",

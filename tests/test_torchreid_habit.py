@@ -44,14 +44,20 @@ def test_get_started_script_trains_with_privacy(tiny_root, tmp_path):
     assert model.generator is not None and model.height == 64 and model.width == 32
 
 
-def test_progressive_without_validation_split_says_how_to_get_one(tiny_root):
+def _plain_datamanager_and_model(root):
+    """torchreid objects without a validation split (sources = targets = synthetic_market)."""
     import torchreid
-    import torchreid_privacy
 
-    dm = torchreid.data.ImageDataManager(root=tiny_root, sources="synthetic_market", targets="synthetic_market",
+    dm = torchreid.data.ImageDataManager(root=root, sources="synthetic_market", targets="synthetic_market",
                                          height=64, width=32, batch_size_train=16, workers=0, use_gpu=False,
                                          train_sampler="RandomIdentitySampler")
-    model = torchreid.models.build_model(name="tiny_reid", num_classes=dm.num_train_pids, pretrained=False)
+    return dm, torchreid.models.build_model(name="tiny_reid", num_classes=dm.num_train_pids, pretrained=False)
+
+
+def test_progressive_without_validation_split_says_how_to_get_one(tiny_root):
+    import torchreid_privacy
+
+    dm, model = _plain_datamanager_and_model(tiny_root)
     with pytest.raises(ValueError, match=r"progressive needs a validation split.*market1501_val"):
         torchreid_privacy.ImagePrivacyEngine(dm, model, use_gpu=False, privacy={"mode": "progressive"})
     # joint mode needs none
@@ -70,13 +76,9 @@ def test_run_refuses_what_it_cannot_measure(tiny_cfg):
 
 
 def test_unknown_privacy_key_is_named(tiny_root):
-    import torchreid
     import torchreid_privacy
     from torchreid_privacy.config import ConfigError
 
-    dm = torchreid.data.ImageDataManager(root=tiny_root, sources="synthetic_market", targets="synthetic_market",
-                                         height=64, width=32, batch_size_train=16, workers=0, use_gpu=False,
-                                         train_sampler="RandomIdentitySampler")
-    model = torchreid.models.build_model(name="tiny_reid", num_classes=dm.num_train_pids, pretrained=False)
+    dm, model = _plain_datamanager_and_model(tiny_root)
     with pytest.raises(ConfigError, match=r"privacy.modee.*privacy.mode"):
         torchreid_privacy.ImagePrivacyEngine(dm, model, use_gpu=False, privacy={"modee": "joint"})

@@ -182,7 +182,8 @@ def _print(results: Dict[str, Any], modes: Sequence[str], attack_pairs: Sequence
         s = results["sealed"]
         print(f"\nsealed recovery on {s['files']} test images: exact {s['exact']}, wrong key refused "
               f"{s['wrong_key_rejected']}, tampering refused {s['tamper_rejected']}, "
-              f"payload {s['overhead_bytes_mean']:.0f} bytes per image")
+              f"payload {s['overhead_bytes_mean']:.0f} bytes per image ({s['beyond_original_bytes_mean']:.0f} "
+              "beyond the original file's own)")
     if "keyed_recovery" in results:
         print()
         print(format_psnr_rows("keyed recovery O-R", results["keyed_recovery"]))

@@ -29,6 +29,7 @@ from torchreid_privacy.amp import Precision
 from torchreid_privacy.images import from_gan, to_gan
 
 from .compile_nets import CompiledNets
+from .cpu_fast import channels_last_works, nets_to_channels_last, to_channels_last, use_fused_adam
 from .evaluator import Evaluator
 from .loop import check_finite, run_privacy
 from .parts import EngineParts, complete_parts
@@ -66,6 +67,10 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         compile_mode: ``train.compile`` (off | default | max-autotune): the step runs
             ``torch.compile``-d callables of the nets (compiled at the first step); the registered
             nets, so checkpoints and evaluation, stay the bare ones.
+        cpu_fast: on a CPU (default: whenever the device is one), the nets train in channels-last
+            layout (C only if a probe on a copy shows it supports it) and Adam uses its fused
+            kernel (see ``cpu_fast``); float rounding differs from the contiguous layout, the
+            method does not. ``False`` keeps torch's defaults.
 
     ``phase_timer``: None, or a callable ``timer(phase_name)`` returning a context manager that
     times that phase of the step (``bench step --breakdown``); None costs nothing.
@@ -75,7 +80,7 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
                  privacy: Optional[Mapping[str, Any]] = None, *, config=None, parts: Optional[EngineParts] = None,
                  val_target: Optional[str] = None, test_targets: Optional[List[str]] = None,
                  use_gpu: Optional[bool] = None, amp: Optional[str] = None,
-                 compile_mode: Optional[str] = None) -> None:
+                 compile_mode: Optional[str] = None, cpu_fast: Optional[bool] = None) -> None:
         use_gpu = torch.cuda.is_available() if use_gpu is None else use_gpu
         super().__init__(datamanager, use_gpu=use_gpu)
         self.device = torch.device("cuda", torch.cuda.current_device()) if self.use_gpu else torch.device("cpu")
@@ -101,6 +106,10 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         # what the training step calls: the nets themselves, or their DDP wrappers (distribute())
         self._train_nets: Dict[str, torch.nn.Module] = dict(bridge.engine_models(self))
         self.inference = parts.inference.to(self.device)  # the one definition of "apply G / G_R / C"
+        self.cpu_fast = self.device.type == "cpu" if cpu_fast is None else bool(cpu_fast)
+        self._channels_last: frozenset = frozenset()  # names of the nets whose step inputs go channels-last
+        if self.cpu_fast:
+            self._use_cpu_fast_paths()
         self.evaluator = Evaluator(self.inference, eval_seed=self.p.eval_seed, grid_images=self.p.grid_images,
                                    parse=self.parse_data_for_eval)
         self.keyed = self.inference.keyed
@@ -116,6 +125,18 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         self.step_hooks: List[Any] = []  # callables(engine) run after every training step
         self._loss_sums: Dict[str, float] = {}
         self._loss_steps = 0
+
+    def _use_cpu_fast_paths(self) -> None:
+        """Channels-last nets (C if it supports it) and fused Adam: see ``cpu_fast``."""
+        names = set(self.nets)
+        sample = torch.linspace(-1.0, 1.0, 2 * 3 * self.config.data.height * self.config.data.width,
+                                device=self.device).view(2, 3, self.config.data.height, self.config.data.width)
+        if channels_last_works(self.model, sample):
+            names.add("model")
+        models = bridge.engine_models(self)
+        nets_to_channels_last(models[n] for n in names)
+        self._channels_last = frozenset(names)
+        use_fused_adam(list(bridge.engine_optimizers(self).values()))
 
     # ------------------------------------------------------------------ keys, supervision
     def set_key(self, key: bytes) -> None:
@@ -265,6 +286,8 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         float32 whatever ``train.amp`` is). ``bare`` bypasses DDP (a frozen discriminator).
         With ``train.compile`` the net's compiled callable runs."""
         net = self.compiled(bridge.engine_models(self)[name] if bare else self._train_nets[name])
+        if name in self._channels_last:
+            inputs = tuple(to_channels_last(x) for x in inputs)
         with self.precision.autocast():
             out = net(*inputs)
         if isinstance(out, (tuple, list)):
@@ -327,6 +350,8 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
 
     def load_state(self, ckpt: Dict[str, Any], resume: bool = True, source: str = "checkpoint") -> None:
         load_engine_state(self, ckpt, resume, source)
+        if self.cpu_fast:  # a checkpoint's optimizer groups bring their own foreach/fused flags
+            use_fused_adam(list(bridge.engine_optimizers(self).values()))
 
     def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
                     resume: Optional[Any] = None, eval_test: bool = True) -> Dict[str, Any]:

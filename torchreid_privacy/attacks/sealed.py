@@ -36,7 +36,9 @@ def _tamper(path: Path) -> None:
 
 
 def sealed_check(model: PrivacyModel, images: str, workdir: str, key: bytes, batch_size: int = 64) -> Dict[str, Any]:
-    """``{exact, files, wrong_key_rejected, tamper_rejected, overhead_bytes_mean}`` for ``images``.
+    """``{exact, files, wrong_key_rejected, tamper_rejected, overhead_bytes_mean, beyond_original_bytes_mean}``
+    for ``images``: the payload's bytes in each P (the sealed original itself included), and what
+    sealing adds beyond the original's own bytes (header, nonce, tag, name, container framing).
 
     ``workdir`` must not exist yet (everything is written there; ``images`` is only read).
     """
@@ -50,6 +52,7 @@ def sealed_check(model: PrivacyModel, images: str, workdir: str, key: bytes, bat
     files = list_images(Path(images))
     sizes = [(sealed / f.relative_to(images)).stat().st_size - (plain / f.relative_to(images)).stat().st_size
              for f in files]
+    beyond = [size - f.stat().st_size for size, f in zip(sizes, files)]  # what sealing adds to the original
     right = unseal_folder(str(sealed), str(work / "recovered"), key)
     originals = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
     wrong = unseal_folder(str(sealed), str(work / "wrong-key"), secrets.token_bytes(len(key)))
@@ -64,4 +67,5 @@ def sealed_check(model: PrivacyModel, images: str, workdir: str, key: bytes, bat
         "wrong_key_rejected": len(wrong.failed) == len(files) and wrong.restored == 0,
         "tamper_rejected": len(tamper.failed) == len(files) and tamper.restored == 0,
         "overhead_bytes_mean": sum(sizes) / max(1, len(sizes)),
+        "beyond_original_bytes_mean": sum(beyond) / max(1, len(beyond)),
     }

@@ -25,9 +25,11 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("list", help="print every registered component by kind")
     p.set_defaults(func=list_components)
 
-    p = sub.add_parser("bench", help="GPU microbenchmarks: `bench kernels` checks and times every Triton kernel")
-    p.add_argument("what", choices=["kernels"])
-    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see --help after 'kernels')")
+    p = sub.add_parser("bench", help="benchmarks: `bench kernels` checks and times every Triton kernel (GPU); "
+                                     "`bench step` times the whole training step (eager, compile, Triton, AMP)")
+    p.add_argument("what", choices=["kernels", "step"])
+    p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see --help after 'kernels' "
+                                                          "or 'step')")
     p.set_defaults(func=bench)
 
     p = sub.add_parser("make-data", help="write the synthetic Market-1501-layout dataset")
@@ -87,6 +89,10 @@ def split(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
+    if args.what == "step":
+        from torchreid_privacy import bench_step
+
+        return bench_step.main(args.args)
     from torchreid_privacy import bench as bench_module
 
     return bench_module.main(args.args)
