@@ -63,9 +63,8 @@ def readme_commands():
     out = []
     for block in _blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words:
-                out.append(" ".join(shlex.quote(w) if " " in w else w for w in words))
+            if shlex.split(line, comments=True):
+                out.append(re.sub(r"\s+#(\s.*)?$", "", line).strip())  # the command as written, sans comment
     return out
 
 

@@ -136,11 +136,13 @@ class StepBench:
         self.interpreted = self.device.type == "cpu"  # Triton runs in its interpreter on a CPU
         self.triton_ok = dispatch.HAS_TRITON and (dispatch.INTERPRET if self.interpreted else not dispatch.INTERPRET)
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-step-")
+        self._own_data = data_root is None  # else the user's dataset (a torchreid layout) is used as is
         self.data_root = data_root or os.path.join(self._tmp.name, "data")
         self.batches: List[Dict[str, Any]] = []
         self.plain: Optional[Callable[[Dict[str, Any]], None]] = None
         self.plain_times: List[float] = []
         self.eager_losses: Optional[Dict[str, float]] = None
+        self.setup = ""
 
     def config(self, extra: Sequence[str] = ()) -> Any:
         return build_config(self.size, self.device, self.data_root, os.path.join(self._tmp.name, "run"),
@@ -150,11 +152,16 @@ class StepBench:
         from torchreid_privacy.builder import build_privacy_engine
         from torchreid_privacy.data.synthetic import make_synthetic_market
 
-        make_synthetic_market(self.data_root)
+        if self._own_data:
+            make_synthetic_market(self.data_root)
         cfg = self.config(row_overrides(name))
         engine = build_privacy_engine(cfg)
         engine.set_model_mode("train")
         if not self.batches:  # the same batches for every row (and the plain step)
+            p = cfg.privacy
+            self.setup = (f"C {cfg.model.name}, batch {cfg.train.batch_size}, {cfg.data.height}x{cfg.data.width}, "
+                          f"G/G_R {p.generator.name} ngf {p.generator.ngf}, D {p.discriminator.name} "
+                          f"ndf {p.discriminator.ndf}")
             loader = iter(engine.train_loader)
             self.batches = [next(loader) for _ in range(min(4, len(engine.train_loader)))]
             self.plain = plain_step(cfg, engine.datamanager.num_train_pids, self.device)
@@ -246,12 +253,13 @@ class StepBench:
         engine = self._engine("eager")
         for i in range(self.warmup):
             engine.forward_backward(self.batches[i % len(self.batches)])
-        phases = step_profile.phase_breakdown(engine, self.batches, steps, self.clock)
-        nets = step_profile.net_costs(engine, self.batches[0], clock=self.clock)
+        report = step_profile.phase_breakdown(engine, self.batches, steps, self.clock)
+        report["nets"] = step_profile.net_costs(engine, self.batches[0], clock=self.clock)
         joint_flops = step_profile.count_flops(lambda: engine.forward_backward(self.batches[0]))
         plain_flops = step_profile.count_flops(lambda: self.plain(self.batches[0]))
-        return {"phases": phases, "nets": nets, "gflop_joint": joint_flops / 1e9, "gflop_plain": plain_flops / 1e9,
-                "flop_ratio": joint_flops / plain_flops if plain_flops else None}
+        report.update(gflop_joint=joint_flops / 1e9, gflop_plain=plain_flops / 1e9,
+                      flop_ratio=joint_flops / plain_flops if plain_flops else None)
+        return report
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -261,14 +269,14 @@ def format_table(rows: List[Row]) -> str:
     def num(v: Any, fmt: str) -> str:
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
-    head = (f"{'row':22s} {'kernels':7s} {'compile':12s} {'amp':4s} {'ms/step':>9s} {'images/s':>9s} "
+    head = (f"{'row':24s} {'kernels':7s} {'compile':12s} {'amp':4s} {'ms/step':>9s} {'images/s':>9s} "
             f"{'x plain':>8s} {'1st step s':>10s} {'peak MiB':>9s} {'loss diff':>9s}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r["status"] != "ok":
-            lines.append(f"{r['row']:22s} {r['kernels']:7s} {r['compile']:12s} {r['amp']:4s} {r['status']}")
+            lines.append(f"{r['row']:24s} {r['kernels']:7s} {r['compile']:12s} {r['amp']:4s} {r['status']}")
             continue
-        lines.append(f"{r['row']:22s} {r['kernels']:7s} {r['compile']:12s} {r['amp']:4s} "
+        lines.append(f"{r['row']:24s} {r['kernels']:7s} {r['compile']:12s} {r['amp']:4s} "
                      f"{num(r.get('ms_step'), '{:.1f}'):>9s} {num(r.get('images_s'), '{:.0f}'):>9s} "
                      f"{num(r.get('x_plain'), '{:.2f}x'):>8s} {num(r.get('first_step_s'), '{:.1f}'):>10s} "
                      f"{num(r.get('peak_mb'), '{:.0f}'):>9s} {num(r.get('loss_rel_diff'), '{:.1e}'):>9s}  "
@@ -324,14 +332,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results = [bench.run_row(r) for r in rows]
         results.insert(0, bench.plain_row())
         print(format_table(results))
-        report: Dict[str, Any] = {"device": name, "size": opts.size, "mode": opts.mode, "threads": torch.get_num_threads(),
+        print(bench.setup)
+        report: Dict[str, Any] = {"device": name, "size": opts.size, "setup": bench.setup, "mode": opts.mode, "threads": torch.get_num_threads(),
                                   "torch": torch.__version__, "clock": opts.clock, "steps": steps, "warmup": warmup,
                                   "batch": int(bench.batches[0]["img"].shape[0]) if bench.batches else None,
                                   "rows": results}
         if opts.breakdown:
             report["breakdown"] = bench.breakdown(steps)
             b = report["breakdown"]
-            print(step_profile.format_breakdown(b["phases"], "eager: "))
+            print(step_profile.format_breakdown(b, "eager: "))
             print(step_profile.format_net_costs(b["nets"]))
             print(f"GFLOP per step: joint {b['gflop_joint']:.2f}, plain {b['gflop_plain']:.2f} "
                   f"(ratio {b['flop_ratio']:.2f}x: the joint step's floor at equal FLOP efficiency)")

@@ -42,14 +42,20 @@ def attack(args: argparse.Namespace) -> int:
         from torchreid_privacy.attacks import reid_attack
 
         result = reid_attack(cfg, path, out, key=key, max_epoch=args.max_epoch)
-        lines = [f"{s:5s} rank-1 {100 * result[s]['R1']:5.1f}  mAP {100 * result[s]['mAP']:5.1f}" for s in SETTINGS]
+        lines = [f"{s:5s} rank-1 {100 * result[s]['R1']:5.1f}  mAP {100 * result[s]['mAP']:5.1f}"
+                 for s in (*SETTINGS, "O->M")]
     else:
         from torchreid_privacy.attacks import recovery_attack
 
+        from torchreid_privacy.report import format_psnr_rows
+
         pairs = int_list("--pairs", args.pairs)
         result = recovery_attack(path, pairs, steps=args.steps, batch_size=args.batch_size, key=key)
-        lines = [f"{name:>10s}  PSNR {result[name]['psnr']:6.2f}  SSIM {result[name]['ssim']:.3f}"
-                 for name in ["authorized", *map(str, pairs)]]
+        rows = {"key holder": result["authorized"], "P itself": result["protected"], "M itself": result["conventional"]}
+        for n in pairs:
+            rows[f"attacker on P, {n} pairs"] = result[str(n)]
+            rows[f"attacker on M, {n} pairs"] = result["M"][str(n)]
+        lines = [format_psnr_rows(f"inversion attack ({args.steps} steps)", rows)]
     atomic.write_json(os.path.join(out, "attack.json"), result)
     print("\n".join(lines))
     print(f"results: {os.path.join(out, 'attack.json')}")
