@@ -5,8 +5,11 @@ steps and one evaluation of one engine.
 Each step starts from the same state (nets, optimizers, RNG) for both tables: the Triton step
 runs, the state is restored, the torch step runs, and the torch result carries on. So every
 loss term and the gradient of every net are compared on identical inputs: losses within 1e-5
-relative, gradients within 1e-3 relative to each net's gradient norm (the kernels reorder
-reductions: BatchNorm statistics, triplet distances). The four-setting evaluation of the same
+relative, gradients relative to each net's gradient norm (the kernels reorder reductions:
+BatchNorm statistics, triplet distances) within 1e-4, except C and G, whose gradients pass
+back through C's BatchNorm/ReLU layers: measured over seeds 1-4 and 3 steps, those amplify the
+~1e-6 forward differences to up to 9e-3 (with torch's defaults as with the channels-last CPU
+path), while a wrong kernel gradient is off by order 1; they get 2e-2. The four-setting evaluation of the same
 weights must give identical ranks and mAP, PSNR within 1e-4 dB and SSIM within 1e-5.
 """
 import copy
@@ -18,6 +21,7 @@ import torch
 from torchreid_privacy import bridge, kernels
 
 STEPS = 2
+GRAD_TOL, GRAD_TOL_THROUGH_C = 1e-4, 2e-2  # relative to the net's gradient norm (see the docstring)
 # mosaic (the default desensitizer), generators with BatchNorm+LeakyReLU, batch-hard triplet, SSIM/PSNR
 FUSED_IN_THIS_RUN = {"mosaic", "bn_leaky_relu", "batch_hard_triplet", "ssim_psnr"}
 
@@ -55,7 +59,8 @@ def test_triton_path_on_cpu_matches_torch(engine):
         assert {"model", "generator", "decoder", "disc_op", "disc_pr"} <= set(grad_t)
         for name in grad_t:
             scale = grad_r[name].norm().item() + 1e-12
-            print("GRADDIFF", step, name, (grad_t[name] - grad_r[name]).norm().item() / scale)
+            tol = GRAD_TOL_THROUGH_C if name in ("model", "generator") else GRAD_TOL
+            assert (grad_t[name] - grad_r[name]).norm().item() / scale < tol, (step, name)
     kernels.select_backends("triton", "cpu")
     met_t = engine.evaluate(engine.val_target)
     kernels.select_backends("torch", "cpu")

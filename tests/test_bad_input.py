@@ -186,7 +186,9 @@ def test_unexpected_failure_is_still_one_line(monkeypatch, capsys):
     def broken(args):
         raise TypeError("something\nspanning lines")
 
-    monkeypatch.setitem(cli.COMMANDS, "list", broken)
+    from torchreid_privacy.cli import tools
+
+    monkeypatch.setattr(tools, "list_components", broken)
     assert main(["list"]) == 3
     assert _error(capsys) == ("internal error (TypeError: something; spanning lines); "
                               "rerun with TORCHREID_PRIVACY_DEBUG=1 for the traceback")

@@ -57,3 +57,12 @@ def test_table_marks_skipped_and_interpreter_rows():
     table = bench_step.format_table(rows)
     assert "correctness only" in table and "skipped: fp16 autocast is for CUDA" in table
     assert " - " in table.splitlines()[2]  # no peak memory on a CPU
+
+
+def test_time_budget_skips_the_rows_left(tmp_path, capsys):
+    out = tmp_path / "skipped.json"
+    assert bench_step.main(["--size", "tiny", "--rows", "eager,compile", "--budget-s", "0",
+                            "--output", str(out)]) == 2  # nothing measured
+    rows = {r["row"]: r["status"] for r in json.loads(out.read_text())["rows"]}
+    assert rows["eager"] == rows["compile"] == "skipped: --budget-s 0 spent"
+    assert "skipped: --budget-s 0 spent" in capsys.readouterr().out

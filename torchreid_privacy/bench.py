@@ -99,9 +99,32 @@ def _baseline(name: str) -> Optional[Callable[..., Any]]:
     return None
 
 
-def _check(op: Any, args: tuple, kwargs: dict) -> str:
+# train.amp's precisions: a kernel is checked against the float32 reference of the same
+# (rounded) inputs, within the half-precision tolerances of tests/kernels/test_ops_generic.py
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+HALF_TOL = {torch.float16: 1e-2, torch.bfloat16: 4e-2}
+
+
+def _upcast(args: tuple) -> tuple:
+    return tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dim() in (2, 4) else a
+                 for a in args)
+
+
+def _check(op: Any, args: tuple, kwargs: dict, dtype: torch.dtype = torch.float32) -> str:
     """PASS if the Triton result matches the reference (op's tolerance or comparison)."""
     try:
+        if dtype in HALF_TOL:
+            reference = op.reference(*_upcast(args), **kwargs)
+            result = op.triton(*args, **kwargs)
+            if op.compare is not None and op.name != "gaussian_blur":
+                op.compare(reference, result, *_upcast(args), **kwargs)
+                return "PASS"
+            refs = reference if isinstance(reference, tuple) else (reference,)
+            outs = result if isinstance(result, tuple) else (result,)
+            tol = HALF_TOL[dtype]
+            for ref, out in zip(refs, outs):
+                torch.testing.assert_close(out.float(), ref.float(), atol=tol + 1.0 / 255, rtol=tol)
+            return "PASS"
         reference = op.reference(*args, **kwargs)
         result = op.triton(*args, **kwargs)
         if op.compare is not None:
@@ -151,12 +174,14 @@ def bench_input_shape(shape: Tuple[int, ...], batch: int, image_size: Tuple[int,
 
 def bench_kernels(batch: int = 256, quick: bool = False, *, device: str = "cuda", compile: bool = True,
                   image_size: Tuple[int, int] = (256, 128), ops: Optional[Sequence[str]] = None,
-                  log: Optional[Callable[[str], None]] = None) -> List[Row]:
+                  log: Optional[Callable[[str], None]] = None, dtype: torch.dtype = torch.float32) -> List[Row]:
     """Check and time every op of ``kernels.OPS`` (or those named in ``ops``); one row per
     op/shape, plus a forward+backward row for training ops.
 
     Row keys: op, shape, check, ms_eager, ms_compile, ms_triton, ms_baseline, gbps (Triton),
-    pct_copy, copy_gbps. Times are None where skipped or failed. ``device='cpu'`` runs in
+    pct_copy, copy_gbps. Times are None where skipped or failed. ``dtype`` bfloat16/float16
+    (``train.amp``'s precisions) feeds every op inputs of that dtype (the check compares with the
+    float32 reference of the same inputs, at half-precision tolerances). ``device='cpu'`` runs in
     Triton's interpreter (a smoke test: its times mean nothing).
     """
     from torchreid_privacy import kernels
@@ -174,8 +199,8 @@ def bench_kernels(batch: int = 256, quick: bool = False, *, device: str = "cuda"
             continue
         for bench in op.bench_shapes:
             shape = bench_input_shape(bench, batch, image_size)
-            args, kwargs = op.example(dev, torch.float32, shape)
-            status = _check(op, args, kwargs)
+            args, kwargs = op.example(dev, dtype, shape)
+            status = _check(op, args, kwargs, dtype)
             if log:
                 log(f"{name:24s} {str(shape):22s} {status}")
             modes = [("fwd", None)] + ([("fwd+bwd", op.grad_args)] if op.grad_args else [])
@@ -237,6 +262,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     parser.add_argument("--quick", action="store_true", help="fewer timing repetitions")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
+    parser.add_argument("--dtype", default="float32", choices=list(DTYPES),
+                        help="input precision (bfloat16/float16: what train.amp feeds the kernels)")
     opts = parser.parse_args([] if argv is None else list(argv))
     if not torch.cuda.is_available():
         print(NO_CUDA)
@@ -247,7 +274,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("Triton kernels unavailable: install triton and unset TRITON_INTERPRET to benchmark them")
         return 1
     print(f"device: {torch.cuda.get_device_name()}")
-    rows = bench_kernels(opts.batch, opts.quick, compile=not opts.no_compile, log=print)
+    print(f"dtype: {opts.dtype}")
+    rows = bench_kernels(opts.batch, opts.quick, compile=not opts.no_compile, log=print, dtype=DTYPES[opts.dtype])
     print(format_table(rows))
     return 0 if all(r["check"] == "PASS" for r in rows) else 2
 

@@ -35,7 +35,7 @@ def test_joint_step(benchmark, setup):
     o01 = engine.inference.to01(batch["img"])
     t = time.perf_counter()
     for _ in range(20):
-        engine.conventional(o01)
+        engine.inference.conventional(o01)
     desens = (time.perf_counter() - t) / 20
     benchmark.extra_info["desensitize_share"] = desens / benchmark.stats.stats.median
 
