@@ -13,7 +13,13 @@ Importing the package registers its backbones (``tiny_reid``, ``resnet50_agw``) 
 torchreid (``synthetic_market``, and the identity-disjoint validation splits ``<dataset>_val``
 such as ``market1501_val``).
 """
+import os as _os
 from typing import Any
+
+# oneDNN's AMX bf16 convolutions (torch 2.14, oneDNN 3.12) return NaN or garbage for some shapes
+# (e.g. the quickstart U-Net's 32x128x4x2 * 128x128x4x4, stride 2), which breaks train.amp bf16
+# on CPUs with AMX. Cap oneDNN at AVX512-BF16 before any convolution runs, unless the user chose.
+_os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
 
 from torchreid_privacy.registry import (  # noqa: F401
     ANONYMIZERS,

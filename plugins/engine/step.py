@@ -106,8 +106,9 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
         # what the training step calls: the nets themselves, or their DDP wrappers (distribute())
         self._train_nets: Dict[str, torch.nn.Module] = dict(bridge.engine_models(self))
         self.inference = parts.inference.to(self.device)  # the one definition of "apply G / G_R / C"
-        if cpu_fast is None:  # train.cpu_fast: true (default) = on whenever the device is a CPU
-            cpu_fast = self.config.train.cpu_fast and self.device.type == "cpu"
+        if cpu_fast is None:  # train.cpu_fast: true (default) = on for float32 training on a CPU
+            # (not under autocast: oneDNN's channels-last bf16 convolutions give NaN for some shapes)
+            cpu_fast = self.config.train.cpu_fast and self.device.type == "cpu" and not self.precision.enabled
         self.cpu_fast = bool(cpu_fast)
         self._channels_last: frozenset = frozenset()  # names of the nets whose step inputs go channels-last
         if self.cpu_fast:
