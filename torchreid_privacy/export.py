@@ -60,15 +60,17 @@ TRACEABLE_DESENSITIZERS = ("mosaic",)  # deterministic and shape-static: a basel
 _EXAMPLE_BATCH = {True: 2, False: 1}  # a dynamic batch needs an example of >= 2 (1 is specialized)
 
 
-class AnonymizerGraph(nn.Module):
-    """``image`` [0,1] -> P = from_gan(G(to_gan(image))), as ``PrivacyModel.anonymize``."""
+class GanRangeGraph(nn.Module):
+    """[0,1] images through a pix2pix net that works in GAN range: ``from_gan(net(to_gan(x)))``.
+    With G it is ``PrivacyModel.anonymize`` (``image`` -> P), with G_R ``PrivacyModel.recover``
+    (``anonymized`` -> R)."""
 
-    def __init__(self, generator: nn.Module) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.generator = generator
+        self.net = net
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return from_gan(self.generator(to_gan(image)))
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return from_gan(self.net(to_gan(x01)))
 
 
 class ConventionalGraph(nn.Module):
@@ -80,17 +82,6 @@ class ConventionalGraph(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.fn(image, **self.params)
-
-
-class DecoderGraph(nn.Module):
-    """``anonymized`` [0,1] -> R = from_gan(G_R(to_gan(P))), as ``PrivacyModel.recover``."""
-
-    def __init__(self, decoder: nn.Module) -> None:
-        super().__init__()
-        self.decoder = decoder
-
-    def forward(self, anonymized: torch.Tensor) -> torch.Tensor:
-        return from_gan(self.decoder(to_gan(anonymized)))
 
 
 class KeyedDecoderGraph(nn.Module):
@@ -129,7 +120,7 @@ def build_graph(model: PrivacyModel, what: str) -> Tuple[nn.Module, List[str], s
         raise ValueError(f"--what: expected one of {', '.join(WHATS)}, got {what!r}")
     if what == "anonymizer":
         if model.generator is not None:
-            graph, inputs, output = AnonymizerGraph(copy.deepcopy(model.generator)), ["image"], "anonymized"
+            graph, inputs, output = GanRangeGraph(copy.deepcopy(model.generator)), ["image"], "anonymized"
         elif model.desensitizer in TRACEABLE_DESENSITIZERS:
             graph, inputs, output = (ConventionalGraph(model.desensitizer, model.desensitizer_params), ["image"],
                                      "anonymized")
@@ -145,7 +136,7 @@ def build_graph(model: PrivacyModel, what: str) -> Tuple[nn.Module, List[str], s
             graph = KeyedDecoderGraph(copy.deepcopy(model.decoder), model.key_channels)
             inputs, output = ["anonymized", "key_code"], "recovered"
         else:
-            graph, inputs, output = DecoderGraph(copy.deepcopy(model.decoder)), ["anonymized"], "recovered"
+            graph, inputs, output = GanRangeGraph(copy.deepcopy(model.decoder)), ["anonymized"], "recovered"
     else:
         graph, inputs, output = ReidGraph(copy.deepcopy(model.reid), model.mean, model.std), ["image"], "features"
     return graph.cpu().eval(), inputs, output
