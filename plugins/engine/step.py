@@ -15,7 +15,6 @@ supervision upgrade (see ``upgrade.UpgradePolicy``).
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from contextlib import AbstractContextManager, nullcontext
@@ -31,10 +30,10 @@ from torchreid_privacy.images import from_gan, to_gan
 from .compile_nets import CompiledNets
 from .cpu_fast import channels_last_works, nets_to_channels_last, to_channels_last, use_fused_adam
 from .evaluator import Evaluator
-from .loop import check_finite, run_privacy
+from .loop import check_finite
 from .parts import EngineParts, complete_parts
 from .sealed_step import sealed_step
-from .state import engine_state, load_engine_state
+from .supervision import SupervisionMixin, requires_grad as _requires_grad
 from .torchreid_api import TorchreidRunAPI
 from .upgrade import UpgradePolicy
 
@@ -42,13 +41,7 @@ from .upgrade import UpgradePolicy
 log = logging.getLogger(__name__)
 
 
-def _requires_grad(nets: List[torch.nn.Module], flag: bool) -> None:
-    for net in nets:
-        for p in net.parameters():
-            p.requires_grad_(flag)
-
-
-class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
+class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
     """Joint anonymization + identity-invariant ReID training (see the module docstring).
 
     Args:
@@ -153,34 +146,6 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
     @property
     def upgrades(self) -> List[Dict[str, Any]]:
         return self.policy.upgrades
-
-    @torch.no_grad()
-    def supervision(self, o01: torch.Tensor) -> torch.Tensor:
-        """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
-        if self.supervisor is not None and self.policy.use_snapshot():
-            return from_gan(self.supervisor(to_gan(o01)))
-        return self.inference.conventional(o01)
-
-    def snapshot_generator(self, state: Optional[Dict[str, torch.Tensor]] = None, source: str = "checkpoint") -> None:
-        """Freeze a copy of G (with a checkpoint's ``state`` loaded, if given) as the supervision."""
-        from torchreid_privacy import checkpoint
-
-        snap = copy.deepcopy(self.nets["generator"]).eval()  # buffers: rank 0's, set by evaluate()
-        if state is not None:
-            checkpoint.load_state(snap, state, f"{source} [supervisor]")
-        _requires_grad([snap], False)
-        self.supervisor = snap
-
-    def maybe_upgrade(self, val: Dict[str, Any]) -> bool:
-        """Progressive mode: snapshot G as the new supervision when every gate holds."""
-        if self.mode != "progressive" or not self.policy.decide(val, self.epoch + 1):
-            return False
-        self.snapshot_generator()
-        log.info("supervision upgraded at epoch %d (val O->P rank-1 %.3f)", self.epoch + 1, self.policy.best_r1)
-        if self.writer is not None:
-            self.writer.add_scalar("Upgrade/val_r1_op", self.policy.best_r1, self.epoch + 1)
-            self.writer.add_scalar("Upgrade/count", len(self.upgrades), self.epoch + 1)
-        return True
 
     # ------------------------------------------------------------------ training step
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> Dict[str, float]:
@@ -333,39 +298,6 @@ class PrivacyEngine(TorchreidRunAPI, bridge.Engine):
                 distributed.average_gradients(self.reid_loss.center_parameters())
             for opt in optims:
                 self.precision.step(opt)
-
-    # ------------------------------------------------------------------ evaluation, state, runs
-    @torch.no_grad()
-    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "eval") -> Dict[str, Any]:
-        """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
-        self.set_model_mode("eval")
-        for net in bridge.engine_models(self).values():  # all ranks evaluate rank 0's running statistics
-            distributed.broadcast_buffers(net)
-        try:
-            return self.evaluator(self.test_loader[target], grid_path, desc=f"{desc} {target}")
-        finally:
-            self.set_model_mode("train")
-            if self.supervisor is not None:
-                self.supervisor.eval()
-
-    def state(self) -> Dict[str, Any]:
-        return engine_state(self)
-
-    def load_state(self, ckpt: Dict[str, Any], resume: bool = True, source: str = "checkpoint") -> None:
-        load_engine_state(self, ckpt, resume, source)
-        if self.cpu_fast:  # a checkpoint's optimizer groups bring their own foreach/fused flags
-            use_fused_adam(list(bridge.engine_optimizers(self).values()))
-
-    def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
-                    resume: Optional[Any] = None, eval_test: bool = True) -> Dict[str, Any]:
-        """Train, validate/upgrade every ``privacy.val_period`` epochs, select on val, test once.
-
-        Returns (and writes to ``save_dir/results.json``) ``{"mode", "test": {target: ...}, "val",
-        "upgrades", "history"}``. ``resume`` (a checkpoint file, run directory or loaded checkpoint)
-        continues a run exactly. A NaN/Inf loss raises :class:`NonFiniteLossError` naming the last
-        good checkpoint.
-        """
-        return run_privacy(self, save_dir, max_epoch, start_epoch, print_freq, resume, eval_test)
 
     # ------------------------------------------------------------------ multi-process
     def distribute(self, sync_bn: bool = False, seed: int = 0) -> None:

@@ -1,4 +1,4 @@
-"""torchreid's ``Engine.run`` / ``Engine.test`` for the privacy engine.
+"""torchreid's ``Engine.run`` / ``Engine.test`` for the privacy engine, and the privacy run they do.
 
 Why: torchreid users call ``engine.run(save_dir=..., max_epoch=..., eval_freq=...)``; inherited
 as is, it would train through torchreid's loop and skip validation and the supervision upgrade.
@@ -6,11 +6,52 @@ Here it runs the full privacy run instead, and ``test`` scores the four O/P sett
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
+
+import torch
+
+from torchreid_privacy import bridge, distributed
+
+from .cpu_fast import use_fused_adam
+from .loop import run_privacy
+from .state import engine_state, load_engine_state
 
 
 class TorchreidRunAPI:
-    """Mixin for :class:`PrivacyEngine` (uses its ``run_privacy``, ``evaluate`` and ``test_targets``)."""
+    """Mixin for :class:`PrivacyEngine` (uses its ``evaluator``, ``test_loader`` and ``test_targets``)."""
+
+    # ------------------------------------------------------------------ evaluation, state, runs
+    @torch.no_grad()
+    def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "eval") -> Dict[str, Any]:
+        """Four-setting ranks and O-M/O-P/O-R image metrics on one target's query/gallery."""
+        self.set_model_mode("eval")
+        for net in bridge.engine_models(self).values():  # all ranks evaluate rank 0's running statistics
+            distributed.broadcast_buffers(net)
+        try:
+            return self.evaluator(self.test_loader[target], grid_path, desc=f"{desc} {target}")
+        finally:
+            self.set_model_mode("train")
+            if self.supervisor is not None:
+                self.supervisor.eval()
+
+    def state(self) -> Dict[str, Any]:
+        return engine_state(self)
+
+    def load_state(self, ckpt: Dict[str, Any], resume: bool = True, source: str = "checkpoint") -> None:
+        load_engine_state(self, ckpt, resume, source)
+        if self.cpu_fast:  # a checkpoint's optimizer groups bring their own foreach/fused flags
+            use_fused_adam(list(bridge.engine_optimizers(self).values()))
+
+    def run_privacy(self, save_dir: str, max_epoch: int, start_epoch: int = 0, print_freq: int = 10**9,
+                    resume: Optional[Any] = None, eval_test: bool = True) -> Dict[str, Any]:
+        """Train, validate/upgrade every ``privacy.val_period`` epochs, select on val, test once.
+
+        Returns (and writes to ``save_dir/results.json``) ``{"mode", "test": {target: ...}, "val",
+        "upgrades", "history"}``. ``resume`` (a checkpoint file, run directory or loaded checkpoint)
+        continues a run exactly. A NaN/Inf loss raises :class:`NonFiniteLossError` naming the last
+        good checkpoint.
+        """
+        return run_privacy(self, save_dir, max_epoch, start_epoch, print_freq, resume, eval_test)
 
     def run(self, save_dir: str = "log", max_epoch: int = 0, start_epoch: int = 0, print_freq: int = 10,
             fixbase_epoch: int = 0, open_layers=None, start_eval: int = 0, eval_freq: int = -1,
