@@ -1,6 +1,6 @@
 """Per-image SSIM and MSE of image pairs in one pass over both batches (inference only).
 
-The torch reference below (what ``torchreid_privacy.metrics_image`` reports) materialises the
+The torch reference below (what ``torchreid_privacy.metrics.image`` reports) materialises the
 filtered planes: it writes s = a + b - 1, d = a - b, s^2, d^2 (SSIM needs only those four;
 they carry the same information as a, b, a^2, b^2, ab, with less float32 cancellation),
 filters them by two depthwise convolutions and combines the maps, about ten full-size passes,

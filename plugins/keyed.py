@@ -1,7 +1,7 @@
 """Keyed recovery decoder: G_R(P, key) restores O only with the right secret key.
 
 Any registered generator becomes keyed by giving it ``3 + key_channels`` input channels:
-the key arrives as +-1 planes (``torchreid_privacy.keys.key_planes``) concatenated to P.
+the key arrives as +-1 planes (``torchreid_privacy.sealing.keys.key_planes``) concatenated to P.
 The engine trains it to restore O under the right key and to give back P (no information
 beyond the protected image) under random wrong keys, so the decoder's weights alone do not
 recover anyone.

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from torchreid_privacy import bridge, weights
-from torchreid_privacy.nets import build_reid_model
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import weights
+from torchreid_privacy.models.nets import build_reid_model
 from torchreid_privacy.config import load_config
-from torchreid_privacy.demo import QUICKSTART, packaged_config
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 from torchreid_privacy.plugins.agw import AGW, GeM, NonLocal, from_agw_state_dict
 from torchreid_privacy.registry import load_plugins
 

@@ -4,8 +4,10 @@ import math
 import pytest
 import torch
 
-from torchreid_privacy import bridge, checkpoint
-from torchreid_privacy.amp import Precision, amp_mode
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import checkpoint
+from torchreid_privacy.utils.amp import Precision, amp_mode
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.config import ConfigError
 

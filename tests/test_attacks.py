@@ -7,7 +7,7 @@ import torch
 
 from torchreid_privacy.attacks import recovery_attack, reid_attack
 from torchreid_privacy.attacks.recover import build_attacker, evaluate_attacker
-from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.trained_run import TrainedRun
 
 
@@ -92,7 +92,7 @@ def test_reid_attack_bad_epochs(trained_run, tmp_path):
 
 
 def test_attacker_init_is_seeded_and_leaves_global_rng_alone(trained_run):
-    from torchreid_privacy.checkpoint import load
+    from torchreid_privacy.utils.checkpoint import load
     from torchreid_privacy.config import load_config
 
     cfg = load_config(base=load(trained_run)["config"])

@@ -10,8 +10,9 @@ import torch
 import torch.multiprocessing as mp
 
 from tiny_config import TINY
-from torchreid_privacy import bridge, distributed
-from torchreid_privacy.distributed import DistributedIdentitySampler
+from torchreid_privacy import bridge
+from torchreid_privacy.utils import distributed
+from torchreid_privacy.utils.distributed import DistributedIdentitySampler
 from torchreid_privacy.plugins.norm_act import convert_sync_batchnorm
 
 # a train list like torchreid's: (path, pid, camid, dsetid); pid 3 has fewer than K images
@@ -113,7 +114,7 @@ def _worker(rank, world, port, root, out_dir, overrides):
     torch.set_num_threads(1)
     from torchreid_privacy.builder import build_privacy_engine
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 
     distributed.init_from_env(use_gpu=False)
     try:

@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
-from torchreid_privacy import bridge, checkpoint
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import checkpoint
 from torchreid_privacy.builder import build_privacy_engine
 
 

@@ -9,7 +9,7 @@ from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from torchreid_privacy import bridge
-from torchreid_privacy.evaluation import (
+from torchreid_privacy.metrics.settings import (
     SETTINGS, ImageMetricAccumulator, evaluate_rank, evaluate_settings, feature_distance, image_metrics,
     privacy_rank1, psnr, ssim,
 )

@@ -13,16 +13,16 @@ import torch
 from PIL import Image
 
 from tiny_config import TINY
-from torchreid_privacy import export as export_mod
-from torchreid_privacy import keys
+from torchreid_privacy.export import exporter as export_mod
+from torchreid_privacy.sealing import keys
 from torchreid_privacy.cli import main
 from torchreid_privacy.config import load_config
-from torchreid_privacy.demo import QUICKSTART, packaged_config
-from torchreid_privacy.export import export_onnx
-from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.export.exporter import export_onnx
+from torchreid_privacy.utils.images import from_gan, to_gan
 from torchreid_privacy.inference import PrivacyModel, model_from_config
-from torchreid_privacy.nets import build_decoder, build_generator, build_reid_model
-from torchreid_privacy.onnx_runtime import OnnxAnonymizer, OnnxGraph
+from torchreid_privacy.models.nets import build_decoder, build_generator, build_reid_model
+from torchreid_privacy.export.runtime import OnnxAnonymizer, OnnxGraph
 
 TOL = 1e-4
 KEY = bytes(range(32))
@@ -199,7 +199,7 @@ def test_runner_checks_inputs_and_graph_kind(onnx_files, tmp_path):
 
 def test_runner_module_imports_no_torch(onnx_files):
     """onnx_runtime.py runs on its own (copied to an edge device): numpy + onnxruntime, no torch."""
-    import torchreid_privacy.onnx_runtime as mod
+    import torchreid_privacy.export.runtime as mod
 
     code = (
         "import importlib.util, sys, numpy as np\n"

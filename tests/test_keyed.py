@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from torchreid_privacy import keys
+from torchreid_privacy.sealing import keys
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.cli import main
-from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy.utils.images import from_gan, to_gan
 from torchreid_privacy.plugins.keyed import KeyedDecoder
 
 
@@ -98,7 +98,7 @@ def keyed_run(tiny_root, tmp_path_factory):
     from tiny_config import TINY
 
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 
     base = tmp_path_factory.mktemp("keyed")
     key_file = str(base / "secret.key")

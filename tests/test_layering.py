@@ -20,23 +20,17 @@ LAYERS = ["kernels", "core", "plugins", "model", "engine", "application", "cli"]
 # module prefix -> layer (the longest matching prefix wins)
 PLACES = {
     "torchreid_privacy.kernels": "kernels",
-    "torchreid_privacy": "core",  # registry, bridge, config, images, keys, checkpoint, metrics, data, seal, ...
+    # registry, bridge, config, desensitize, data/, metrics/, sealing/, utils/, visualization/
+    "torchreid_privacy": "core",
     "torchreid_privacy.plugins": "plugins",
-    "torchreid_privacy.nets": "model",
-    "torchreid_privacy.optimizers": "model",
+    "torchreid_privacy.models": "model",
     "torchreid_privacy.inference": "model",
     "torchreid_privacy.plugins.engine": "engine",
     "torchreid_privacy.builder": "application",
     "torchreid_privacy.trained_run": "application",
     "torchreid_privacy.attacks": "application",
-    "torchreid_privacy.demo": "application",
-    "torchreid_privacy.bench": "application",
-    "torchreid_privacy.bench_step": "application",
     "torchreid_privacy.export": "application",
-    "torchreid_privacy.onnx_runtime": "application",
-    "torchreid_privacy.onnx_folder": "application",
-    "torchreid_privacy.search": "application",
-    "torchreid_privacy.visualize": "application",
+    "torchreid_privacy.tools": "application",
     "torchreid_privacy.cli": "cli",
     "torchreid_privacy.__main__": "cli",
 }

@@ -16,7 +16,7 @@ import torch
 
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.config import load_config
-from torchreid_privacy.nets import build_privacy_nets
+from torchreid_privacy.models.nets import build_privacy_nets
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = ("O->O", "O->P", "P->O", "P->P")

@@ -19,10 +19,12 @@ import time
 
 import pytest
 
-from torchreid_privacy import bridge, checkpoint
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import checkpoint
 from torchreid_privacy.plugins.engine.state import resume_run
 from torchreid_privacy.cli import main
-from torchreid_privacy.demo import QUICKSTART, packaged_config
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 
 
 from tiny_config import TINY

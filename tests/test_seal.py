@@ -14,9 +14,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image
 
-from torchreid_privacy import keys
-from torchreid_privacy.folder import process_folder, unseal_folder
-from torchreid_privacy.sealing import (
+from torchreid_privacy.sealing import keys
+from torchreid_privacy.tools.folders import process_folder, unseal_folder
+from torchreid_privacy.sealing.payload import (
     HEADER_BYTES,
     AlreadySealed,
     AuthenticationFailed,
@@ -31,7 +31,7 @@ from torchreid_privacy.sealing import (
     unseal_file,
     unseal_record,
 )
-from torchreid_privacy.sealing_containers import JPEG_IDENT
+from torchreid_privacy.sealing.containers import JPEG_IDENT
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -123,8 +123,8 @@ def test_aead_key_is_hkdf_derived_in_its_own_domain():
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from torchreid_privacy.sealing import _associated_data
-    from torchreid_privacy.sealing_containers import file_digest
+    from torchreid_privacy.sealing.payload import _associated_data
+    from torchreid_privacy.sealing.containers import file_digest
 
     p = _p("BMP")
     payload = seal(p, b"secret original", "x.bmp", KEY).sidecar

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from torchreid_privacy.cli import main
-from torchreid_privacy.keys import write_key_file
+from torchreid_privacy.sealing.keys import write_key_file
 
 
 def _sha(folder):

@@ -4,7 +4,7 @@ import pytest
 from PIL import Image
 
 from torchreid_privacy.cli import main
-from torchreid_privacy.drawing import HIT, PALETTE, scatter_plot
+from torchreid_privacy.visualization.drawing import HIT, PALETTE, scatter_plot
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def opened(trained_run):
 
 
 def test_write_views_layout_and_same_numbers_as_test(opened, tmp_path):
-    from torchreid_privacy.visualize import write_views
+    from torchreid_privacy.tools.visualize import write_views
 
     run, scores = opened
     paths = write_views(run, str(tmp_path / "views"), queries=3, topk=5)
@@ -45,7 +45,7 @@ def test_write_views_layout_and_same_numbers_as_test(opened, tmp_path):
 
 
 def test_tensorboard_images_restores_training_modes(opened):
-    from torchreid_privacy.views import tensorboard_images
+    from torchreid_privacy.visualization.views import tensorboard_images
 
     run, _ = opened
     calls = []

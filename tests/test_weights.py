@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from torchreid_privacy import bridge, weights
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import weights
 from torchreid_privacy.cli import main
-from torchreid_privacy.demo import QUICKSTART, packaged_config
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 from torchreid_privacy.registry import load_plugins
 
 

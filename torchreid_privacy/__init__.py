@@ -39,8 +39,8 @@ _LAZY = {
     "PrivacyModel": ("torchreid_privacy.inference", "PrivacyModel"),
     "ImagePrivacyEngine": ("torchreid_privacy.plugins.engine", "ImagePrivacyEngine"),
     "PrivacyEngine": ("torchreid_privacy.plugins.engine", "PrivacyEngine"),
-    "seal": ("torchreid_privacy.sealing", "seal"),
-    "unseal": ("torchreid_privacy.sealing", "unseal"),
+    "seal": ("torchreid_privacy.sealing.payload", "seal"),
+    "unseal": ("torchreid_privacy.sealing.payload", "unseal"),
 }
 
 

@@ -26,7 +26,7 @@ def _import_torchreid() -> ModuleType:
     """Return the module that holds torchreid's sub-packages (``data``, ``models``, ...)."""
     with warnings.catch_warnings():
         # torchreid warns at import that its Cython ranking is missing; our own evaluator
-        # (torchreid_privacy.evaluation) is the fast path, so the warning is noise here.
+        # (torchreid_privacy.metrics.settings) is the fast path, so the warning is noise here.
         warnings.filterwarnings("ignore", message="Cython evaluation")
         top = importlib.import_module("torchreid")
         try:
@@ -114,7 +114,7 @@ def build_model(name: str, num_classes: int, loss: str = "softmax", pretrained: 
 
     Random init by default. ``pretrained=True`` asks torchreid to fetch ImageNet weights
     (network; a failure names ``model.pretrained`` and the way out). Local weights are loaded
-    by :mod:`torchreid_privacy.weights` (``weights_only=True``, sha256-checked).
+    by :mod:`torchreid_privacy.utils.weights` (``weights_only=True``, sha256-checked).
     """
     if name not in _model_factory():
         import difflib

@@ -13,12 +13,14 @@ from typing import Any, List, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import bridge, distributed, kernels
+from torchreid_privacy import bridge, kernels
+
+from torchreid_privacy.utils import distributed
 from torchreid_privacy.config import Config, imagedata_kwargs, optimizer_kwargs, use_gpu
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
 from torchreid_privacy.data.validate import checked_datamanager
-from torchreid_privacy.nets import build_privacy_nets, build_reid_model, feature_dim
-from torchreid_privacy.optimizers import build_center_optimizer, build_scheduler
+from torchreid_privacy.models.nets import build_privacy_nets, build_reid_model, feature_dim
+from torchreid_privacy.models.optimizers import build_center_optimizer, build_scheduler
 from torchreid_privacy.registry import ENGINES, LOSSES
 
 log = logging.getLogger(__name__)

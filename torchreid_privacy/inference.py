@@ -21,11 +21,13 @@ from typing import Any, Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from torchreid_privacy import checkpoint, keys
+from torchreid_privacy.utils import checkpoint
+
+from torchreid_privacy.sealing import keys
 from torchreid_privacy.config import Config, load_config
 from torchreid_privacy.desensitize import resolve_desensitizer
-from torchreid_privacy.images import denormalize, from_gan, normalize, to_gan
-from torchreid_privacy.nets import build_decoder, build_generator, build_reid_model
+from torchreid_privacy.utils.images import denormalize, from_gan, normalize, to_gan
+from torchreid_privacy.models.nets import build_decoder, build_generator, build_reid_model
 
 
 class PrivacyModel(nn.Module):

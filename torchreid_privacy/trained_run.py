@@ -11,10 +11,12 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from torchreid_privacy import bridge, checkpoint, kernels
+from torchreid_privacy import bridge, kernels
+
+from torchreid_privacy.utils import checkpoint
 from torchreid_privacy.builder import build_datamanager
 from torchreid_privacy.config import Config, use_gpu
-from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.inference import PrivacyModel, checkpoint_config, model_from_checkpoint
 from torchreid_privacy.plugins.engine import Evaluator
 from torchreid_privacy.plugins.engine.evaluator import parse_eval_batch

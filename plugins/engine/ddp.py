@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torchreid_privacy import bridge, distributed
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import distributed
 from torchreid_privacy.plugins.norm_act import convert_sync_batchnorm
 
 

@@ -12,9 +12,9 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import torch
 from tqdm import tqdm
 
-from torchreid_privacy import distributed
-from torchreid_privacy.evaluation import SETTINGS, ImageMetricAccumulator, evaluate_settings
-from torchreid_privacy.images import save_grid
+from torchreid_privacy.utils import distributed
+from torchreid_privacy.metrics.settings import SETTINGS, ImageMetricAccumulator, evaluate_settings
+from torchreid_privacy.utils.images import save_grid
 from torchreid_privacy.inference import PrivacyModel
 
 PAIRS = ("O-M", "O-P", "O-R", "O-R wrong key")

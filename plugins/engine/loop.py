@@ -14,9 +14,15 @@ from typing import Any, Dict, Optional
 import torch
 from tqdm import tqdm
 
-from torchreid_privacy import atomic, checkpoint, distributed, kernels
-from torchreid_privacy.evaluation import SETTINGS
-from torchreid_privacy.views import tensorboard_images
+from torchreid_privacy import kernels
+
+from torchreid_privacy.utils import atomic
+
+from torchreid_privacy.utils import checkpoint
+
+from torchreid_privacy.utils import distributed
+from torchreid_privacy.metrics.settings import SETTINGS
+from torchreid_privacy.visualization.views import tensorboard_images
 
 from .state import engine_state, resume_run, snapshot
 from .upgrade import selection_score

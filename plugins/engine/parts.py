@@ -17,8 +17,8 @@ from torchreid_privacy import bridge
 from torchreid_privacy.config import Config, optimizer_kwargs, privacy_config
 from torchreid_privacy.data.datasets import is_val_split
 from torchreid_privacy.inference import PrivacyModel, model_from_config
-from torchreid_privacy.nets import build_privacy_nets, feature_dim
-from torchreid_privacy.optimizers import build_adam, build_center_optimizer, build_scheduler
+from torchreid_privacy.models.nets import build_privacy_nets, feature_dim
+from torchreid_privacy.models.optimizers import build_adam, build_center_optimizer, build_scheduler
 from torchreid_privacy.registry import LOSSES
 
 log = logging.getLogger(__name__)

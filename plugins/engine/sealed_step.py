@@ -14,7 +14,7 @@ from typing import Any, Dict
 import torch
 import torch.nn.functional as F
 
-from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy.utils.images import from_gan, to_gan
 
 from .loop import check_finite
 

@@ -13,7 +13,11 @@ import math
 import os
 from typing import Any, Dict
 
-from torchreid_privacy import bridge, checkpoint, distributed
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import checkpoint
+
+from torchreid_privacy.utils import distributed
 from torchreid_privacy.config import to_dict
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from torchreid_privacy import bridge, distributed, keys
-from torchreid_privacy.amp import Precision
-from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import distributed
+
+from torchreid_privacy.sealing import keys
+from torchreid_privacy.utils.amp import Precision
+from torchreid_privacy.utils.images import from_gan, to_gan
 
 from .compile_nets import CompiledNets
 from .cpu_fast import channels_last_works, nets_to_channels_last, to_channels_last, use_fused_adam

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from torchreid_privacy.images import from_gan, to_gan
+from torchreid_privacy.utils.images import from_gan, to_gan
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class SupervisionMixin:
 
     def snapshot_generator(self, state: Optional[Dict[str, torch.Tensor]] = None, source: str = "checkpoint") -> None:
         """Freeze a copy of G (with a checkpoint's ``state`` loaded, if given) as the supervision."""
-        from torchreid_privacy import checkpoint
+        from torchreid_privacy.utils import checkpoint
 
         snap = copy.deepcopy(self.nets["generator"]).eval()  # buffers: rank 0's, set by evaluate()
         if state is not None:

@@ -10,7 +10,9 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from torchreid_privacy import bridge, distributed
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import distributed
 
 from .cpu_fast import use_fused_adam
 from .loop import run_privacy

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List
 
-from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.metrics.settings import SETTINGS
 
 PSNR_KEYS = {"image": "psnr", "dataset": "psnr_dataset"}
 

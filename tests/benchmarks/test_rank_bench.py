@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from torchreid_privacy import bridge
-from torchreid_privacy.evaluation import ImageMetricAccumulator, evaluate_rank, gaussian_taps
+from torchreid_privacy.metrics.settings import ImageMetricAccumulator, evaluate_rank, gaussian_taps
 
 MARKET_QUERY, MARKET_GALLERY, FEATURE_DIM = 3368, 15913, 512
 TORCHREID_SUBSET = 300

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from torchreid_privacy.folder import encode_image
-from torchreid_privacy.sealing import payload_overhead, seal, unseal
+from torchreid_privacy.tools.folders import encode_image
+from torchreid_privacy.sealing.payload import payload_overhead, seal, unseal
 
 BATCH, HEIGHT, WIDTH = 64, 256, 128
 KEY = bytes(range(32))

@@ -10,7 +10,7 @@ import pytest
 from torchreid_privacy import bridge
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.config import load_config
-from torchreid_privacy.demo import QUICKSTART, packaged_config
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 
 
 @pytest.fixture(scope="module")

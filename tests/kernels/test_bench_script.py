@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchreid_privacy import bench
+from torchreid_privacy.tools import bench_kernels as bench
 
 
 @pytest.mark.no_triton
@@ -30,7 +30,7 @@ def test_bench_rows_on_cpu_in_the_interpreter():
 
 @pytest.mark.no_triton
 def test_ssim_conv2d_baseline_is_skimage_ssim():
-    from torchreid_privacy.metrics_image import ssim
+    from torchreid_privacy.metrics.image import ssim
 
     a = torch.rand(2, 3, 32, 24)
     b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)

@@ -13,7 +13,7 @@ import torch
 import torchreid_privacy
 from torchreid_privacy import kernels
 from torchreid_privacy.kernels import dispatch
-from torchreid_privacy.metrics_image import ImageMetricAccumulator, ssim
+from torchreid_privacy.metrics.image import ImageMetricAccumulator, ssim
 from torchreid_privacy.plugins.losses import BatchHardTripletLoss
 from torchreid_privacy.plugins.norm_act import BatchNormAct2d
 from torchreid_privacy.registry import DESENSITIZERS

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchreid_privacy.config import Config
-from torchreid_privacy.images import from_gan, to_gan
-from torchreid_privacy.metrics_image import ImageMetricAccumulator
+from torchreid_privacy.utils.images import from_gan, to_gan
+from torchreid_privacy.metrics.image import ImageMetricAccumulator
 from torchreid_privacy.trained_run import TrainedRun
 
 LR, BETAS = 2e-4, (0.5, 0.999)  # pix2pix's Adam settings

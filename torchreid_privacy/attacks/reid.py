@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from torchreid_privacy.config import Config, engine_run_kwargs, load_config, to_dict
-from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.trained_run import TrainedRun
 
 # O->M: the yardstick, a gallery protected by the conventional desensitizer only
@@ -62,7 +62,7 @@ def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: An
     weights_path = train_third_party(tp)
     seconds = time.time() - t0
 
-    from torchreid_privacy.weights import load_backbone_weights
+    from torchreid_privacy.utils.weights import load_backbone_weights
 
     # the classifier is sized for another number of identities and is skipped; features are what count
     load_backbone_weights(run.model.reid, weights_path, what="third-party model")

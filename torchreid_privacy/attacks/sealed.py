@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict
 
-from torchreid_privacy.folder import list_images, process_folder, unseal_folder
+from torchreid_privacy.tools.folders import list_images, process_folder, unseal_folder
 from torchreid_privacy.inference import PrivacyModel
 
 

@@ -25,10 +25,11 @@ def add_parsers(sub) -> None:
 
 
 def attack(args: argparse.Namespace) -> int:
-    from torchreid_privacy import atomic, checkpoint
+    from torchreid_privacy.utils import atomic
+    from torchreid_privacy.utils import checkpoint
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.evaluation import SETTINGS
-    from torchreid_privacy.keys import read_key_file
+    from torchreid_privacy.metrics.settings import SETTINGS
+    from torchreid_privacy.sealing.keys import read_key_file
 
     cfg = load_config(args.config_file) if args.config_file else None
     if not args.checkpoint and cfg is None:
@@ -47,7 +48,7 @@ def attack(args: argparse.Namespace) -> int:
     else:
         from torchreid_privacy.attacks import recovery_attack
 
-        from torchreid_privacy.report import format_psnr_rows
+        from torchreid_privacy.tools.report import format_psnr_rows
 
         pairs = int_list("--pairs", args.pairs)
         result = recovery_attack(path, pairs, steps=args.steps, batch_size=args.batch_size, key=key)

@@ -25,7 +25,7 @@ def add_weights_args(p: argparse.ArgumentParser, what: str) -> None:
 
 def weights_path(args: argparse.Namespace, configured: str = "") -> str:
     """Local path of --weights (or of ``configured``), downloaded and sha256-checked; '' if none."""
-    from torchreid_privacy import weights
+    from torchreid_privacy.utils import weights
 
     spec = args.weights or configured
     if args.sha256 and not spec:
@@ -42,7 +42,7 @@ def add_key_arg(p: argparse.ArgumentParser, what: str) -> None:
 
 def read_key(args: argparse.Namespace, keyed: bool, required: bool) -> Optional[bytes]:
     """The key from --key-file, checked against whether the decoder is keyed."""
-    from torchreid_privacy.keys import read_key_file
+    from torchreid_privacy.sealing.keys import read_key_file
 
     if not keyed:
         if args.key_file:
@@ -66,7 +66,7 @@ def int_list(flag: str, text: str) -> list:
 
 
 def print_results(by_mode: dict) -> None:
-    from torchreid_privacy.report import format_table, summarize
+    from torchreid_privacy.tools.report import format_table, summarize
 
     rows = {}
     for mode, res in by_mode.items():

@@ -5,7 +5,7 @@ import argparse
 
 
 def add_parsers(sub) -> None:
-    from torchreid_privacy.export import DEFAULT_OPSET, WHATS
+    from torchreid_privacy.export.exporter import DEFAULT_OPSET, WHATS
 
     p = sub.add_parser("export", help="export the anonymizer, decoder or ReID model to ONNX (for onnxruntime)",
                        description="Each graph takes [0,1] images at the model's size (normalization inside the "
@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
 def export(args: argparse.Namespace) -> int:
     import os
 
-    from torchreid_privacy.export import export_onnx
+    from torchreid_privacy.export.exporter import export_onnx
     from torchreid_privacy.inference import load
 
     if os.path.lexists(args.output):  # fail before loading anything

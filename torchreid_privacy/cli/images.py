@@ -32,7 +32,7 @@ def add_parsers(sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from torchreid_privacy.folder import check_folders
+    from torchreid_privacy.tools.folders import check_folders
 
     check_folders(args.input, args.output)  # fail before loading anything
     if args.batch_size < 1:
@@ -40,7 +40,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def anonymize(args: argparse.Namespace) -> int:
-    from torchreid_privacy.folder import process_folder
+    from torchreid_privacy.tools.folders import process_folder
     from torchreid_privacy.inference import load
 
     _check(args)
@@ -48,7 +48,7 @@ def anonymize(args: argparse.Namespace) -> int:
         return _anonymize_onnx(args)
     seal_key = None
     if args.seal_key:
-        from torchreid_privacy.keys import read_key_file
+        from torchreid_privacy.sealing.keys import read_key_file
 
         seal_key = read_key_file(args.seal_key, flag="--seal-key")  # before loading anything
     model = load(args.checkpoint, device=args.device)  # a baseline run's P is its conventional M
@@ -59,15 +59,15 @@ def anonymize(args: argparse.Namespace) -> int:
 
 
 def _anonymize_onnx(args: argparse.Namespace) -> int:
-    """``anonymize --onnx``: the folder through onnxruntime (torchreid_privacy.onnx_folder)."""
+    """``anonymize --onnx``: the folder through onnxruntime (torchreid_privacy.export.folder)."""
     if not args.onnx:
         raise ValueError("--checkpoint: required (or --onnx FILE.onnx for an exported anonymizer)")
     if args.checkpoint:
         raise ValueError("--onnx: give either --onnx or --checkpoint, not both")
     if getattr(args, "seal_key", None):  # never write unsealed P when sealing was asked for
         raise ValueError("--seal-key: not supported with --onnx yet; use --checkpoint")
-    from torchreid_privacy.onnx_folder import anonymize_folder_onnx
-    from torchreid_privacy.onnx_runtime import OnnxAnonymizer, providers_for
+    from torchreid_privacy.export.folder import anonymize_folder_onnx
+    from torchreid_privacy.export.runtime import OnnxAnonymizer, providers_for
 
     runner = OnnxAnonymizer(args.onnx, providers=providers_for(args.device))
     print(anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size).line())
@@ -76,7 +76,7 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
 
 def recover(args: argparse.Namespace) -> int:
     """Sealed images are unsealed with --key-file (exact bytes); the rest go through G_R."""
-    from torchreid_privacy.folder import process_folder
+    from torchreid_privacy.tools.folders import process_folder
 
     _check(args)
     only = None
@@ -89,7 +89,7 @@ def recover(args: argparse.Namespace) -> int:
                              f"{report.unsealed[0]}); recovering them needs the run's decoder")
         only = report.unsealed
     else:
-        from torchreid_privacy.folder import sealed_images
+        from torchreid_privacy.tools.folders import sealed_images
 
         sealed = sealed_images(args.input)
         if sealed:
@@ -111,8 +111,8 @@ def recover(args: argparse.Namespace) -> int:
 def _unseal(args: argparse.Namespace):
     import sys
 
-    from torchreid_privacy.folder import unseal_folder
-    from torchreid_privacy.keys import read_key_file
+    from torchreid_privacy.tools.folders import unseal_folder
+    from torchreid_privacy.sealing.keys import read_key_file
 
     report = unseal_folder(args.input, args.output, read_key_file(args.key_file))
     for _, message in report.failed:
@@ -135,7 +135,7 @@ def _decoder_model(args: argparse.Namespace):
 
 
 def keygen(args: argparse.Namespace) -> int:
-    from torchreid_privacy.keys import KEY_BYTES, write_key_file
+    from torchreid_privacy.sealing.keys import KEY_BYTES, write_key_file
 
     path = write_key_file(args.output)
     print(f"{8 * KEY_BYTES}-bit key written to {path} (mode 0600); keep it secret, it is never stored anywhere else")

@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
-    from torchreid_privacy.search import search as run_search
+    from torchreid_privacy.tools.search import search as run_search
 
     if args.cache and args.no_cache:
         raise ValueError("--cache and --no-cache exclude each other")
@@ -53,7 +53,7 @@ def search(args: argparse.Namespace) -> int:
 
 def visualize(args: argparse.Namespace) -> int:
     from torchreid_privacy.trained_run import TrainedRun
-    from torchreid_privacy.visualize import check_counts, view_lines, write_views
+    from torchreid_privacy.tools.visualize import check_counts, view_lines, write_views
 
     check_counts(args.queries, args.topk, args.identities)  # before the run is loaded
     run = TrainedRun.open(args.checkpoint, args.opts, config_file=args.config_file)

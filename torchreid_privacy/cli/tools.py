@@ -7,7 +7,7 @@ from .common import add_config_args, int_list
 
 
 def add_parsers(sub) -> None:
-    from torchreid_privacy.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES
+    from torchreid_privacy.tools.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES
 
     p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-sealed, "
                                     "attack the sealed run and M, check sealed recovery, print the tables")
@@ -48,7 +48,7 @@ def add_parsers(sub) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from torchreid_privacy.demo import run_demo
+    from torchreid_privacy.tools.demo import run_demo
 
     run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
              config_file=args.config_file, overrides=args.opts, attacks=not args.no_attacks,
@@ -90,9 +90,9 @@ def split(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     if args.what == "step":
-        from torchreid_privacy import bench_step
+        from torchreid_privacy.tools import bench_step
 
         return bench_step.main(args.args)
-    from torchreid_privacy import bench as bench_module
+    from torchreid_privacy.tools import bench_kernels as bench_module
 
     return bench_module.main(args.args)

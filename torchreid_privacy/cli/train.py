@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Optional
 
-from torchreid_privacy import distributed
+from torchreid_privacy.utils import distributed
 
 from .common import add_config_args, add_key_arg, add_weights_args, print_results, read_key, weights_path
 
@@ -37,7 +37,7 @@ def add_parsers(sub) -> None:
 
 
 def train(args: argparse.Namespace) -> int:
-    from torchreid_privacy import checkpoint
+    from torchreid_privacy.utils import checkpoint
     from torchreid_privacy.builder import build_torchreid_engine
     from torchreid_privacy.config import engine_run_kwargs, load_config
 
@@ -110,7 +110,7 @@ def _train_privacy(cfg, resume: Optional[str], key: Optional[bytes] = None) -> i
 
 
 def test(args: argparse.Namespace) -> int:
-    from torchreid_privacy import atomic
+    from torchreid_privacy.utils import atomic
     from torchreid_privacy.trained_run import TrainedRun
 
     replacement = weights_path(args)  # before building: a bad file or hash fails fast
@@ -120,7 +120,7 @@ def test(args: argparse.Namespace) -> int:
         run.model.set_key(key)
     results = {"mode": run.config.privacy.mode, "checkpoint": run.path, "test": {}}
     if replacement:
-        from torchreid_privacy.weights import load_backbone_weights
+        from torchreid_privacy.utils.weights import load_backbone_weights
 
         load_backbone_weights(run.model.reid, replacement)
         results["weights"] = replacement

@@ -10,7 +10,9 @@ from typing import Dict
 
 import torch
 
-from torchreid_privacy import bridge, weights
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import weights
 from torchreid_privacy.config import Config, use_gpu
 from torchreid_privacy.plugins.anonymizers import check_fits
 from torchreid_privacy.plugins.keyed import KeyedDecoder

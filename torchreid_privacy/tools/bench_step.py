@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from torchreid_privacy import step_profile
+from torchreid_privacy.tools import step_profile
 
 SIZES: Dict[str, List[str]] = {
     "tiny": ["data.height", "64", "data.width", "32", "train.batch_size", "16", "privacy.generator.ngf", "8",
@@ -72,7 +72,7 @@ def build_config(size: str, device: torch.device, data_root: str, save_dir: str,
                  model: Optional[str] = None, extra: Sequence[str] = ()) -> Any:
     """The quickstart config at ``size`` for ``device`` (plus ``extra`` dotted overrides)."""
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 
     if size not in SIZES:
         raise ValueError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
@@ -92,7 +92,7 @@ def row_overrides(name: str) -> List[str]:
 def plain_step(cfg: Any, num_classes: int, device: torch.device) -> Callable[[Dict[str, Any]], None]:
     """torchreid's plain triplet step on C alone: label-smoothed CE + torchreid's TripletLoss, Adam."""
     from torchreid_privacy import bridge
-    from torchreid_privacy.nets import build_reid_model
+    from torchreid_privacy.models.nets import build_reid_model
 
     model = build_reid_model(cfg, num_classes, loss="triplet").to(device).train()
     opt = bridge.build_optimizer(model, optim="adam", lr=cfg.train.lr)
@@ -361,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["wall_s"] = time.perf_counter() - started
         print(f"bench step: {report['wall_s']:.0f} s")
         if opts.output:
-            from torchreid_privacy import atomic
+            from torchreid_privacy.utils import atomic
 
             atomic.write_json(opts.output, report)
             print(f"wrote {opts.output}")

@@ -1,6 +1,6 @@
 """GPU benchmark of the fused kernels: torch eager vs ``torch.compile`` vs Triton, one table.
 
-``python -m torchreid_privacy.bench [--batch 256] [--quick] [--no-compile]`` (the CLI's
+``python -m torchreid_privacy.tools.bench_kernels [--batch 256] [--quick] [--no-compile]`` (the CLI's
 ``torchreid-privacy bench kernels`` calls :func:`main`). First it measures the device's
 copy bandwidth with a 1 GiB ``tensor.copy_``, then for every op in ``kernels.OPS`` it checks
 the Triton result against the torch reference (PASS/FAIL) and times eager, compiled and
@@ -76,7 +76,7 @@ def _nbytes(values: Sequence[Any]) -> int:
 def ssim_conv2d(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM with one 11x11 2-D Gaussian window conv per statistic (the common
     pytorch-ssim / kornia formulation): the baseline of the ssim_psnr speed-up goal."""
-    from torchreid_privacy.metrics_image import SSIM_K1, SSIM_K2, gaussian_taps
+    from torchreid_privacy.metrics.image import SSIM_K1, SSIM_K2, gaussian_taps
 
     taps = gaussian_taps().to(device=a.device, dtype=a.dtype)
     c = a.shape[1]

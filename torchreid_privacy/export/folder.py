@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from torchreid_privacy.atomic import write_new
-from torchreid_privacy.folder import FolderReport, check_folders, encode_image, list_images, read_rgb
-from torchreid_privacy.onnx_runtime import OnnxAnonymizer
+from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.tools.folders import FolderReport, check_folders, encode_image, list_images, read_rgb
+from torchreid_privacy.export.runtime import OnnxAnonymizer
 
 log = logging.getLogger(__name__)
 

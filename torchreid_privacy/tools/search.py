@@ -4,14 +4,14 @@ Why: the point of privacy-preserving ReID is that an authorized party searches a
 gallery (P) with raw queries (O) and still finds the person. This module does that for plain
 folders, on the same terms as ``test``: images resized to the model's input size exactly as the
 test transform does (PIL bilinear), C's features through :class:`PrivacyModel`, distances and
-metrics through :mod:`torchreid_privacy.evaluation` (L2-normalized features, squared Euclidean,
+metrics through :mod:`torchreid_privacy.metrics.settings` (L2-normalized features, squared Euclidean,
 Market-1501 protocol). Identity labels are optional: when every file name follows Market-1501's
 ``PID_cCAM...`` pattern, rank-1/mAP are computed, junk boxes (pid -1) are left out as torchreid
 does, and same-pid same-camera gallery images are left out of each query's list (the protocol).
 
 Example::
 
-    from torchreid_privacy.search import search
+    from torchreid_privacy.tools.search import search
     res = search("log/run", "photos/query", "protected/gallery", "results", gallery_protected=True)
     res.metrics            # {"R1": .., "mAP": ..} or None without labels
     res.files["json"]      # results/ranks.json
@@ -32,12 +32,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from torchreid_privacy import atomic
-from torchreid_privacy.drawing import RankRow, rank_list_image, to_uint8
-from torchreid_privacy.feature_cache import FeatureCache, content_digest, model_fingerprint
-from torchreid_privacy.folder import list_images, read_rgb
+from torchreid_privacy.utils import atomic
+from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
+from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
+from torchreid_privacy.tools.folders import list_images, read_rgb
 from torchreid_privacy.inference import PrivacyModel
-from torchreid_privacy.ranking import distances, eval_mode, protocol_mask, rank_metrics, top_k
+from torchreid_privacy.metrics.ranking import distances, eval_mode, protocol_mask, rank_metrics, top_k
 
 log = logging.getLogger(__name__)
 

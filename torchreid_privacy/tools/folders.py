@@ -7,7 +7,7 @@ Unreadable images are skipped, counted and logged; grayscale/RGBA/16-bit inputs 
 converted to 8-bit RGB.
 
 Sealed mode (``process_folder(..., seal_key=key)``): each P also carries its input file's exact
-bytes, encrypted and bound to P (``torchreid_privacy.sealing``): inside P for PNG/JPEG, in a sidecar
+bytes, encrypted and bound to P (``torchreid_privacy.sealing.payload``): inside P for PNG/JPEG, in a sidecar
 ``NAME.sealed`` beside P otherwise. ``unseal_folder`` gives the key holder the originals back
 byte for byte, under their original file names, in P's relative folders.
 """
@@ -24,8 +24,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from torchreid_privacy.atomic import write_new
-from torchreid_privacy.sealing import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
+from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
                                     unseal_record)
 
 log = logging.getLogger(__name__)

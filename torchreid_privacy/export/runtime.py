@@ -5,7 +5,7 @@ anonymizer's home is the edge, where torch is a heavy dependency. This file does
 torch or the rest of the package, so it can be copied beside an exported ``.onnx`` and used
 on its own::
 
-    from onnx_runtime import OnnxAnonymizer      # or torchreid_privacy.onnx_runtime
+    from onnx_runtime import OnnxAnonymizer      # or torchreid_privacy.export.runtime
     anonymize = OnnxAnonymizer("anonymizer.onnx")
     p01 = anonymize(o01)   # (N, 3, H, W) float32 in [0,1] at (anonymize.height, anonymize.width)
 

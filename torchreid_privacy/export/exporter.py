@@ -46,9 +46,9 @@ import torch
 from torch import nn
 
 from torchreid_privacy import kernels
-from torchreid_privacy.atomic import write_new
+from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.desensitize import resolve_desensitizer
-from torchreid_privacy.images import from_gan, normalize, to_gan
+from torchreid_privacy.utils.images import from_gan, normalize, to_gan
 from torchreid_privacy.inference import PrivacyModel
 
 log = logging.getLogger(__name__)

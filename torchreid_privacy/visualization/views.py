@@ -10,7 +10,7 @@ seeded desensitizer), and rank lists use the evaluation's distances and Market-1
 This module needs only a ``PrivacyModel`` (duck-typed: ``to01``, ``normalize``, ``embed``,
 ``anonymize``, ``conventional``, ``recover``) and one target's torchreid test loaders, so the engine
 can put the same pictures into TensorBoard at the end of training (:func:`tensorboard_images`);
-:func:`torchreid_privacy.visualize.write_views` does it for a saved run.
+:func:`torchreid_privacy.tools.visualize.write_views` does it for a saved run.
 
 Example::
 
@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from torchreid_privacy import atomic
-from torchreid_privacy.drawing import PALETTE, RankRow, rank_list_image, scatter_plot, stack_vertically, to_uint8
-from torchreid_privacy.evaluation import SETTINGS, evaluate_settings
-from torchreid_privacy.images import save_grid
-from torchreid_privacy.ranking import distances, eval_mode, protocol_mask, top_k
+from torchreid_privacy.utils import atomic
+from torchreid_privacy.visualization.drawing import PALETTE, RankRow, rank_list_image, scatter_plot, stack_vertically, to_uint8
+from torchreid_privacy.metrics.settings import SETTINGS, evaluate_settings
+from torchreid_privacy.utils.images import save_grid
+from torchreid_privacy.metrics.ranking import distances, eval_mode, protocol_mask, top_k
 
 KINDS = ("O", "P")
 ModelLike = Any  # a PrivacyModel; not imported: it sits a layer above (tests/test_layering.py)

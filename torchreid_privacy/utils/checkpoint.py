@@ -15,7 +15,9 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import atomic, bridge
+from torchreid_privacy import bridge
+
+from torchreid_privacy.utils import atomic
 
 CKPT_DIR = "checkpoints"
 BEST, LAST = "best.pth", "last.pth"

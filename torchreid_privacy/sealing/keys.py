@@ -8,7 +8,7 @@ One key file serves two uses, separated by domain strings so neither reveals the
 - keyed decoder: ``key_planes``, a code of ``key_channels`` +-1 bits derived with SHAKE-256 of
   ``_DOMAIN || key`` (a standard extendable-output hash, identical on every platform and torch
   version), one constant plane per bit;
-- sealing (``torchreid_privacy.sealing``): an AES-256-GCM key derived with HKDF-SHA256 under its own
+- sealing (``torchreid_privacy.sealing.payload``): an AES-256-GCM key derived with HKDF-SHA256 under its own
   ``info`` string.
 The key is never stored in configs, logs, results or checkpoints; only its owner's file holds it.
 """

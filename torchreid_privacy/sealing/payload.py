@@ -41,10 +41,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from torchreid_privacy import sealing_containers as containers
-from torchreid_privacy import atomic
-from torchreid_privacy.atomic import write_new
-from torchreid_privacy.keys import KeyFileError, check_key
+from torchreid_privacy.sealing import containers
+from torchreid_privacy.utils import atomic
+from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.sealing.keys import KeyFileError, check_key
 
 MAGIC = b"TRPS"
 VERSION = 1

@@ -18,10 +18,10 @@ import time
 from importlib import resources
 from typing import Any, Dict, Optional, Sequence
 
-from torchreid_privacy import atomic
+from torchreid_privacy.utils import atomic
 from torchreid_privacy.config import load_config
-from torchreid_privacy.evaluation import SETTINGS
-from torchreid_privacy.report import format_psnr_rows, format_reid_attack, format_table, summarize
+from torchreid_privacy.metrics.settings import SETTINGS
+from torchreid_privacy.tools.report import format_psnr_rows, format_reid_attack, format_table, summarize
 
 QUICKSTART = "quickstart.yaml"
 KEYED, SEALED = "progressive-keyed", "progressive-sealed"
@@ -47,7 +47,7 @@ def packaged_config(name: str) -> str:
 
 def _demo_key(output: str) -> bytes:
     """The demo's own key: made once with keygen's rules, reused when the demo runs again."""
-    from torchreid_privacy.keys import read_key_file, write_key_file
+    from torchreid_privacy.sealing.keys import read_key_file, write_key_file
 
     path = os.path.join(output, "secret.key")
     if not os.path.exists(path):
@@ -156,7 +156,7 @@ def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int) ->
 
 def _views(run: str) -> Dict[str, Any]:
     """Rank lists of the four settings, the t-SNE and the O | M | P | R grid of a run."""
-    from torchreid_privacy.visualize import view_lines, write_views
+    from torchreid_privacy.tools.visualize import view_lines, write_views
 
     paths = write_views(run, os.path.join(run, "views"))
     return {"lines": view_lines(paths), "tsne": str(paths["tsne"]), "grid": str(paths.get("grid", "")),

@@ -1,6 +1,6 @@
 """Where a sealed payload travels inside P's file, and which bytes of P it is bound to.
 
-Containers (a payload is opaque bytes here; ``torchreid_privacy.sealing`` makes and opens it):
+Containers (a payload is opaque bytes here; ``torchreid_privacy.sealing.payload`` makes and opens it):
 - PNG: one chunk of type ``trPS`` inserted before IEND. The type's letter cases make it
   ancillary (decoders that do not know it skip it), private, and *unsafe to copy* (an editor
   that changes the image must drop it: the payload is bound to these pixels). CRC by zlib.crc32.

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Tuple
 import numpy as np
 import torch
 
-from torchreid_privacy import atomic
+from torchreid_privacy.utils import atomic
 
 log = logging.getLogger(__name__)
 

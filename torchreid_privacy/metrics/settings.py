@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .metrics_image import ImageMetricAccumulator, gaussian_taps, image_metrics, mse_per_image, psnr, ssim
-from .metrics_rank import ArrayLike, evaluate_rank
+from torchreid_privacy.metrics.image import ImageMetricAccumulator, gaussian_taps, image_metrics, mse_per_image, psnr, ssim
+from torchreid_privacy.metrics.rank import ArrayLike, evaluate_rank
 
 __all__ = [
     "SETTINGS", "evaluate_rank", "evaluate_settings", "feature_distance", "privacy_rank1",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
-from torchreid_privacy.evaluation import SETTINGS
+from torchreid_privacy.metrics.settings import SETTINGS
 
 PAIRS = ("O-M", "O-P", "O-R")
 

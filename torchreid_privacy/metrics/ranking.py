@@ -2,7 +2,7 @@
 
 Why its own module: ``search`` (folders), ``visualize`` and the engine's TensorBoard views all show
 "the k nearest gallery images" and must agree with the numbers ``test`` prints. Distances and
-metrics come from :mod:`torchreid_privacy.evaluation` (``feature_distance``, ``evaluate_rank``);
+metrics come from :mod:`torchreid_privacy.metrics.settings` (``feature_distance``, ``evaluate_rank``);
 this module only adds the listing (top k without the gallery images the protocol drops).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torchreid_privacy.evaluation import evaluate_rank, feature_distance
+from torchreid_privacy.metrics.settings import evaluate_rank, feature_distance
 
 RANKS = (1, 5, 10)
 

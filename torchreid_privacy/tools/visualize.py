@@ -1,18 +1,18 @@
-"""``visualize``: the pictures of :mod:`torchreid_privacy.views` for a saved run's test split.
+"""``visualize``: the pictures of :mod:`torchreid_privacy.visualization.views` for a saved run's test split.
 
 Why a thin module: opening a run (checkpoint, config, test data) is the application's job; the
 pictures themselves live in ``views`` so the training engine can draw them too.
 
 Example::
 
-    from torchreid_privacy.visualize import write_views
+    from torchreid_privacy.tools.visualize import write_views
     paths = write_views("log/quickstart", "views")      # {"ranklists": [...], "tsne": ..., "grid": ...}
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Union
 
-from torchreid_privacy.views import check_counts, compute_views, save_views
+from torchreid_privacy.visualization.views import check_counts, compute_views, save_views
 
 
 def write_views(run: Union[str, Any], output_dir: str, target: Optional[str] = None, *, queries: int = 4,
