@@ -19,6 +19,7 @@ setup(
         "torchreid_privacy.export",
         "torchreid_privacy.metrics",
         "torchreid_privacy.models",
+        "torchreid_privacy.publish",
         "torchreid_privacy.sealing",
         "torchreid_privacy.tools",
         "torchreid_privacy.utils",
@@ -52,6 +53,10 @@ setup(
         "pyyaml",
         "tqdm",
         "cryptography",
+        # the differentiable JPEG that G trains through (privacy.publish.train_through)
+        "kornia",
+        # frontier.png
+        "matplotlib",
     ],
     extras_require={
         # ONNX export (torchreid-privacy export) and onnxruntime inference (anonymize --onnx)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from torchreid_privacy.attacks import recovery_attack, reid_attack
-from torchreid_privacy.attacks.recover import build_attacker, evaluate_attacker
+from torchreid_privacy.attacks.recover import evaluate_attacker
+from torchreid_privacy.metrics.inversion import build_attacker
 from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.trained_run import TrainedRun
 

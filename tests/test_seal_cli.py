@@ -83,14 +83,14 @@ def test_unsealed_images_fall_back_to_the_learned_decoder(sealed, trained_run, t
     plain = tmp_path / "plain"
     assert main(["anonymize", "--input", str(_originals(tmp_path / "in2")), "--output", str(plain),
                  "--checkpoint", trained_run]) == 0
-    (mixed / "plain_0001.png").write_bytes((plain / "0002_c2s1_000002_00.png").read_bytes())
+    (mixed / "plain_0001.jpg").write_bytes((plain / "0002_c2s1_000002_00.jpg").read_bytes())  # P is JPEG 95
     rec = tmp_path / "rec"
     assert main(["recover", "--input", str(mixed), "--output", str(rec), "--key-file", str(key)]) == 1  # no ckpt
     assert main(["recover", "--input", str(mixed), "--output", str(tmp_path / "rec2"), "--key-file", str(key),
                  "--checkpoint", trained_run]) == 0
     got = sorted(p.name for p in (tmp_path / "rec2").iterdir())
-    assert got == sorted([p.name for p in src.iterdir()] + ["plain_0001.png"])
-    with Image.open(tmp_path / "rec2" / "plain_0001.png") as im:
+    assert got == sorted([p.name for p in src.iterdir()] + ["plain_0001.jpg"])
+    with Image.open(tmp_path / "rec2" / "plain_0001.jpg") as im:
         assert im.size == (32, 64)  # G_R's output at the model's size
 
 

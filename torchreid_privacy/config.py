@@ -287,6 +287,12 @@ def check(cfg: Config) -> None:
                           "(a learned decoder needs P to stay invertible)")
     if p.inversion.weight < 0 or p.inversion.margin < 0:
         raise ConfigError("privacy.inversion.weight/margin: expected >= 0")
+    if not 1 <= p.publish.quality <= 100:
+        raise ConfigError(f"privacy.publish.quality: expected an integer in 1-100, got {p.publish.quality}")
+    gate = p.upgrade.inversion_gate
+    for key in ("pairs", "steps"):
+        if gate[key] < 1:
+            raise ConfigError(f"privacy.upgrade.inversion_gate.{key}: expected >= 1, got {gate[key]}")
 
 
 def dump_yaml(cfg: Mapping[str, Any]) -> str:

@@ -93,7 +93,8 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "mode": "progressive",  # baseline | joint | progressive
     # params default to the desensitizer's own (paper) defaults: mosaic 24, blur 12, noise 0.5
     "desensitizer": {"name": "mosaic", "params": {}},
-    "generator": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch"},
+    # params: the anonymizer's own knobs (e.g. residual_code: code_size, code_levels, bound)
+    "generator": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch", "params": {}},
     # keyed: G_R also takes a secret key (train/test/recover --key-file); wrong keys give back P
     "decoder": {"name": "unet_128", "ngf": 64, "num_downs": None, "norm": "batch", "keyed": False,
                 "key_channels": 64},
@@ -124,7 +125,17 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "gate_psnr": "image",
     # fallback: while the latest validation fails the PSNR/SSIM gates, train on the conventional M
     # again (the paper's code); false: an upgrade is permanent
-    "upgrade": {"fallback": False},
+    "upgrade": {
+        "fallback": False,
+        # an upgrade also needs a quick attacker trained on `pairs` validation (published P, O)
+        # pairs for `steps` steps to invert P no better than the same attacker inverts the
+        # conventional M, plus margin_db (PSNR on held-out validation images)
+        "inversion_gate": {"enabled": False, "margin_db": 0.5, "pairs": 256, "steps": 150},
+    },
+    # P as the user publishes it: every number about P (validation, upgrade gates, test, attacks,
+    # search, views) is scored on these files; anonymize writes them. train_through: G's ReID and
+    # adversary terms see P as published (forward) through a differentiable stand-in (backward)
+    "publish": {"format": "jpeg", "quality": 95, "train_through": True},
     # C on O and on P: "joint" = one batch of both, "separate" = two forwards (BatchNorm statistics
     # per domain, the paper's code)
     "reid_forward": "joint",
@@ -146,6 +157,7 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
     "privacy.gate_psnr": ("image", "dataset"),
     "privacy.recovery": ("learned", "keyed", "sealed"),
     "privacy.reid_forward": ("joint", "separate"),
+    "privacy.publish.format": ("jpeg", "png", "webp"),
     "train.amp": ("off", "bf16", "fp16"),
     "train.compile": ("off", "default", "max-autotune"),
     "privacy.generator.norm": ("batch", "instance", "none"),
@@ -158,7 +170,7 @@ PRIVACY_CHOICES: Dict[str, tuple] = {
 YAML_BOOL_ALIASES: Dict[str, Dict[bool, str]] = {"train.amp": {False: "off"}, "train.compile": {False: "off"}}
 
 # free-form mappings: their inner keys are not checked against the schema
-OPEN_KEYS = {"privacy.desensitizer.params"}
+OPEN_KEYS = {"privacy.desensitizer.params", "privacy.generator.params"}
 
 # number keys that also take one of these words
 NUMBER_OR_WORD: Dict[str, tuple] = {"privacy.r1_floor": ("auto",)}

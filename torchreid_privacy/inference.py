@@ -11,6 +11,7 @@ Example::
     import torchreid_privacy
     model = torchreid_privacy.load("log/quickstart")          # run dir or .pth file
     p01 = model.anonymize(o01)                                # (N,3,H,W) in [0,1] -> P in [0,1]
+    published = model.publish(p01)                            # P as its published file decodes
     r01 = model.recover(p01)                                  # G_R(P); keyed: load(..., key=KEY)
     f = model.features(o01)                                   # C's embedding of [0,1] images
 """
@@ -28,6 +29,7 @@ from torchreid_privacy.config import Config, load_config
 from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.utils.images import denormalize, from_gan, normalize, to_gan
 from torchreid_privacy.models.nets import build_decoder, build_generator, build_reid_model
+from torchreid_privacy.publish import PublishChannel
 
 
 class PrivacyModel(nn.Module):
@@ -40,13 +42,16 @@ class PrivacyModel(nn.Module):
         height, width: the model's input size.
         desensitizer, desensitizer_params: the conventional desensitizer (M).
         key_channels: > 0 when ``decoder`` is keyed (``privacy.decoder.keyed``).
+        channel: how P is published (``privacy.publish``: format, quality); every number about P
+            is measured on ``publish(P)``.
         config: the run's config, kept for reference (``load`` fills it).
     """
 
     def __init__(self, reid: nn.Module, generator: Optional[nn.Module] = None, decoder: Optional[nn.Module] = None,
                  *, norm_mean: Sequence[float], norm_std: Sequence[float], height: int, width: int,
                  desensitizer: str = "mosaic", desensitizer_params: Optional[Dict[str, Any]] = None,
-                 key_channels: int = 0, config: Optional[Config] = None) -> None:
+                 key_channels: int = 0, channel: Optional[PublishChannel] = None,
+                 config: Optional[Config] = None) -> None:
         super().__init__()
         self.reid, self.generator, self.decoder = reid, generator, decoder
         self.register_buffer("mean", torch.tensor(list(norm_mean), dtype=torch.float32).view(1, 3, 1, 1),
@@ -58,6 +63,7 @@ class PrivacyModel(nn.Module):
         self.desensitizer_params = dict(desensitizer_params or {})
         self._desensitize = resolve_desensitizer(desensitizer, self.desensitizer_params)
         self.key_channels = int(key_channels)
+        self.channel = channel if channel is not None else PublishChannel()
         self.config = config
         self.__key: Optional[bytes] = None  # in memory only: never in state_dict, configs or logs
         self._planes: Dict[Any, torch.Tensor] = {}
@@ -121,6 +127,16 @@ class PrivacyModel(nn.Module):
         return from_gan(self.generator(to_gan(x01)))
 
     @torch.no_grad()
+    def publish(self, x01: torch.Tensor) -> torch.Tensor:
+        """[0,1] images as their published files decode (8-bit, ``channel``'s format and quality)."""
+        return self.channel.publish(x01)
+
+    @torch.no_grad()
+    def protect(self, x01: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """P as published: ``publish(anonymize(x01))``, what a user's files hold and what is scored."""
+        return self.publish(self.anonymize(x01, generator))
+
+    @torch.no_grad()
     def recover(self, p01: torch.Tensor, wrong_key_generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """R in [0,1] from P in [0,1]: G_R(P), or G_R(P, key) when keyed. With
         ``wrong_key_generator`` a keyed decoder gets random wrong keys instead (what a thief sees)."""
@@ -165,7 +181,8 @@ def model_from_config(cfg: Config, reid: nn.Module, generator: Optional[nn.Modul
     return PrivacyModel(reid, generator, decoder, norm_mean=cfg.data.norm_mean, norm_std=cfg.data.norm_std,
                         height=cfg.data.height, width=cfg.data.width, desensitizer=cfg.privacy.desensitizer.name,
                         desensitizer_params=dict(cfg.privacy.desensitizer.params),
-                        key_channels=d.key_channels if keyed else 0, config=cfg)
+                        key_channels=d.key_channels if keyed else 0,
+                        channel=PublishChannel.from_config(cfg.privacy.publish), config=cfg)
 
 
 def load(path: str, key: Optional[bytes] = None, device: str | torch.device = "cpu",

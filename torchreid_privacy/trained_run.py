@@ -19,6 +19,7 @@ from torchreid_privacy.config import Config, use_gpu
 from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.inference import PrivacyModel, checkpoint_config, model_from_checkpoint
 from torchreid_privacy.plugins.engine import Evaluator
+from torchreid_privacy.publish import round_to_8bit
 from torchreid_privacy.plugins.engine.evaluator import parse_eval_batch
 
 
@@ -68,15 +69,15 @@ class TrainedRun:
     def images01(self, paths: Sequence[str], batch_size: int = 64) -> torch.Tensor:
         """Images at ``paths`` -> (N, 3, H, W) in [0,1] through the test transform (resize, normalize)."""
         tf = self.datamanager.transform_te
-        out = [self.model.to01(torch.stack([tf(bridge.read_image(p)) for p in paths[i:i + batch_size]]).to(self.device))
-               for i in range(0, len(paths), batch_size)]
+        out = [round_to_8bit(self.model.to01(torch.stack([tf(bridge.read_image(p)) for p in paths[i:i + batch_size]])
+                                             .to(self.device))) for i in range(0, len(paths), batch_size)]
         return torch.cat(out) if out else torch.zeros(0, 3, self.config.data.height, self.config.data.width)
 
     def eval_batches01(self, target: str) -> Iterator[torch.Tensor]:
         """[0,1] batches of ``target``'s query then gallery images (the images ``evaluate`` scores)."""
         for split in ("query", "gallery"):
             for data in self.datamanager.test_loader[target][split]:
-                yield self.model.to01(parse_eval_batch(data)[0].to(self.device))
+                yield round_to_8bit(self.model.to01(parse_eval_batch(data)[0].to(self.device)))
 
     def train_items(self) -> list:
         """The training list ``[(path, pid, camid, ...), ...]`` (identities disjoint from test)."""

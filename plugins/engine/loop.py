@@ -127,6 +127,8 @@ def log_eval(engine: Any, prefix: str, res: Dict[str, Any]) -> None:
     for setting, r in res["rank"].items():
         engine.writer.add_scalar(f"{prefix}/rank1/{setting}", r["R1"], step)
         engine.writer.add_scalar(f"{prefix}/mAP/{setting}", r["mAP"], step)
+    for setting, r in res.get("rank_unpublished", {}).items():  # float P, never published
+        engine.writer.add_scalar(f"{prefix}/rank1_unpublished/{setting}", r["R1"], step)
     for pair, m in res["image"].items():
         engine.writer.add_scalar(f"{prefix}/psnr/{pair}", m["psnr"], step)
         engine.writer.add_scalar(f"{prefix}/ssim/{pair}", m["ssim"], step)

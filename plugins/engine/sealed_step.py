@@ -4,7 +4,7 @@ Recovery is cryptographic (the original travels sealed with P), so P need not be
 G trains against D1 (real pair (O, M)), L1(P, M), the ReID terms on O and P, and, with
 ``privacy.inversion.enabled``, against an inversion adversary A: each step A learns O from
 P.detach() with L1 (its own optimizer), then G pays ``weight * relu(margin - L1(A(P), O))`` with
-A frozen. The hinge is bounded: once A's error exceeds ``margin`` G feels nothing more, so the
+A frozen. C and A see P as published (``engine.as_published``). The hinge is bounded: once A's error exceeds ``margin`` G feels nothing more, so the
 ReID and L1(P, M) terms keep P useful and M-like.
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ def sealed_step(engine: Any, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str
     D1, A = engine.nets["disc_op"], engine.nets.get("inverter")
     frozen = [D1] + ([A] if A is not None else [])
 
+    # C and A see P as published (privacy.publish.train_through), D1 and L1(P, M) the raw output
+    p_pub01 = engine.as_published(from_gan(p))
+    p_pub = to_gan(p_pub01)
     _requires_grad(frozen, True)
     pd = p.detach()
     side = {"d_op": engine.gan_loss(engine._fwd("disc_op", o, m), True)
@@ -41,17 +44,17 @@ def sealed_step(engine: Any, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str
     check_finite(side, *where)
     engine._step(side["d_op"], ["disc_op"], center=False)
     if A is not None:  # the adversary learns to invert the current G
-        side["inverter_l1"] = F.l1_loss(engine._fwd("inverter", pd), o)
+        side["inverter_l1"] = F.l1_loss(engine._fwd("inverter", p_pub.detach()), o)
         check_finite({"inverter_l1": side["inverter_l1"]}, *where)
         engine._step(side["inverter_l1"], ["inverter"], center=False)
 
     _requires_grad(frozen, False)
     terms = {"gan": engine.gan_loss(engine._fwd("disc_op", o, p, bare=True), True), "rec_p": F.l1_loss(p, m)}
     if A is not None:
-        inv = F.l1_loss(engine._fwd("inverter", p, bare=True), o)
+        inv = F.l1_loss(engine._fwd("inverter", p_pub, bare=True), o)
         terms["inversion"] = torch.relu(engine.p.inversion.margin - inv)
         terms["inversion_l1"] = inv.detach()
-    terms.update(engine._reid(torch.cat([imgs, engine.inference.normalize(from_gan(p))]), pids))
+    terms.update(engine._reid(torch.cat([imgs, engine.inference.normalize(p_pub01)]), pids))
     w = engine.p.weights
     weights = {"gan": w.gan, "rec_p": w.rec_p, "reid_o": w.reid_o, "reid_p": w.reid_p,
                "inversion": engine.p.inversion.weight}

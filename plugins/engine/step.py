@@ -28,6 +28,7 @@ from torchreid_privacy import bridge
 from torchreid_privacy.utils import distributed
 
 from torchreid_privacy.sealing import keys
+from torchreid_privacy.publish.through import through_channel
 from torchreid_privacy.utils.amp import Precision
 from torchreid_privacy.utils.images import from_gan, to_gan
 
@@ -182,10 +183,18 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
         """Times phase ``name`` of the step when a ``phase_timer`` is set (profiling), else nothing."""
         return nullcontext() if self.phase_timer is None else self.phase_timer(name)
 
+    def as_published(self, x01: torch.Tensor) -> torch.Tensor:
+        """P (or M) as C and the inversion adversary see it in training: with
+        ``privacy.publish.train_through``, the published file's pixels in the forward pass and the
+        differentiable stand-in's gradient in the backward pass (``publish.through``); else as is."""
+        if not self.p.publish.train_through:
+            return x01
+        return through_channel(x01, self.inference.channel)
+
     def _baseline_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
-        """C on O and the conventional M."""
+        """C on O and the conventional M (as published, with ``privacy.publish.train_through``)."""
         with self._phase("prep: to01, M"):
-            m01 = self.supervision(self.inference.to01(imgs))
+            m01 = self.as_published(self.supervision(self.inference.to01(imgs)))
             x = torch.cat([imgs, self.inference.normalize(m01)])
         with self._phase("C fwd (O, M) + ReID loss"):
             terms = self._reid(x, pids)
@@ -230,7 +239,7 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             if self.keyed:  # a wrong key must give back nothing beyond P itself
                 terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
         with self._phase("C fwd (O, P) + ReID loss"):
-            terms.update(self._reid(torch.cat([imgs, self.inference.normalize(from_gan(p))]), pids))
+            terms.update(self._reid(torch.cat([imgs, self.inference.normalize(self.as_published(from_gan(p)))]), pids))
         main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
         check_finite(main, self.epoch + 1, self.global_step)
         w = self.p.weights

@@ -1,8 +1,9 @@
 """Recovery attack: how well can someone without G_R undo G, given N leaked (P, O) pairs?
 
-The attacker trains a fresh U-Net of the decoder's family and size on N training-set pairs
-(P = G(O)) with L1 only -- L1 maximizes PSNR, a GAN term would only lower it -- and is scored
-by PSNR/SSIM(O, attacker(P)) on the test split, next to the authorized decoder G_R. A large
+The attacker (``metrics.inversion``) trains a fresh U-Net of the decoder's family and size on N
+training-set pairs (P = G(O) as published) with L1 only -- L1 maximizes PSNR, a GAN term would
+only lower it -- and is scored by PSNR/SSIM(O, attacker(P)) on the test split, next to the
+authorized decoder G_R and to the same attacker on the conventional M (as published). A large
 ``margin_db`` means recovery needs G_R itself, not just a few leaked pairs.
 """
 from __future__ import annotations
@@ -11,15 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from torchreid_privacy.config import Config
-from torchreid_privacy.utils.images import from_gan, to_gan
 from torchreid_privacy.metrics.image import ImageMetricAccumulator
+from torchreid_privacy.metrics.inversion import build_attacker, train_attacker
+from torchreid_privacy.utils.images import from_gan, to_gan
 from torchreid_privacy.trained_run import TrainedRun
 
-LR, BETAS = 2e-4, (0.5, 0.999)  # pix2pix's Adam settings
 _LOSS_WINDOW = 10  # steps averaged for the reported first/last training L1
 
 
@@ -39,34 +38,6 @@ def check_pairs(pairs: Sequence[int]) -> list[int]:
     return counts
 
 
-def build_attacker(cfg: Config, seed: int) -> nn.Module:
-    """A fresh U-Net like G_R (``privacy.decoder``), initialized from ``seed`` (global RNG untouched)."""
-    from torchreid_privacy.registry import ANONYMIZERS, load_plugins
-
-    load_plugins()
-    d = cfg.privacy.decoder
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ANONYMIZERS.get(d.name)(ngf=d.ngf, num_downs=d.num_downs)
-
-
-def train_attacker(net: nn.Module, p01: torch.Tensor, o01: torch.Tensor, steps: int, batch_size: int,
-                   seed: int) -> tuple[nn.Module, list[float]]:
-    """L1 training in GAN space on minibatches drawn with replacement; returns (net, per-step L1)."""
-    net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=LR, betas=BETAS)
-    gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(steps):
-        idx = torch.randint(len(p01), (batch_size,), generator=gen).to(p01.device)
-        loss = F.l1_loss(net(to_gan(p01[idx])), to_gan(o01[idx]))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return net.eval(), losses
-
-
 @torch.no_grad()
 def evaluate_attackers(run: TrainedRun, nets: dict[Any, nn.Module], target: str,
                        seed: int = 0) -> dict[Any, dict[str, float]]:
@@ -78,7 +49,7 @@ def evaluate_attackers(run: TrainedRun, nets: dict[Any, nn.Module], target: str,
         net.eval()
     gen = torch.Generator(device=run.device).manual_seed(seed)
     for o01 in run.eval_batches01(target):
-        x = {"P": to_gan(run.model.anonymize(o01)), "M": to_gan(run.model.conventional(o01, gen))}
+        x = {"P": to_gan(run.model.protect(o01)), "M": to_gan(run.model.publish(run.model.conventional(o01, gen)))}
         for name, net in nets.items():
             source = name[0] if isinstance(name, tuple) else "P"
             accs[name].update(o01, from_gan(net(x[source])))
@@ -100,8 +71,8 @@ def leaked_pairs(run: TrainedRun, n: int, seed: int, batch_size: int = 64) -> tu
     o01 = run.images01([items[i][0] for i in order], batch_size)
     gen = torch.Generator(device=run.device).manual_seed(seed)
     chunks = [o01[i:i + batch_size] for i in range(0, n, batch_size)]
-    p01 = torch.cat([run.model.anonymize(c) for c in chunks])
-    m01 = torch.cat([run.model.conventional(c, gen) for c in chunks])
+    p01 = torch.cat([run.model.protect(c) for c in chunks])
+    m01 = torch.cat([run.model.publish(run.model.conventional(c, gen)) for c in chunks])
     return p01, m01, o01
 
 

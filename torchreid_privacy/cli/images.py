@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from torchreid_privacy.publish.channel import FORMATS
+
 from .common import add_key_arg, default_device, read_key
 
 
@@ -20,6 +22,10 @@ def add_parsers(sub) -> None:
                                 "made by keygen), so the key holder recovers the original exactly")
             p.add_argument("--onnx", metavar="FILE.onnx", help="run this exported anonymizer with onnxruntime "
                                                                "instead of a checkpoint (no torch model loaded)")
+            p.add_argument("--format", choices=sorted(FORMATS),
+                           help="file format of P (default: the run's privacy.publish.format, jpeg unless "
+                                "configured; the suffix follows it: a.png -> a.jpg)")
+            p.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (default: privacy.publish.quality)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", default=default_device())
         if name == "recover":
@@ -52,10 +58,20 @@ def anonymize(args: argparse.Namespace) -> int:
 
         seal_key = read_key_file(args.seal_key, flag="--seal-key")  # before loading anything
     model = load(args.checkpoint, device=args.device)  # a baseline run's P is its conventional M
+    channel = publish_channel(args, model.channel)
     report = process_folder(args.input, args.output, model.anonymize, height=model.height, width=model.width,
-                            batch_size=args.batch_size, device=args.device, desc="anonymize", seal_key=seal_key)
+                            batch_size=args.batch_size, device=args.device, desc="anonymize", seal_key=seal_key,
+                            channel=channel)
+    print(f"P written as {channel.label} (the files every number about P is measured on)")
     print(report.line())
     return 0
+
+
+def publish_channel(args: argparse.Namespace, default):
+    """The channel P is written with: the run's (or the ONNX file's) unless --format/--quality say otherwise."""
+    from torchreid_privacy.publish import PublishChannel
+
+    return PublishChannel(args.format or default.format, default.quality if args.quality is None else args.quality)
 
 
 def _anonymize_onnx(args: argparse.Namespace) -> int:
@@ -70,7 +86,10 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
     from torchreid_privacy.export.runtime import OnnxAnonymizer, providers_for
 
     runner = OnnxAnonymizer(args.onnx, providers=providers_for(args.device))
-    print(anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size).line())
+    from torchreid_privacy.publish import PublishChannel
+
+    channel = publish_channel(args, PublishChannel(runner.publish_format, runner.publish_quality))
+    print(anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size, channel=channel).line())
     return 0
 
 

@@ -168,6 +168,8 @@ def metadata(model: PrivacyModel, what: str, dynamic_batch: bool, exporter: str)
         "producer": f"torchreid-privacy {__version__}",
         "exporter": f"{exporter} (torch {torch.__version__})",
     }
+    if what == "anonymizer":
+        props.update(publish_format=model.channel.format, publish_quality=str(model.channel.quality))
     if what == "anonymizer" and model.generator is None:
         props["desensitizer"] = model.desensitizer
     if what == "reid":

@@ -2,8 +2,9 @@
 
 Why not ``folder.process_folder``: that loop hands torch tensors to a torch function; at the
 edge the anonymizer is an ONNX file and no torch model is loaded. The rules are the same and
-so are the helpers (``check_folders``, ``list_images``, ``read_rgb``, ``encode_image``):
-the input folder is only read, outputs keep the input's relative names, an existing output is
+so are the helpers (``check_folders``, ``list_images``, ``read_rgb``, ``output_names``) and the
+publication channel: the input folder is only read, outputs keep the input's relative names (with
+the publish format's suffix), P is written as the run publishes it, an existing output is
 never overwritten (counted as skipped), each image is written to a temp name and linked into
 place, unreadable images are skipped and counted. Pixels equal the torch path's up to one grey
 level (onnxruntime's float arithmetic differs from torch's by ~1e-6, which can move a value
@@ -13,14 +14,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, List
+from typing import Iterator, List, Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.utils.atomic import write_new
-from torchreid_privacy.tools.folders import FolderReport, check_folders, encode_image, list_images, read_rgb
+from torchreid_privacy.publish import PublishChannel
+from torchreid_privacy.tools.folders import FolderReport, check_folders, list_images, output_names, read_rgb
 from torchreid_privacy.export.runtime import OnnxAnonymizer
 
 log = logging.getLogger(__name__)
@@ -37,23 +39,25 @@ def to_uint8(p01: np.ndarray) -> np.ndarray:
 
 
 def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_size: int = 32,
-                          desc: str = "anonymize (onnx)") -> FolderReport:
-    """Resize every image of ``inp`` to the graph's size, anonymize, write P under ``out``."""
+                          desc: str = "anonymize (onnx)", channel: Optional[PublishChannel] = None) -> FolderReport:
+    """Resize every image of ``inp`` to the graph's size, anonymize, write P under ``out`` as
+    ``channel`` publishes it (default: the format and quality the exported run publishes with)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
     src, dst = check_folders(inp, out)
+    channel = channel or PublishChannel(anonymizer.publish_format, anonymizer.publish_quality)
     report = FolderReport()
     todo = []
-    for f in list_images(src):
-        if (dst / f.relative_to(src)).exists():
+    for f, rel in output_names(src, list_images(src), channel, report):
+        if (dst / rel).exists():
             report.skipped_existing += 1
         else:
-            todo.append(f)
+            todo.append((f, rel))
     size = (anonymizer.width, anonymizer.height)
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
         for chunk in _chunks(todo, batch_size):
             arrays, names = [], []
-            for f in chunk:
+            for f, rel in chunk:
                 try:
                     arr = read_rgb(f)
                 except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
@@ -61,14 +65,14 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
                     log.warning("skipping unreadable image %s: %s", f, exc)
                     continue
                 arrays.append(np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR)))
-                names.append(f)
+                names.append(rel)
             if arrays:
                 x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
-                for f, img in zip(names, to_uint8(anonymizer(x))):
+                for rel, img in zip(names, to_uint8(anonymizer(x))):
                     try:
-                        write_new(dst / f.relative_to(src), encode_image(img, f.suffix))
+                        write_new(dst / rel, channel.encode(img))
                     except FileExistsError:
-                        log.warning("skipping %s: it appeared meanwhile", dst / f.relative_to(src))
+                        log.warning("skipping %s: it appeared meanwhile", dst / rel)
                         report.skipped_existing += 1
                         continue
                     report.written += 1

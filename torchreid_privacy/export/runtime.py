@@ -112,6 +112,9 @@ class OnnxAnonymizer(OnnxGraph):
         if self.what != "anonymizer":
             raise ValueError(f"--onnx: {path} holds the '{self.what}' graph, not the anonymizer "
                              "(export it with --what anonymizer)")
+        # how the run publishes P (privacy.publish); files exported before it existed: the default
+        self.publish_format = self.metadata.get("publish_format", "jpeg")
+        self.publish_quality = int(self.metadata.get("publish_quality", "95"))
 
     def __call__(self, x01: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 in [0,1] at the model's size -> P, same shape, in [0,1]."""

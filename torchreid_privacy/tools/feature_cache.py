@@ -22,7 +22,7 @@ from torchreid_privacy.utils import atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the image -> feature pipeline changes (resize, reader)
+CACHE_VERSION = 2  # bump when the image -> feature pipeline changes (resize, reader, publication)
 KINDS = ("raw", "anonymized")
 
 
@@ -35,12 +35,13 @@ def model_fingerprint(model: torch.nn.Module, kind: str) -> str:
     """16 hex digits that change whenever the features of ``kind`` images could change.
 
     Hashes every parameter and buffer of ``model`` (C, G, G_R: the checkpoint's weights), its
-    normalization, input size and conventional desensitizer, the image kind and the cache version.
+    normalization, input size, conventional desensitizer and publication channel, the image kind
+    and the cache version.
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     h = hashlib.sha256(f"v{CACHE_VERSION}|{kind}".encode())
-    for attr in ("height", "width", "desensitizer", "desensitizer_params"):
+    for attr in ("height", "width", "desensitizer", "desensitizer_params", "channel"):
         h.update(f"|{attr}={getattr(model, attr, None)!r}".encode())
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()

@@ -1,6 +1,8 @@
 """Apply G (anonymize) or G_R (recover) to every image of a folder; seal and unseal folders.
 
-The input folder is only read; outputs keep the input's relative file names; an output
+The input folder is only read; outputs keep the input's relative file names (anonymize: with the
+publish format's suffix, ``a.png`` -> ``a.jpg`` for JPEG, since P is written as the run's
+``privacy.publish`` channel publishes it, the same bytes evaluation scored); an output
 file that already exists is never overwritten (counted and logged as skipped), and each
 file is written to a temp name first and renamed, so a killed run leaves no torn images.
 Unreadable images are skipped, counted and logged; grayscale/RGBA/16-bit inputs are
@@ -17,13 +19,14 @@ import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from torchreid_privacy.publish import PublishChannel, to_uint8
 from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
                                     unseal_record)
@@ -79,13 +82,36 @@ def _batches(files: List[Path], size: int) -> Iterator[List[Path]]:
         yield files[i:i + size]
 
 
+def output_names(src: Path, files: List[Path], channel: Optional[PublishChannel],
+                 report: FolderReport) -> List[Tuple[Path, PurePosixPath]]:
+    """``(input, output's relative name)`` per file: the input's name, with the channel's suffix when
+    one is given. Two inputs that would share an output name (``a.png``, ``a.jpg``) keep the
+    first; the other is counted and logged as skipped."""
+    planned: Dict[PurePosixPath, Path] = {}
+    out = []
+    for f in files:
+        rel = PurePosixPath(f.relative_to(src).as_posix())
+        if channel is not None:
+            rel = rel.with_suffix(channel.suffix)
+        if rel in planned:
+            report.skipped_existing += 1
+            log.warning("skipping %s: its output name %s is taken by %s", f, rel, planned[rel])
+            continue
+        planned[rel] = f
+        out.append((f, rel))
+    return out
+
+
 def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor], height: int, width: int,
                    batch_size: int = 32, device: str = "cpu", desc: str = "images",
-                   seal_key: Optional[bytes] = None, only: Optional[Iterable[str]] = None) -> FolderReport:
+                   seal_key: Optional[bytes] = None, only: Optional[Iterable[str]] = None,
+                   channel: Optional[PublishChannel] = None) -> FolderReport:
     """Resize to the model's size, run ``fn`` on [0,1] batches, write results with the same names.
 
-    With ``seal_key`` each written P also carries its input file's exact bytes, sealed under the
-    key (same pixels as without it); an output whose image or sidecar exists already is skipped.
+    With ``channel`` (anonymize) each output is the file that channel publishes (8-bit, its format
+    and quality, its suffix); without it (recover) the format the input's suffix names. With
+    ``seal_key`` each written P also carries its input file's exact bytes, sealed under the key
+    (same pixels as without it); an output whose image or sidecar exists already is skipped.
     ``only`` restricts the run to these relative names (POSIX style), e.g. the images
     ``unseal_folder`` found unsealed, for the learned decoder.
     """
@@ -98,15 +124,15 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
         files = [f for f in files if f.relative_to(src).as_posix() in wanted]
     report = FolderReport()
     todo = []
-    for f in files:
-        if _output_exists(dst / f.relative_to(src), sealed=seal_key is not None):
+    for f, rel in output_names(src, files, channel, report):
+        if _output_exists(dst / rel, sealed=seal_key is not None):
             report.skipped_existing += 1
         else:
-            todo.append(f)
+            todo.append((f, rel))
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
         for chunk in _batches(todo, batch_size):
-            tensors, names, raws = [], [], []
-            for f in chunk:
+            tensors, names, raws = [], [], []  # raws: (original bytes, its file name) when sealing
+            for f, rel in chunk:
                 try:
                     # read once when sealing: the bytes sealed are the bytes decoded
                     raw = f.read_bytes() if seal_key is not None else None
@@ -117,15 +143,15 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
                     continue
                 img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
                 tensors.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
-                names.append(f)
-                raws.append(raw)
+                names.append(rel)
+                raws.append(None if raw is None else (raw, f.name))
             if tensors:
                 x = torch.stack(tensors).to(device=device, dtype=torch.float32) / 255.0
                 with torch.no_grad():
-                    y = fn(x).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-                for f, arr, raw in zip(names, y, raws):
-                    rel = f.relative_to(src)
-                    if _write(dst / rel, arr, None if raw is None else (raw, rel.as_posix(), seal_key)):
+                    y = to_uint8(fn(x))
+                for rel, arr, raw in zip(names, y, raws):
+                    data = channel.encode(arr) if channel is not None else encode_image(arr, rel.suffix)
+                    if _write(dst / rel, data, None if raw is None else (*raw, rel.as_posix(), seal_key)):
                         report.written += 1
                     else:
                         report.skipped_existing += 1
@@ -140,24 +166,24 @@ def _output_exists(path: Path, sealed: bool) -> bool:
 
 
 def encode_image(arr: np.ndarray, suffix: str) -> bytes:
-    """The image file bytes P is written as: the format its extension names (PNG if unknown)."""
+    """The image file bytes R (recover) is written as: the format its extension names (PNG if unknown)."""
     fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
-def _write(path: Path, arr: np.ndarray, sealing: Optional[Tuple[bytes, str, bytes]] = None) -> bool:
-    """Write P (sealing ``(original bytes, relative name, key)`` into it); False if it exists already.
+def _write(path: Path, data: bytes, sealing: Optional[Tuple[bytes, str, str, bytes]] = None) -> bool:
+    """Write P's file bytes (sealing ``(original bytes, original file name, P's relative name, key)``
+    into them); False if it exists already.
 
     A sidecar is created before its image, and removed again if the image cannot be written, so
     no P ever exists without its payload.
     """
-    data = encode_image(arr, path.suffix)
     side = None
     if sealing is not None:
-        original, rel, key = sealing
-        sealed = seal(data, original, rel, key)
+        original, original_name, rel, key = sealing
+        sealed = seal(data, original, rel, key, original_name=original_name)
         data = sealed.image
         if sealed.sidecar is not None:
             side = sidecar_path(path)

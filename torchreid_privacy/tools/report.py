@@ -6,12 +6,18 @@ from typing import Any, Dict, List, Sequence
 from torchreid_privacy.metrics.settings import SETTINGS
 
 PAIRS = ("O-M", "O-P", "O-R")
+P_SETTINGS = tuple(s for s in SETTINGS if "P" in s.split("->"))
 
 
 def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
-    """One evaluation -> ``{"rank": {setting: {R1,R5,R10,mAP,mINP}}, "image": {pair: {...}}}``."""
-    return {"rank": {s: dict(result["rank"][s]) for s in SETTINGS},
-            "image": {p: dict(m) for p, m in result["image"].items()}}
+    """One evaluation -> ``{"rank", "image"}`` (P as published), ``rank_unpublished`` and
+    ``image_unpublished`` (the float P beside it) and ``publish`` (the channel)."""
+    out = {"rank": {s: dict(result["rank"][s]) for s in SETTINGS},
+           "image": {p: dict(m) for p, m in result["image"].items()}}
+    for key in ("rank_unpublished", "image_unpublished", "publish"):
+        if key in result:
+            out[key] = {k: dict(v) if isinstance(v, dict) else v for k, v in result[key].items()}
+    return out
 
 
 def _table(head: Sequence[str], rows: List[List[str]]) -> str:
@@ -25,13 +31,24 @@ def _psnr_ssim(m: Dict[str, float] | None) -> str:
     return f"{m['psnr']:.2f}/{m['ssim']:.3f}" if m else "-"
 
 
+def _channel(res: Dict[str, Any]) -> str:
+    ch = res.get("publish")
+    if not ch:
+        return "?"
+    return ch["format"] if ch["format"] == "png" else f"{ch['format']}{ch['quality']}"
+
+
 def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
-    """Rows = modes; columns: four rank-1s, mAP P->P, PSNR/SSIM for O-M, O-P, O-R."""
-    head = ["mode", *SETTINGS, "mAP P->P", *(f"PSNR/SSIM {p}" for p in PAIRS)]
+    """Rows = modes; columns: the four rank-1s and mAP P->P on P as published (the channel named),
+    the float P's rank-1s beside them ("unpublished"), PSNR/SSIM for O-M, O-P, O-R (published)."""
+    head = ["mode", "P as", *SETTINGS, "mAP P->P", "unpublished " + "/".join(P_SETTINGS),
+            *(f"PSNR/SSIM {p}" for p in PAIRS)]
     body = []
     for mode, res in rows.items():
-        cells = [mode] + [f"{100 * res['rank'][s]['R1']:.1f}" for s in SETTINGS]
+        cells = [mode, _channel(res)] + [f"{100 * res['rank'][s]['R1']:.1f}" for s in SETTINGS]
         cells.append(f"{100 * res['rank']['P->P']['mAP']:.1f}")
+        raw = res.get("rank_unpublished")
+        cells.append("/".join(f"{100 * raw[s]['R1']:.1f}" for s in P_SETTINGS) if raw else "-")
         body.append(cells + [_psnr_ssim(res["image"].get(p)) for p in PAIRS])
     return _table(head, body)
 

@@ -91,7 +91,7 @@ class FolderFeatures:
 def folder_features(model: PrivacyModel, root: Path, names: Sequence[str], *, anonymize: bool = False,
                     batch_size: int = 64, cache: Optional[FeatureCache] = None, desc: str = "features",
                     seed: int = 0) -> FolderFeatures:
-    """Embed ``root/name`` for each name (G first when ``anonymize``); unreadable files are skipped
+    """Embed ``root/name`` for each name (P as published first when ``anonymize``); unreadable files are skipped
     and named. Features found in ``cache`` (by file content) are not recomputed."""
     t0 = time.perf_counter()
     device = model.device
@@ -121,8 +121,8 @@ def folder_features(model: PrivacyModel, root: Path, names: Sequence[str], *, an
                 rows.append(None if hit is None else torch.from_numpy(np.asarray(hit, dtype=np.float32)))
             if todo:
                 x01 = to_batch01([a for _, _, a in todo], device)
-                if anonymize:
-                    x01 = model.anonymize(x01, generator=gen)
+                if anonymize:  # P as its published file decodes (what --gallery-protected reads)
+                    x01 = model.protect(x01, generator=gen)
                 f = model.features(x01).cpu()
                 for (i, digest, _), row in zip(todo, f):
                     rows[i] = row
@@ -392,7 +392,7 @@ def _write_csv(res: SearchResult, out: Path, ids) -> str:
 
 def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: bool,
              batch_size: int) -> Dict[str, np.ndarray]:
-    """Model-size uint8 images of ``names`` (G applied when ``anonymize``: what was searched)."""
+    """Model-size uint8 images of ``names`` (P as published when ``anonymize``: what was searched)."""
     out: Dict[str, np.ndarray] = {}
     blank = np.full((model.height, model.width, 3), 200, np.uint8)
     gen = torch.Generator(device=model.device).manual_seed(0)
@@ -405,7 +405,7 @@ def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: b
             except UNREADABLE:  # changed since its features were computed
                 arrays.append(blank)
         if anonymize:
-            arrays = list(to_uint8(model.anonymize(to_batch01(arrays, model.device), generator=gen)))
+            arrays = list(to_uint8(model.protect(to_batch01(arrays, model.device), generator=gen)))
         out.update(zip(chunk, arrays))
     return out
 

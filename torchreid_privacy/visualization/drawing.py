@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from torchreid_privacy.publish.channel import to_uint8  # noqa: F401  (drawing's input format)
+
 HIT, MISS, NEUTRAL, QUERY = (0, 160, 60), (215, 30, 30), (150, 150, 150), (40, 90, 210)
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
 # 20 distinct colours (matplotlib's tab20 order: strong then light of each hue)
@@ -23,10 +25,6 @@ PALETTE: Tuple[Tuple[int, int, int], ...] = (
     (219, 219, 141), (158, 218, 229),
 )
 
-
-def to_uint8(x01: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) [0,1] images -> (N, H, W, 3) uint8 arrays (what PIL draws)."""
-    return x01.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
 
 
 def font(size: int = 12) -> ImageFont.ImageFont:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from torchreid_privacy.utils import atomic
 from torchreid_privacy.visualization.drawing import PALETTE, RankRow, rank_list_image, scatter_plot, stack_vertically, to_uint8
 from torchreid_privacy.metrics.settings import SETTINGS, evaluate_settings
+from torchreid_privacy.publish import round_to_8bit
 from torchreid_privacy.utils.images import save_grid
 from torchreid_privacy.metrics.ranking import distances, eval_mode, protocol_mask, top_k
 
@@ -71,7 +72,7 @@ class Views:
 def split_features(model: ModelLike, loaders: Mapping[str, Any], eval_seed: int = 0, grid_images: int = 8,
                    desc: str = "views") -> SplitFeatures:
     """Features of O and P for ``loaders['query']`` and ``['gallery']`` (torchreid test loaders,
-    batches with 'img', 'pid', 'camid', 'impath'); P and the seeded M as in ``Evaluator``."""
+    batches with 'img', 'pid', 'camid', 'impath'); P and the seeded M as published, as in ``Evaluator``."""
     device = model.device
     gen = torch.Generator(device=device).manual_seed(eval_seed)
     can_recover = model.decoder is not None and (not model.keyed or model.has_key)
@@ -80,9 +81,9 @@ def split_features(model: ModelLike, loaders: Mapping[str, Any], eval_seed: int 
         fo, fp, pids, camids, paths = [], [], [], [], []
         for data in tqdm(loaders[split], desc=f"{desc}/{split}", leave=False, disable=None, dynamic_ncols=True):
             imgs = data["img"].to(device)
-            o01 = model.to01(imgs)
-            m01 = model.conventional(o01, gen)
-            p01 = m01 if model.generator is None else model.anonymize(o01)
+            o01 = round_to_8bit(model.to01(imgs))  # the 8-bit files, as Evaluator
+            m01 = model.publish(model.conventional(o01, gen))
+            p01 = m01 if model.generator is None else model.protect(o01)
             fo.append(model.embed(imgs).cpu())
             fp.append(model.embed(model.normalize(p01)).cpu())
             pids.append(torch.as_tensor(data["pid"]))
@@ -102,14 +103,14 @@ def split_features(model: ModelLike, loaders: Mapping[str, Any], eval_seed: int 
 
 @torch.no_grad()
 def _images(model: ModelLike, loader: Any, paths: Sequence[str], kind: str) -> List[np.ndarray]:
-    """Model-size uint8 images of ``paths`` through the loader's own (test) transform; G for P."""
+    """Model-size uint8 images of ``paths`` through the loader's own (test) transform; P as published."""
     from torchreid_privacy.bridge import read_image
 
     if not paths:
         return []
     tf = loader.dataset.transform
-    o01 = model.to01(torch.stack([tf(read_image(p)) for p in paths]).to(model.device))
-    return list(to_uint8(o01 if kind == "O" else model.anonymize(o01)))
+    o01 = round_to_8bit(model.to01(torch.stack([tf(read_image(p)) for p in paths]).to(model.device)))
+    return list(to_uint8(o01 if kind == "O" else model.protect(o01)))
 
 
 def pick_queries(split: SplitFeatures, count: int) -> List[int]:
