@@ -9,8 +9,10 @@ relative, gradients relative to each net's gradient norm (the kernels reorder re
 BatchNorm statistics, triplet distances) within 1e-4, except C and G, whose gradients pass
 back through C's BatchNorm/ReLU layers: measured over seeds 1-4 and 3 steps, those amplify the
 ~1e-6 forward differences to up to 9e-3 (with torch's defaults as with the channels-last CPU
-path), while a wrong kernel gradient is off by order 1; they get 2e-2. The four-setting evaluation of the same
-weights must give identical ranks and mAP, PSNR within 1e-4 dB and SSIM within 1e-5.
+path), while a wrong kernel gradient is off by order 1; they get 2e-2. The four-setting evaluation
+of the same weights must give the same features (to float rounding), the same ranking of every
+gallery image whose distance is not near-tied, mAP within a measured tolerance (near ties may
+swap on some CPUs), PSNR within 1e-4 dB and SSIM within 1e-5.
 """
 import copy
 import math
@@ -22,8 +24,41 @@ from torchreid_privacy import bridge, kernels
 
 STEPS = 2
 GRAD_TOL, GRAD_TOL_THROUGH_C = 1e-4, 2e-2  # relative to the net's gradient norm (see the docstring)
+# evaluation: features within FEATURE_TOL (relative); near-tied distances (within TIE_EPS) may swap,
+# which moves mAP: measured 0.0056 on P->P on an AMD EPYC (0 on Intel), so mAP within MAP_TOL
+FEATURE_TOL, TIE_EPS, MAP_TOL = 1e-4, 1e-4, 0.02
 # mosaic (the default desensitizer), generators with BatchNorm+LeakyReLU, batch-hard triplet, SSIM/PSNR
 FUSED_IN_THIS_RUN = {"mosaic", "bn_leaky_relu", "batch_hard_triplet", "ssim_psnr"}
+
+
+def _evaluate(engine, backend):
+    """The evaluation under ``backend``, and C's features {(split, "O" | "P"): (N, D)} it scored."""
+    kernels.select_backends(backend, "cpu")
+    feats = {}
+
+    def keep(split, data, images):
+        for kind in ("O", "P"):
+            feats.setdefault((split, kind), []).append(images[f"f {kind}"].detach().cpu())
+
+    engine.evaluator.batch_hooks.append(keep)
+    try:
+        met = engine.evaluate(engine.val_target)
+    finally:
+        engine.evaluator.batch_hooks.remove(keep)
+    return met, {k: torch.cat(v) for k, v in feats.items()}
+
+
+def _dist(qf, gf):
+    q, g = torch.nn.functional.normalize(qf, dim=1), torch.nn.functional.normalize(gf, dim=1)
+    return 2 - 2 * q @ g.t()
+
+
+def _assert_same_order_where_not_tied(ref, other):
+    """Any two gallery images whose reference distances to a query differ by more than TIE_EPS keep
+    their order under ``other``: ranks agree wherever the distances are not near-tied."""
+    apart = (ref[:, None, :] - ref[:, :, None]) > TIE_EPS  # [q, i, j]: j clearly farther than i
+    flipped = apart & ((other[:, None, :] - other[:, :, None]) < 0)
+    assert not flipped.any(), f"{int(flipped.sum())} clearly ordered pairs swapped"
 
 
 def _step(engine, data, backend):
@@ -61,13 +96,16 @@ def test_triton_path_on_cpu_matches_torch(engine):
             scale = grad_r[name].norm().item() + 1e-12
             tol = GRAD_TOL_THROUGH_C if name in ("model", "generator") else GRAD_TOL
             assert (grad_t[name] - grad_r[name]).norm().item() / scale < tol, (step, name)
-    kernels.select_backends("triton", "cpu")
-    met_t = engine.evaluate(engine.val_target)
-    kernels.select_backends("torch", "cpu")
-    met_r = engine.evaluate(engine.val_target)
-    for setting, r in met_r["rank"].items():
-        assert met_t["rank"][setting]["R1"] == r["R1"], setting
-        assert met_t["rank"][setting]["mAP"] == pytest.approx(r["mAP"], abs=1e-6), setting
+    met_t, feats_t = _evaluate(engine, "triton")
+    met_r, feats_r = _evaluate(engine, "torch")
+    for key in feats_r:  # C's features of the same images agree to float rounding
+        scale = feats_r[key].norm(dim=1, keepdim=True)
+        assert ((feats_t[key] - feats_r[key]).norm(dim=1, keepdim=True) / scale).max() < FEATURE_TOL, key
+    for q_kind, g_kind in (("O", "O"), ("O", "P"), ("P", "O"), ("P", "P")):
+        _assert_same_order_where_not_tied(_dist(feats_r["query", q_kind], feats_r["gallery", g_kind]),
+                                          _dist(feats_t["query", q_kind], feats_t["gallery", g_kind]))
+    for setting, r in met_r["rank"].items():  # near-tied distances may swap: mAP moves a little
+        assert met_t["rank"][setting]["mAP"] == pytest.approx(r["mAP"], abs=MAP_TOL), setting
     for pair, m in met_r["image"].items():
         assert met_t["image"][pair]["psnr"] == pytest.approx(m["psnr"], abs=1e-4), pair
         assert met_t["image"][pair]["ssim"] == pytest.approx(m["ssim"], abs=1e-5), pair

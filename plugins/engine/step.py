@@ -117,7 +117,8 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
         self.supervisor: Optional[torch.nn.Module] = None  # frozen G snapshot after an upgrade
         self.val_target, self.test_targets = parts.val_target, parts.test_targets
         self.policy = UpgradePolicy(self.p.eps_psnr, self.p.eps_ssim, self.p.r1_floor, gate_psnr=self.p.gate_psnr,
-                                    fallback=self.p.upgrade.fallback)
+                                    fallback=self.p.upgrade.fallback,
+                                    inversion_gate=bool(self.p.upgrade.inversion_gate.enabled))
         self.best_score = -math.inf
         self.best_state: Optional[Dict[str, Any]] = None
         self.history: List[Dict[str, Any]] = []  # one entry per epoch: lr, mean losses, validation

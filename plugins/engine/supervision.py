@@ -27,6 +27,8 @@ class SupervisionMixin:
     """For :class:`PrivacyEngine`: uses its ``nets``, ``inference``, ``policy``, ``mode``, ``epoch``
     and ``writer``; holds ``supervisor`` (the frozen G snapshot, or None)."""
 
+    _inversion_gate = None  # built on first use (privacy.upgrade.inversion_gate)
+
     @torch.no_grad()
     def supervision(self, o01: torch.Tensor) -> torch.Tensor:
         """Current supervision M in [0,1]: the conventional one, or G_snapshot(O) after an upgrade."""
@@ -45,8 +47,23 @@ class SupervisionMixin:
         self.supervisor = snap
 
     def maybe_upgrade(self, val: Dict[str, Any]) -> bool:
-        """Progressive mode: snapshot G as the new supervision when every gate holds."""
-        if self.mode != "progressive" or not self.policy.decide(val, self.epoch + 1):
+        """Progressive mode: snapshot G as the new supervision when every gate holds. The inversion
+        gate (costly: it trains attackers) is measured only when the other gates hold; its numbers
+        join ``val`` as ``val["inversion_gate"]``."""
+        if self.mode != "progressive":
+            return False
+        if self.policy.inversion_gate and all(self.policy.gates_of(val, inversion=False).values()):
+            from .inversion_gate import InversionGate
+
+            if self._inversion_gate is None:
+                self._inversion_gate = InversionGate(self)
+            self._inversion_gate.psnr_m = self.policy.inversion_psnr_m  # measured once, kept across resumes
+            val["inversion_gate"] = self._inversion_gate.measure()
+            self.policy.inversion_psnr_m = self._inversion_gate.psnr_m
+            log.info("inversion gate at epoch %d: attacker on P %.2f dB, on M %.2f dB (margin %.2f dB)",
+                     self.epoch + 1, val["inversion_gate"]["psnr_p"], val["inversion_gate"]["psnr_m"],
+                     val["inversion_gate"]["margin_db"])
+        if not self.policy.decide(val, self.epoch + 1):
             return False
         self.snapshot_generator()
         log.info("supervision upgraded at epoch %d (val O->P rank-1 %.3f)", self.epoch + 1, self.policy.best_r1)

@@ -4,13 +4,14 @@ Why its own module: the policy is the method's core decision and must be testabl
 numbers, without a datamanager or networks. Every ``val_period`` epochs the engine validates and
 asks :meth:`UpgradePolicy.decide`: if PSNR(O,P) < PSNR(O,M) + eps_psnr and SSIM(O,P) < SSIM(O,M)
 + eps_ssim (P no more recognizable than M) and validation O->P rank-1 beats the best so far and
-the floor, G's snapshot becomes the new supervision M.
+the floor (and, with ``privacy.upgrade.inversion_gate``, an attacker inverts P no better than M
+plus a margin), G's snapshot becomes the new supervision M.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from torchreid_privacy.metrics.settings import SETTINGS
 
@@ -29,9 +30,11 @@ class UpgradePolicy:
     r1_floor: float = 0.75
     gate_psnr: str = "image"
     fallback: bool = False
+    inversion_gate: bool = False  # also gate on val["inversion_gate"] (privacy.upgrade.inversion_gate)
     best_r1: float = -math.inf
     upgrades: List[Dict[str, Any]] = field(default_factory=list)
-    privacy_ok: bool = True  # the latest validation passed the PSNR and SSIM gates
+    privacy_ok: bool = True  # the latest validation passed the PSNR and SSIM (and inversion) gates
+    inversion_psnr_m: Optional[float] = None  # the conventional M's inversion PSNR, measured once per run
 
     def __post_init__(self) -> None:
         if isinstance(self.r1_floor, str) or isinstance(self.r1_floor, bool):
@@ -48,22 +51,31 @@ class UpgradePolicy:
             "rank1": r1_op > max(self.best_r1, self.r1_floor),
         }
 
-    def gates_of(self, val: Dict[str, Any]) -> Dict[str, bool]:
-        """:meth:`gates` on a validation result of the evaluator."""
+    def gates_of(self, val: Dict[str, Any], inversion: bool = True) -> Dict[str, bool]:
+        """:meth:`gates` on a validation result of the evaluator; with the inversion gate on (and
+        ``inversion``), also ``"inversion"``: ``val["inversion_gate"]`` (measured by the engine, see
+        ``inversion_gate``) says P is inverted no better than M + margin_db (False if unmeasured)."""
         om, op = val["image"]["O-M"], val["image"]["O-P"]
         key = PSNR_KEYS[self.gate_psnr]
-        return self.gates(op[key], op["ssim"], val["rank"]["O->P"]["R1"], om[key], om["ssim"])
+        gates = self.gates(op[key], op["ssim"], val["rank"]["O->P"]["R1"], om[key], om["ssim"])
+        if self.inversion_gate and inversion:
+            inv = val.get("inversion_gate")
+            gates["inversion"] = inv is not None and inv["psnr_p"] <= inv["psnr_m"] + inv["margin_db"]
+        return gates
 
     def decide(self, val: Dict[str, Any], epoch: int) -> bool:
         """True when every gate holds; the event is recorded and the bar raised."""
         gates = self.gates_of(val)
-        self.privacy_ok = gates["psnr"] and gates["ssim"]
+        self.privacy_ok = gates["psnr"] and gates["ssim"] and gates.get("inversion", True)
         if not all(gates.values()):
             return False
         r1 = val["rank"]["O->P"]["R1"]
         self.best_r1 = r1
-        self.upgrades.append({"epoch": epoch, "val_r1_op": r1, "psnr_op": val["image"]["O-P"]["psnr"],
-                              "ssim_op": val["image"]["O-P"]["ssim"]})
+        event = {"epoch": epoch, "val_r1_op": r1, "psnr_op": val["image"]["O-P"]["psnr"],
+                 "ssim_op": val["image"]["O-P"]["ssim"]}
+        if "inversion_gate" in val:
+            event["inversion"] = dict(val["inversion_gate"])
+        self.upgrades.append(event)
         return True
 
     def use_snapshot(self) -> bool:
@@ -71,12 +83,14 @@ class UpgradePolicy:
         return self.privacy_ok or not self.fallback
 
     def state_dict(self) -> Dict[str, Any]:
-        return {"best_upgrade_r1": self.best_r1, "upgrades": list(self.upgrades), "upgrade_privacy_ok": self.privacy_ok}
+        return {"best_upgrade_r1": self.best_r1, "upgrades": list(self.upgrades), "upgrade_privacy_ok": self.privacy_ok,
+                "inversion_psnr_m": self.inversion_psnr_m}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.best_r1 = state["best_upgrade_r1"]
         self.upgrades = list(state["upgrades"])
         self.privacy_ok = state.get("upgrade_privacy_ok", True)
+        self.inversion_psnr_m = state.get("inversion_psnr_m")
 
 
 def floor_from_results(results: Dict[str, Any], source: str = "--floor-from") -> float:

@@ -15,10 +15,10 @@ import os
 import sys
 from typing import List, Optional
 
-from . import attack, export, images, search, tools, train
+from . import attack, export, frontier, images, search, tools, train
 from .common import PROG
 
-COMMAND_MODULES = [train, images, attack, tools, export, search]
+COMMAND_MODULES = [train, images, attack, frontier, tools, export, search]
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -6,6 +6,8 @@ optimizers to do so.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Dict
 
 import torch
@@ -13,12 +15,14 @@ import torch
 from torchreid_privacy import bridge
 
 from torchreid_privacy.utils import weights
-from torchreid_privacy.config import Config, use_gpu
+from torchreid_privacy.config import Config, ConfigError, use_gpu
+from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.plugins.anonymizers import check_fits
 from torchreid_privacy.plugins.keyed import KeyedDecoder
 from torchreid_privacy.registry import ANONYMIZERS, DISCRIMINATORS, load_plugins
 
 PRIVACY_NETS = ("generator", "decoder", "disc_op", "disc_pr")
+_BUILT_IN_ARGS = ("in_channels", "out_channels", "ngf", "num_downs", "norm", "use_dropout", "desensitizer")
 
 
 def build_reid_model(cfg: Config, num_classes: int, loss: str, load_weights: bool = True) -> torch.nn.Module:
@@ -35,9 +39,24 @@ def build_reid_model(cfg: Config, num_classes: int, loss: str, load_weights: boo
 
 
 def build_generator(cfg: Config) -> torch.nn.Module:
-    """G; an explicit ``num_downs`` that cannot run at ``data.height x data.width`` is named."""
+    """G with ``privacy.generator.params``; an anonymizer that takes a ``desensitizer`` (e.g.
+    ``residual_code``, built on M) gets the run's conventional one. An explicit ``num_downs`` that
+    cannot run at ``data.height x data.width`` is named."""
     g = cfg.privacy.generator
-    net = ANONYMIZERS.get(g.name)(ngf=g.ngf, num_downs=g.num_downs, norm=g.norm)
+    factory = ANONYMIZERS.get(g.name)
+    params = dict(g.params)
+    accepted = inspect.signature(factory).parameters
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ConfigError(f"privacy.generator.params: '{g.name}' takes no parameter {unknown[0]!r} "
+                          f"(it takes {', '.join(k for k in accepted if k not in _BUILT_IN_ARGS) or 'none'})")
+    if "desensitizer" in accepted:
+        d = cfg.privacy.desensitizer
+        params["desensitizer"] = functools.partial(resolve_desensitizer(d.name, dict(d.params)), **dict(d.params))
+    try:
+        net = factory(ngf=g.ngf, num_downs=g.num_downs, norm=g.norm, **params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"privacy.generator: {exc}") from None
     check_fits(net, cfg.data.height, cfg.data.width, "privacy.generator.num_downs")
     return net
 

@@ -1,0 +1,112 @@
+"""``residual_code``: an anonymizer whose output is the conventional M plus a bounded residual that
+carries only a quantized global identity code.
+
+Why: a U-Net G has skip paths from O's pixels into P, so P can keep what the mosaic erases (a
+shirt's checks, a logo) and an attacker with leaked pairs inverts P better than M. Here
+
+    P = clamp(M(O) + bound * tanh(render(quantize(encode(O)))), 0, 1)
+
+``encode`` pools O into ``code_size`` numbers, ``quantize`` rounds each to ``code_levels`` levels
+(straight-through), and ``render`` paints the code as a smooth low-resolution pattern upsampled
+to the image size. No path carries O's pixels into P except M itself, so P holds at most what M
+holds plus ``code_size * log2(code_levels)`` bits (64 by default), and the pattern is coarse and
+smooth enough to survive JPEG. The ReID terms teach the code to be an identity code; the
+L1(P, M) and GAN terms keep the residual small.
+
+Built by ``models.nets.build_generator``, which passes the run's conventional desensitizer
+(``privacy.desensitizer``) as ``desensitizer``; knobs go in ``privacy.generator.params``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchreid_privacy.registry import ANONYMIZERS
+
+from .anonymizers import LEAKY_SLOPE, check_input, check_positive, init_pix2pix_weights
+from .norm_act import conv_bias, create_norm_act
+
+
+def quantize(code: torch.Tensor, levels: int) -> torch.Tensor:
+    """Values in [-1, 1] rounded to ``levels`` evenly spaced levels; straight-through gradient."""
+    step = 2.0 / (levels - 1)
+    q = torch.round((code + 1.0) / step) * step - 1.0
+    return code + (q - code).detach()
+
+
+class ResidualCodeAnonymizer(nn.Module):
+    """P = M(O) + a bounded residual rendered from a quantized global code of O (GAN space in/out).
+
+    Args:
+        desensitizer: the conventional desensitizer on [0,1] batches (M).
+        ngf: width of the encoder's first stage (doubling per stage) and of the renderer.
+        norm: ``batch`` | ``instance`` | ``none``.
+        code_size, code_levels: the code (``code_size * log2(code_levels)`` bits at most).
+        bound: the residual's largest magnitude, on the [0,1] scale.
+        grid: the renderer's pattern resolution ``(rows, cols)`` before upsampling to the image.
+    """
+
+    def __init__(self, desensitizer: Callable[[torch.Tensor], torch.Tensor], ngf: int = 64, norm: str = "batch",
+                 code_size: int = 32, code_levels: int = 4, bound: float = 0.15,
+                 grid: tuple = (8, 4)) -> None:
+        super().__init__()
+        for name, value in (("ngf", ngf), ("code_size", code_size)):
+            check_positive(name, value)
+        if not isinstance(code_levels, int) or code_levels < 2:
+            raise ValueError(f"privacy.generator.params.code_levels: expected an integer >= 2, got {code_levels!r}")
+        if not 0.0 < float(bound) <= 1.0:
+            raise ValueError(f"privacy.generator.params.bound: expected a value in (0, 1], got {bound!r}")
+        if len(grid) != 2 or min(grid) < 1:
+            raise ValueError(f"privacy.generator.params.grid: expected [rows, cols] >= 1, got {grid!r}")
+        self.desensitizer = desensitizer
+        self.code_size, self.code_levels, self.bound = int(code_size), int(code_levels), float(bound)
+        self.grid = (int(grid[0]), int(grid[1]))
+        bias = conv_bias(norm)
+        widths = [ngf, 2 * ngf, 4 * ngf, 8 * ngf]
+        layers: list = [nn.Conv2d(3, widths[0], 4, 2, 1), nn.LeakyReLU(LEAKY_SLOPE, inplace=True)]
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1, bias=bias), create_norm_act(norm, cout, "leaky_relu", LEAKY_SLOPE)]
+        self.encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], code_size))
+        self.seed_map = nn.Linear(code_size, widths[2] * self.grid[0] * self.grid[1])
+        self.render = nn.Sequential(
+            nn.ReLU(inplace=True), nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(widths[2], widths[1], 3, 1, 1, bias=bias), create_norm_act(norm, widths[1], "relu"),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(widths[1], widths[0], 3, 1, 1, bias=bias), create_norm_act(norm, widths[0], "relu"),
+            nn.Conv2d(widths[0], 3, 3, 1, 1))
+        init_pix2pix_weights(self)
+
+    @property
+    def code_bits(self) -> float:
+        """The most P can carry about O beyond M, in bits."""
+        return self.code_size * math.log2(self.code_levels)
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantized code of GAN-space images ``x`` (N, code_size)."""
+        return quantize(torch.tanh(self.encoder(x)), self.code_levels)
+
+    def residual(self, code: torch.Tensor, size: tuple) -> torch.Tensor:
+        """The bounded residual (N, 3, H, W) on the [0,1] scale that ``code`` paints."""
+        seed = self.seed_map(code).view(code.shape[0], -1, *self.grid)
+        pattern = F.interpolate(self.render(seed), size=size, mode="bilinear", align_corners=False)
+        return self.bound * torch.tanh(pattern)
+
+    def forward(self, x: torch.Tensor, m01: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_input(x)
+        if m01 is None:
+            m01 = self.desensitizer(((x + 1.0) * 0.5).clamp(0.0, 1.0))
+        p01 = (m01 + self.residual(self.code(x), tuple(x.shape[-2:]))).clamp(0.0, 1.0)
+        return p01 * 2.0 - 1.0
+
+
+@ANONYMIZERS.register("residual_code")
+def residual_code(desensitizer: Callable[[torch.Tensor], torch.Tensor], ngf: int = 64, num_downs: Optional[int] = None,
+                  norm: str = "batch", code_size: int = 32, code_levels: int = 4, bound: float = 0.15,
+                  grid: tuple = (8, 4)) -> ResidualCodeAnonymizer:
+    """M plus a bounded residual carrying a ``code_size`` x ``code_levels``-level code (``num_downs``
+    is not used: the encoder pools globally at any size)."""
+    return ResidualCodeAnonymizer(desensitizer, ngf, norm, code_size, code_levels, bound, tuple(grid))

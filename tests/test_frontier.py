@@ -1,0 +1,63 @@
+"""``frontier``: conventional strengths and learned variants over seeds, on P as published."""
+import csv
+import json
+
+import pytest
+from PIL import Image
+
+from tests.tiny_config import TINY
+from torchreid_privacy.cli import main
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.tools.frontier import METRICS, conventional_points, pareto
+
+
+def test_strengths_are_scaled_from_256x128_to_the_run_size():
+    points = {p.name: p for p in conventional_points(64, {"mosaic": (8, 24), "blur": (12,), "noise": (0.3,)})}
+    assert points["mosaic-24"].params == {"block": 6} and points["mosaic-8"].params == {"block": 2}
+    assert points["blur-12"].params == {"radius": 3.0}
+    assert points["noise-0.3"].params == {"sigma": 0.3}  # noise is per pixel: not scaled
+    assert all(p.kind == "conventional" and "baseline" in p.overrides for p in points.values())
+
+
+def test_pareto_keeps_exactly_the_undominated_points():
+    pts = [{"name": n, "mean": {"u": u, "leak": leak}} for n, u, leak in
+           [("a", 0.9, 20.0), ("b", 0.8, 18.0), ("c", 0.7, 19.0), ("d", 0.9, 21.0), ("e", 0.6, 17.0)]]
+    assert pareto(pts, "u", "leak") == ["a", "b", "e"]  # c is beaten by b, d by a
+
+
+def test_frontier_refuses_a_used_output_and_a_config_without_privacy(tmp_path, capsys):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "x.txt").write_text("keep me")
+    assert main(["frontier", "--config-file", packaged_config(QUICKSTART), "--output", str(used), "--quick"]) == 1
+    assert "--output" in capsys.readouterr().err and (used / "x.txt").read_text() == "keep me"
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("model: {name: tiny_reid}\n")
+    assert main(["frontier", "--config-file", str(plain), "--output", str(tmp_path / "new"), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert "--config-file" in err and "privacy" in err and not (tmp_path / "new").exists()
+
+
+def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_path):
+    out = tmp_path / "frontier"
+    assert main(["frontier", "--config-file", packaged_config(QUICKSTART), "--output", str(out), "--quick",
+                 "--data-root", tiny_root, *TINY]) == 0
+    result = json.loads((out / "frontier.json").read_text())
+    names = [p["name"] for p in result["points"]]
+    assert names == ["mosaic-24", "blur-12", "residual-sealed"] and len(result["seeds"]) == 1
+    assert result["publish"] == {"format": "jpeg", "quality": 95}
+    for p in result["points"]:
+        (run,) = p["runs"]
+        assert set(METRICS) <= set(run) and set(METRICS) == set(p["mean"]) == set(p["sd"])
+        assert all(0.0 <= run[m] <= 1.0 for m in ("o_o", "o_p", "p_p", "third_party_o_p"))
+        assert 5.0 < run["inversion_256"] < 60.0 and 5.0 < run["psnr_o_p"] < 60.0
+        # the frontier's ranks are the run's own published test ranks
+        test = json.loads((out / "runs" / p["name"] / f"seed{run['seed']}" / "results.json").read_text())["test"]
+        assert run["o_p"] == test[run["target"]]["rank"]["O->P"]["R1"]
+        assert run["o_p_float"] == test[run["target"]]["rank_unpublished"]["O->P"]["R1"]
+    assert set(result["pareto"]["inversion"]) <= set(names) and result["pareto"]["inversion"]
+    rows = list(csv.DictReader((out / "frontier.csv").open()))
+    assert [r["name"] for r in rows] == names and float(rows[0]["o_p_mean"]) == pytest.approx(
+        result["points"][0]["mean"]["o_p"], abs=1e-4)
+    with Image.open(out / "frontier.png") as im:
+        assert im.format == "PNG" and im.size[0] > 800

@@ -1,0 +1,35 @@
+"""``frontier``: the privacy-utility frontier of the conventional desensitizers and the learned variants."""
+from __future__ import annotations
+
+import argparse
+
+from .common import add_config_args
+
+
+def add_parsers(sub) -> None:
+    from torchreid_privacy.tools.frontier import LEARNED_VARIANTS
+
+    p = sub.add_parser("frontier", help="sweep the conventional desensitizers' strengths and the learned variants over "
+                                        "seeds; P as published; writes frontier.json/.csv/.png")
+    add_config_args(p)
+    p.add_argument("--output", required=True, help="a new (or empty) folder for the runs and the frontier files")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per point (default 3: mean and sd)")
+    p.add_argument("--quick", action="store_true", help="one seed, mosaic 24 and blur 12, the residual-sealed variant, "
+                                                        "short attacks (for tests and a first look)")
+    p.add_argument("--variants", help=f"comma-separated learned variants (default all: {', '.join(LEARNED_VARIANTS)})")
+    p.add_argument("--dataset", help="train and test on this torchreid dataset (e.g. synthetic_market_hard) instead of "
+                                     "the config's data.sources/targets")
+    p.add_argument("--data-root", help="data.root (default: OUTPUT/data; the synthetic sets are generated there)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each on cores/jobs threads")
+    p.set_defaults(func=frontier)
+
+
+def frontier(args: argparse.Namespace) -> int:
+    from torchreid_privacy.tools.frontier import format_frontier, run_frontier
+
+    variants = [v for v in args.variants.split(",") if v] if args.variants else None
+    result = run_frontier(args.config_file, args.output, seeds=args.seeds, overrides=args.opts, quick=args.quick,
+                          variants=variants, jobs=args.jobs, dataset=args.dataset, data_root=args.data_root)
+    print(format_frontier(result))
+    print(f"frontier: {args.output}/frontier.json, frontier.csv, frontier.png")
+    return 0

@@ -1,0 +1,368 @@
+"""``torchreid-privacy frontier``: the privacy-utility frontier, measured on P as published, over seeds.
+
+Why: a single run cannot carry a privacy claim (the same demo on two CPUs differed by up to 6
+rank-1 points), and a learned P is only worth its complexity where it beats the conventional M it
+imitates. So every point is trained and attacked on several seeds, and the conventional
+desensitizers are swept over their strengths to draw M's curve, the yardstick:
+
+- conventional points: a ``baseline`` run (C on O and M) per strength; P = M as published;
+- learned points: the named variants of :data:`LEARNED_VARIANTS` on the config's desensitizer.
+
+Each point and seed reports, all on P as published (``privacy.publish``): rank-1 O->O, O->P,
+P->O, P->P and the ratios O->P/O->O and P->P/O->O (utility), the float P's rank-1 beside them,
+PSNR(O, P), the inversion attacker's PSNR (``metrics.inversion``: trained on 256 leaked pairs and
+on all training pairs of published P, scored on the test split) and the O->P rank-1 of a
+third party's model trained on raw images only (one per seed, shared by every point). Results:
+``frontier.json`` (every seed), ``frontier.csv`` (mean and sd per point) and ``frontier.png``
+(``frontier_plot``).
+
+Strengths are given at the paper's 256x128 and scaled to ``data.height`` (mosaic block 24 is 6
+at 64x32); noise sigmas are not scaled.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+REFERENCE_HEIGHT = 256  # strengths are stated at the paper's 256x128
+# family -> (parameter, strengths at 256x128, scaled with data.height)
+STRENGTHS: Dict[str, Tuple[str, Tuple[float, ...], bool]] = {
+    "mosaic": ("block", (8, 12, 16, 24, 32), True),
+    "blur": ("radius", (4, 8, 12, 16), True),
+    "noise": ("sigma", (0.1, 0.2, 0.3, 0.5), False),
+}
+QUICK_STRENGTHS = {"mosaic": (24,), "blur": (12,)}
+
+# the learned variants: overrides on top of the config (its desensitizer is their M)
+SEALED = ["privacy.recovery", "sealed"]
+LEARNED_VARIANTS: Dict[str, List[str]] = {
+    # the paper's method (learned recovery G_R), trained through the publication channel
+    "progressive": ["privacy.mode", "progressive"],
+    # the demo's sealed run: a U-Net G with the in-training inversion adversary
+    "progressive-sealed": ["privacy.mode", "progressive", *SEALED, "privacy.inversion.enabled", "true"],
+    # ... plus the inversion gate on the supervision upgrade
+    "progressive-sealed-gated": ["privacy.mode", "progressive", *SEALED, "privacy.inversion.enabled", "true",
+                                 "privacy.upgrade.inversion_gate.enabled", "true"],
+    # M plus a bounded residual carrying only a quantized identity code (plugins/residual_code.py)
+    "residual-sealed": ["privacy.mode", "joint", *SEALED, "privacy.generator.name", "residual_code"],
+}
+QUICK_VARIANTS = ("residual-sealed",)
+ATTACK_PAIRS = 256
+ATTACK_STEPS, QUICK_ATTACK_STEPS = 300, 60
+THIRD_PARTY_EPOCHS = 10
+METRICS = ("o_o", "o_p", "p_o", "p_p", "o_p_rel", "p_p_rel", "o_p_float", "p_o_float", "p_p_float", "psnr_o_p",
+           "inversion_256", "inversion_all", "third_party_o_o", "third_party_o_p")
+
+
+@dataclass
+class Point:
+    """One point of the frontier: a conventional strength or a learned variant."""
+
+    name: str
+    kind: str  # conventional | learned
+    family: str
+    overrides: List[str]
+    strength: Optional[float] = None
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+def conventional_points(height: int, strengths: Dict[str, Sequence[float]]) -> List[Point]:
+    """Baseline runs on each desensitizer strength, scaled from 256x128 to ``height``."""
+    points = []
+    for family, values in strengths.items():
+        param, _, scaled = STRENGTHS[family]
+        for s in values:
+            value: Any = s * height / REFERENCE_HEIGHT if scaled else s
+            value = max(1, int(round(value))) if param == "block" else round(float(value), 4)
+            points.append(Point(f"{family}-{s:g}", "conventional", family,
+                                ["privacy.mode", "baseline", "privacy.desensitizer.name", family,
+                                 "privacy.desensitizer.params", json.dumps({param: value})],
+                                strength=float(s), params={param: value}))
+    return points
+
+
+def learned_points(names: Sequence[str], desensitizer: str) -> List[Point]:
+    unknown = [n for n in names if n not in LEARNED_VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown variant '{unknown[0]}' ({', '.join(LEARNED_VARIANTS)})")
+    return [Point(n, "learned", desensitizer, list(LEARNED_VARIANTS[n])) for n in names]
+
+
+# ------------------------------------------------------------------------------------------ one job
+@dataclass
+class Job:
+    """A unit of work for a worker process: train a point (or the third party) for one seed."""
+
+    what: str  # point | third_party | third_party_eval
+    seed: int
+    config_file: str
+    overrides: List[str]
+    folder: str
+    threads: int
+    point: Optional[Point] = None
+    attack_steps: int = ATTACK_STEPS
+    third_party_epochs: int = THIRD_PARTY_EPOCHS
+    third_party: str = ""  # the seed's third-party weights (third_party_eval)
+
+
+@contextlib.contextmanager
+def _quiet(log_path: str):
+    """Send a job's prints and logs (torchreid's dataset tables, training logs) to its own log file."""
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    root = logging.getLogger()
+    with open(log_path, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        handler = logging.StreamHandler(f)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        saved, level = root.handlers[:], root.level
+        root.handlers, root.level = [handler], logging.INFO
+        try:
+            yield
+        finally:
+            root.handlers, root.level = saved, level
+
+
+def _config(job: Job, save_dir: str, extra: Sequence[str] = ()):
+    from torchreid_privacy.config import load_config
+
+    return load_config(job.config_file, [*job.overrides, *extra, "data.save_dir", save_dir,
+                                         "train.seed", str(job.seed), "privacy.seed", str(job.seed)])
+
+
+def run_job(job: Job) -> Dict[str, Any]:
+    """Run one job (in a worker process or in-process) and return its JSON-able result."""
+    import torch
+
+    torch.set_num_threads(job.threads)
+    with _quiet(os.path.join(job.folder, "log.txt")):
+        if job.what == "third_party":
+            return _train_third_party(job)
+        if job.what == "third_party_eval":
+            return _third_party_eval(job)
+        return _train_point(job)
+
+
+def _train_point(job: Job) -> Dict[str, Any]:
+    from torchreid_privacy.builder import build_privacy_engine
+
+    cfg = _config(job, job.folder, [*job.point.overrides, "privacy.tensorboard_views", "false"])
+    t0 = time.time()
+    results = build_privacy_engine(cfg).run_privacy(save_dir=job.folder, max_epoch=cfg.train.max_epoch)
+    target = next(iter(results["test"]))
+    test = results["test"][target]
+    rank, raw = test["rank"], test["rank_unpublished"]
+    o_o = rank["O->O"]["R1"]
+    out = {"seed": job.seed, "run": job.folder, "target": target, "train_seconds": round(time.time() - t0, 1),
+           "o_o": o_o, "o_p": rank["O->P"]["R1"], "p_o": rank["P->O"]["R1"], "p_p": rank["P->P"]["R1"],
+           "o_p_rel": rank["O->P"]["R1"] / o_o if o_o else 0.0, "p_p_rel": rank["P->P"]["R1"] / o_o if o_o else 0.0,
+           "o_p_float": raw["O->P"]["R1"], "p_o_float": raw["P->O"]["R1"], "p_p_float": raw["P->P"]["R1"],
+           "psnr_o_p": test["image"]["O-P"]["psnr"], "upgrades": len(results["upgrades"])}
+    out.update(_inversion(job))
+    return out
+
+
+def _inversion(job: Job) -> Dict[str, Any]:
+    """The attacker's PSNR at 256 leaked pairs and at all training pairs of published P."""
+    from torchreid_privacy.attacks.recover import evaluate_attackers, leaked_pairs
+    from torchreid_privacy.metrics.inversion import build_attacker, train_attacker
+    from torchreid_privacy.trained_run import TrainedRun
+
+    run = TrainedRun.open(job.folder)
+    total = len(run.train_items())
+    p01, _, o01 = leaked_pairs(run, total, seed=job.seed)
+    nets = {}
+    for label, n in (("inversion_256", min(ATTACK_PAIRS, total)), ("inversion_all", total)):
+        net = build_attacker(run.config, job.seed).to(run.device)
+        nets[label], _ = train_attacker(net, p01[:n], o01[:n], job.attack_steps, 16, job.seed)
+    scores = evaluate_attackers(run, nets, run.test_targets[0], seed=job.seed)
+    return {**{k: v["psnr"] for k, v in scores.items()}, "attack_pairs_all": total}
+
+
+def _train_third_party(job: Job) -> Dict[str, Any]:
+    from torchreid_privacy.attacks.reid import third_party_config, train_third_party
+
+    cfg = _config(job, job.folder)
+    tp = third_party_config(cfg, job.folder, max_epoch=job.third_party_epochs)
+    return {"seed": job.seed, "weights": train_third_party(tp)}
+
+
+def _third_party_eval(job: Job) -> Dict[str, Any]:
+    from torchreid_privacy.trained_run import TrainedRun
+    from torchreid_privacy.utils.weights import load_backbone_weights
+
+    run = TrainedRun.open(job.folder)
+    load_backbone_weights(run.model.reid, job.third_party, what="third-party model")
+    res = run.evaluate(run.test_targets[0], desc="third party", settings=("O->O", "O->P"))
+    return {"third_party_o_o": res["rank"]["O->O"]["R1"], "third_party_o_p": res["rank"]["O->P"]["R1"]}
+
+
+# ------------------------------------------------------------------------------------------ the sweep
+def _mean_sd(values: List[float]) -> Tuple[float, float]:
+    m = sum(values) / len(values)
+    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, sd
+
+
+def pareto(points: List[Dict[str, Any]], x: str, y: str) -> List[str]:
+    """Names of the points no other point beats on both axes (higher ``x``, lower ``y``; means)."""
+    front = []
+    for p in points:
+        px, py = p["mean"][x], p["mean"][y]
+        dominated = any(q["mean"][x] >= px and q["mean"][y] <= py and (q["mean"][x] > px or q["mean"][y] < py)
+                        for q in points if q is not p)
+        if not dominated:
+            front.append(p["name"])
+    return front
+
+
+def check_output(output: str) -> None:
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
+        raise ValueError(f"--output: {output} exists and is not an empty folder; choose a new one")
+
+
+def check_config(config_file: str) -> None:
+    from torchreid_privacy.config import load_yaml
+
+    if not config_file:
+        raise ValueError("--config-file: required (a torchreid YAML with a privacy: section, e.g. the quickstart)")
+    if "privacy" not in (load_yaml(config_file) or {}):
+        raise ValueError(f"--config-file: {config_file} has no privacy: section; the frontier compares privacy "
+                         "runs (add privacy: {enabled: true} and a desensitizer)")
+
+
+def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Sequence[str] = (),
+                 quick: bool = False, variants: Optional[Sequence[str]] = None, jobs: int = 1,
+                 dataset: Optional[str] = None, data_root: Optional[str] = None) -> Dict[str, Any]:
+    """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``."""
+    from torchreid_privacy.config import load_config
+    from torchreid_privacy.tools.frontier_plot import plot_frontier
+    from torchreid_privacy.utils import atomic
+
+    check_config(config_file)
+    check_output(output)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"--seeds: expected an integer >= 1, got {seeds!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    seeds = 1 if quick else seeds
+    base = list(overrides) + ["privacy.enabled", "true", "data.root", data_root or os.path.join(output, "data")]
+    if dataset:
+        base += ["data.sources", f"[{dataset}]", "data.targets", f"[{dataset}]"]
+    cfg = load_config(config_file, base)  # a bad override fails here, before any training
+    points = conventional_points(cfg.data.height, QUICK_STRENGTHS if quick else
+                                 {f: STRENGTHS[f][1] for f in STRENGTHS})
+    points += learned_points(variants if variants is not None else (QUICK_VARIANTS if quick else list(LEARNED_VARIANTS)),
+                             cfg.privacy.desensitizer.name)
+    os.makedirs(output, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    steps = QUICK_ATTACK_STEPS if quick else ATTACK_STEPS
+    first_seed = int(cfg.privacy.seed)
+    seed_list = [first_seed + k for k in range(seeds)]
+    t0 = time.time()
+    # quick: the third party trains as long as the runs (tests shrink train.max_epoch)
+    tp_epochs = min(THIRD_PARTY_EPOCHS, int(cfg.train.max_epoch)) if quick else THIRD_PARTY_EPOCHS
+    common = dict(config_file=config_file, overrides=base, threads=threads, attack_steps=steps,
+                  third_party_epochs=tp_epochs)
+    train_jobs = [Job("third_party", s, folder=os.path.join(output, "third_party", f"seed{s}"), **common)
+                  for s in seed_list]
+    train_jobs += [Job("point", s, folder=os.path.join(output, "runs", p.name, f"seed{s}"), point=p, **common)
+                   for p in points for s in seed_list]
+    done = _run_all(train_jobs, jobs, "frontier: train + attack")
+    weights = {j.seed: done[i]["weights"] for i, j in enumerate(train_jobs) if j.what == "third_party"}
+    evals = [Job("third_party_eval", j.seed, folder=j.folder, third_party=weights[j.seed], **common)
+             for j in train_jobs if j.what == "point"]
+    scored = _run_all(evals, jobs, "frontier: third party")
+    rows: Dict[str, List[Dict[str, Any]]] = {p.name: [] for p in points}
+    point_jobs = [(i, j) for i, j in enumerate(train_jobs) if j.what == "point"]
+    for (i, job), extra in zip(point_jobs, scored):
+        rows[job.point.name].append({**done[i], **extra})
+    table = []
+    for p in points:
+        entry = {**asdict(p), "runs": rows[p.name], "mean": {}, "sd": {}}
+        entry.pop("overrides")
+        for metric in METRICS:
+            entry["mean"][metric], entry["sd"][metric] = _mean_sd([r[metric] for r in rows[p.name]])
+        table.append(entry)
+    result = {"config": os.path.abspath(config_file), "overrides": list(overrides), "dataset": dataset or
+              cfg.data.sources[0], "height": cfg.data.height, "width": cfg.data.width, "seeds": seed_list,
+              "quick": quick, "publish": {"format": cfg.privacy.publish.format, "quality": cfg.privacy.publish.quality},
+              "attack": {"steps": steps, "pairs": [ATTACK_PAIRS, "all"], "third_party_epochs": tp_epochs},
+              "points": table,
+              "pareto": {"inversion": pareto(table, "o_p_rel", "inversion_256"),
+                         "third_party": pareto(table, "o_p_rel", "third_party_o_p")},
+              "seconds": round(time.time() - t0, 1)}
+    atomic.write_json(os.path.join(output, "frontier.json"), result)
+    write_csv(os.path.join(output, "frontier.csv"), table)
+    plot_frontier(result, os.path.join(output, "frontier.png"))
+    return result
+
+
+def _run_all(jobs_: List[Job], workers: int, desc: str) -> List[Dict[str, Any]]:
+    """Results in ``jobs_`` order; ``workers`` > 1 runs them in that many processes."""
+    out: List[Optional[Dict[str, Any]]] = [None] * len(jobs_)
+    with tqdm(total=len(jobs_), desc=desc, unit="job", disable=None, dynamic_ncols=True, file=sys.stderr) as bar:
+        if workers == 1:
+            for i, job in enumerate(jobs_):
+                out[i] = run_job(job)
+                bar.update(1)
+        else:
+            import multiprocessing
+
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs_)}
+                for fut in as_completed(futures):
+                    out[futures[fut]] = fut.result()
+                    bar.update(1)
+    return out  # type: ignore[return-value]
+
+
+def write_csv(path: str, table: List[Dict[str, Any]]) -> None:
+    """One row per point: its identity, then ``METRIC_mean`` and ``METRIC_sd`` for every metric."""
+    import io
+
+    from torchreid_privacy.utils.atomic import write_bytes
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["name", "kind", "family", "strength", "params", "seeds"]
+               + [f"{m}_{s}" for m in METRICS for s in ("mean", "sd")])
+    for p in table:
+        w.writerow([p["name"], p["kind"], p["family"], "" if p["strength"] is None else f"{p['strength']:g}",
+                    json.dumps(p["params"]), len(p["runs"])]
+                   + [f"{p[s][m]:.4f}" for m in METRICS for s in ("mean", "sd")])
+    write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def format_frontier(result: Dict[str, Any]) -> str:
+    """The frontier as a table: mean +- sd over seeds per point (rank-1 in %, PSNR in dB)."""
+    n = len(result["seeds"])
+    head = ["point", "O->O", "O->P", "P->P", "O->P/O->O", "P->P/O->O", "inversion@256", "inversion@all",
+            "3rd-party O->P", "PSNR(O,P)"]
+    cols = [("o_o", 100, 1), ("o_p", 100, 1), ("p_p", 100, 1), ("o_p_rel", 1, 2), ("p_p_rel", 1, 2),
+            ("inversion_256", 1, 2), ("inversion_all", 1, 2), ("third_party_o_p", 100, 1), ("psnr_o_p", 1, 2)]
+    rows = []
+    front = set(result["pareto"]["inversion"])
+    for p in result["points"]:
+        cells = [p["name"] + (" *" if p["name"] in front else "")]
+        for m, scale, digits in cols:
+            cells.append(f"{scale * p['mean'][m]:.{digits}f}" + (f"+-{scale * p['sd'][m]:.{digits}f}" if n > 1 else ""))
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    lines.append(f"mean{' +- sd' if n > 1 else ''} over seeds {result['seeds']}; P as published "
+                 f"({result['publish']['format']} {result['publish']['quality']}); * = on the inversion/utility "
+                 f"Pareto front; {result['seconds']:.0f} s")
+    return "\n".join(lines)
