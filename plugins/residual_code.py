@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchreid_privacy.registry import ANONYMIZERS
+from torchreid_privacy.registry import ANONYMIZERS, DESENSITIZERS
 
 from .anonymizers import LEAKY_SLOPE, check_input, check_positive, init_pix2pix_weights
 from .norm_act import conv_bias, create_norm_act
@@ -78,7 +78,7 @@ class ResidualCodeAnonymizer(nn.Module):
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
             nn.Conv2d(widths[1], widths[0], 3, 1, 1, bias=bias), create_norm_act(norm, widths[0], "relu"),
             nn.Conv2d(widths[0], 3, 3, 1, 1))
-        init_pix2pix_weights(self)
+        init_pix2pix_weights(self)  # N(0, 0.02) as every generator: the residual starts near zero (P = M)
 
     @property
     def code_bits(self) -> float:
@@ -104,9 +104,12 @@ class ResidualCodeAnonymizer(nn.Module):
 
 
 @ANONYMIZERS.register("residual_code")
-def residual_code(desensitizer: Callable[[torch.Tensor], torch.Tensor], ngf: int = 64, num_downs: Optional[int] = None,
-                  norm: str = "batch", code_size: int = 32, code_levels: int = 4, bound: float = 0.15,
-                  grid: tuple = (8, 4)) -> ResidualCodeAnonymizer:
-    """M plus a bounded residual carrying a ``code_size`` x ``code_levels``-level code (``num_downs``
-    is not used: the encoder pools globally at any size)."""
+def residual_code(desensitizer: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, ngf: int = 64,
+                  num_downs: Optional[int] = None, norm: str = "batch", code_size: int = 32, code_levels: int = 4,
+                  bound: float = 0.15, grid: tuple = (8, 4)) -> ResidualCodeAnonymizer:
+    """M plus a bounded residual carrying a ``code_size`` x ``code_levels``-level code. ``desensitizer``
+    defaults to the registered mosaic with its own defaults; ``num_downs`` is not used (the encoder
+    pools globally at any size)."""
+    if desensitizer is None:
+        desensitizer = DESENSITIZERS.get("mosaic")
     return ResidualCodeAnonymizer(desensitizer, ngf, norm, code_size, code_levels, bound, tuple(grid))

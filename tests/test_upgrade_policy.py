@@ -111,3 +111,41 @@ def test_train_auto_floor_needs_a_run(tiny_cfg, tmp_path, capsys):
     (tmp_path / "run" / "results.json").write_text(json.dumps({"mode": "baseline", "history": []}))
     assert main(["train", "--config-file", str(cfg_path), "--floor-from", str(tmp_path / "run")]) == 1
     assert "joint" in capsys.readouterr().err
+
+
+def test_inversion_gate_from_numbers():
+    """With the inversion gate, P must be inverted no better than M plus the margin; unmeasured fails."""
+    policy = UpgradePolicy(r1_floor=0.0, inversion_gate=True)
+    base = _val(18.0, 18.0, r1=0.6)
+    assert policy.gates_of(base, inversion=False) == {"psnr": True, "ssim": True, "rank1": True}
+    assert policy.gates_of(base)["inversion"] is False and not policy.decide(base, epoch=1)
+    leaky = dict(base, inversion_gate={"psnr_p": 22.6, "psnr_m": 22.0, "margin_db": 0.5})
+    assert not policy.decide(leaky, epoch=2) and not policy.privacy_ok
+    tight = dict(base, inversion_gate={"psnr_p": 22.4, "psnr_m": 22.0, "margin_db": 0.5})
+    assert policy.decide(tight, epoch=3) and policy.privacy_ok
+    assert policy.upgrades[-1]["inversion"] == {"psnr_p": 22.4, "psnr_m": 22.0, "margin_db": 0.5}
+    assert "inversion" not in UpgradePolicy(r1_floor=0.0).gates_of(base)  # off: the paper's three gates
+
+
+def test_engine_measures_the_inversion_gate_only_when_the_other_gates_hold(tiny_cfg, monkeypatch):
+    from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.plugins.engine import inversion_gate
+
+    engine = build_privacy_engine(tiny_cfg("privacy.mode", "progressive", "privacy.r1_floor", "0.0",
+                                           "privacy.upgrade.inversion_gate.enabled", "true",
+                                           "privacy.upgrade.inversion_gate.steps", "3",
+                                           "privacy.upgrade.inversion_gate.pairs", "16"))
+    calls = []
+    real = inversion_gate.InversionGate.measure
+    monkeypatch.setattr(inversion_gate.InversionGate, "measure", lambda self: calls.append(1) or real(self))
+    failing = _val(30.0, 18.0, r1=0.9)  # PSNR gate fails: no attacker is trained
+    assert not engine.maybe_upgrade(failing) and not calls and "inversion_gate" not in failing
+    val = engine.evaluate(engine.val_target)
+    val["image"]["O-P"] = dict(val["image"]["O-M"])  # the PSNR/SSIM gates hold
+    upgraded = engine.maybe_upgrade(val)
+    gate = val["inversion_gate"]
+    assert calls == [1] and set(gate) == {"psnr_p", "psnr_m", "margin_db"}
+    assert 5 < gate["psnr_p"] < 60 and 5 < gate["psnr_m"] < 60 and gate["margin_db"] == 0.5
+    assert upgraded == (gate["psnr_p"] <= gate["psnr_m"] + 0.5)
+    assert engine.policy.inversion_psnr_m == gate["psnr_m"]  # M is measured once, kept in the state
+    assert engine.policy.state_dict()["inversion_psnr_m"] == gate["psnr_m"]

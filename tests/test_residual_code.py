@@ -1,0 +1,78 @@
+"""``residual_code``: P = M(O) + a bounded residual that sees O only through a quantized code."""
+import math
+
+import pytest
+import torch
+
+from torchreid_privacy.config import ConfigError, load_config
+from torchreid_privacy.models.nets import build_generator
+from torchreid_privacy.registry import ANONYMIZERS, DESENSITIZERS
+from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.utils.images import from_gan, to_gan
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    return ANONYMIZERS.get("residual_code")(lambda x: DESENSITIZERS.get("mosaic")(x, block=4), ngf=8, **kw).eval()
+
+
+def _images(n=4):
+    return torch.rand(n, 3, 64, 32, generator=torch.Generator().manual_seed(1))
+
+
+def test_output_is_m_plus_a_residual_within_the_bound():
+    net = _net(bound=0.05)
+    o = _images()
+    with torch.no_grad():
+        p = from_gan(net(to_gan(o)))
+    m = DESENSITIZERS.get("mosaic")(o, block=4)
+    assert (p - m).abs().max() <= 0.05 + 1e-6
+    assert (p - m).abs().max() > 1e-6  # the residual is there (small at pix2pix's init: P starts as M)
+
+
+def test_code_takes_only_the_quantized_levels():
+    net = _net(code_size=8, code_levels=4)
+    assert net.code_bits == 16
+    with torch.no_grad():
+        code = net.code(to_gan(_images()))
+    levels = torch.tensor([-1.0, -1 / 3, 1 / 3, 1.0])
+    assert code.shape == (4, 8)
+    assert torch.isclose(code[..., None], levels, atol=1e-6).any(-1).all()
+
+
+@pytest.mark.parametrize("name,changes", [("residual_code", False), ("unet_128", True)])
+def test_no_path_carries_pixels_the_mosaic_erases(name, changes):
+    """Change a pixel the mosaic overwrites (not a cell's top-left one), too little to move the code:
+    residual_code's P stays the same to the bit; a U-Net's P (skip paths) changes."""
+    torch.manual_seed(0)
+    net = (_net() if name == "residual_code" else ANONYMIZERS.get(name)(ngf=8, num_downs=4)).eval()
+    o = _images(1)
+    o2 = o.clone()
+    o2[0, :, 1, 1] += 1e-3  # inside the first 4x4 mosaic cell, not its top-left pixel
+    with torch.no_grad():
+        if name == "residual_code":
+            assert torch.equal(net.code(to_gan(o)), net.code(to_gan(o2)))
+        p, p2 = net(to_gan(o)), net(to_gan(o2))
+    assert (not torch.equal(p, p2)) == changes
+
+
+def test_build_generator_puts_the_runs_desensitizer_under_the_residual():
+    cfg = load_config(packaged_config(QUICKSTART), [
+        "privacy.generator.name", "residual_code", "privacy.generator.ngf", "8",
+        "privacy.generator.params", "{code_size: 4, bound: 0.01}",
+        "privacy.desensitizer.name", "blur", "privacy.desensitizer.params", "{radius: 2.0}"])
+    net = build_generator(cfg).eval()
+    assert net.code_size == 4 and math.isclose(net.bound, 0.01)
+    o = _images(2)
+    with torch.no_grad():
+        p = from_gan(net(to_gan(o)))
+    assert (p - DESENSITIZERS.get("blur")(o, radius=2.0)).abs().max() <= 0.01 + 1e-6
+
+
+@pytest.mark.parametrize("params,culprit", [("{bound: 2.0}", "bound"), ("{code_levels: 1}", "code_levels"),
+                                            ("{colour: 3}", "colour")])
+def test_bad_params_name_the_key(params, culprit):
+    cfg = load_config(packaged_config(QUICKSTART), ["privacy.generator.name", "residual_code",
+                                                     "privacy.generator.params", params])
+    with pytest.raises(ConfigError, match=rf"privacy\.generator.*{culprit}"):
+        build_generator(cfg)
