@@ -85,6 +85,36 @@ class BatchHardTripletLoss(bridge.TripletLoss):
         return kernels.batch_hard_triplet(inputs, targets, self.margin)
 
 
+@LOSSES.register("cross_triplet")
+class CrossDomainTripletLoss(nn.Module):
+    """Batch-hard triplet *across* two views of one batch (O and P): each image of one view is an
+    anchor against the other view's images only (hardest same-identity, hardest other-identity,
+    Euclidean, hinge ``margin``), averaged over both directions.
+
+    Why: the paper's ReID terms score O and P each on their own (CE + triplet per view), which ties
+    the views together only through the shared classifier; O->P and P->O retrieval is exactly this
+    loss, so it trains the crossed settings directly (``privacy.weights.cross``; 0 = the paper).
+    """
+
+    def __init__(self, margin: float = 0.3) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, feats_a: torch.Tensor, feats_b: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        dist = torch.cdist(feats_a, feats_b)
+        same = targets[:, None] == targets[None, :]
+        losses = []
+        for d, s in ((dist, same), (dist.t(), same.t())):
+            pos = d.masked_fill(~s, float("-inf")).max(dim=1).values
+            neg = d.masked_fill(s, float("inf")).min(dim=1).values
+            keep = torch.isfinite(pos) & torch.isfinite(neg)  # anchors with both a positive and a negative
+            losses.append(F.relu(pos[keep] - neg[keep] + self.margin).mean() if keep.any() else d.sum() * 0)
+        return (losses[0] + losses[1]) / 2
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin}"
+
+
 @LOSSES.register("weighted_triplet")
 class WeightedRegularizedTripletLoss(nn.Module):
     """AGW's weighted regularized triplet: no margin to tune.

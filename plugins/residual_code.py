@@ -10,8 +10,9 @@ shirt's checks, a logo) and an attacker with leaked pairs inverts P better than 
 (straight-through), and ``render`` paints the code as a smooth low-resolution pattern upsampled
 to the image size. No path carries O's pixels into P except M itself, so P holds at most what M
 holds plus ``code_size * log2(code_levels)`` bits (64 by default), and the pattern is coarse and
-smooth enough to survive JPEG. The ReID terms teach the code to be an identity code; the
-L1(P, M) and GAN terms keep the residual small.
+smooth enough to survive JPEG. The code is trained as an identity embedding (``forward(x,
+with_code=True)`` gives it to the engine's batch-hard triplet term, ``privacy.weights.code``), the
+ReID terms teach C to read it from P, and the L1(P, M) and GAN terms keep the residual small.
 
 Built by ``models.nets.build_generator``, which passes the run's conventional desensitizer
 (``privacy.desensitizer``) as ``desensitizer``; knobs go in ``privacy.generator.params``.
@@ -41,6 +42,8 @@ def quantize(code: torch.Tensor, levels: int) -> torch.Tensor:
 class ResidualCodeAnonymizer(nn.Module):
     """P = M(O) + a bounded residual rendered from a quantized global code of O (GAN space in/out).
 
+    ``carries_code``: the engine calls ``forward(o, with_code=True)`` in training and trains the code.
+
     Args:
         desensitizer: the conventional desensitizer on [0,1] batches (M).
         ngf: width of the encoder's first stage (doubling per stage) and of the renderer.
@@ -49,6 +52,8 @@ class ResidualCodeAnonymizer(nn.Module):
         bound: the residual's largest magnitude, on the [0,1] scale.
         grid: the renderer's pattern resolution ``(rows, cols)`` before upsampling to the image.
     """
+
+    carries_code = True
 
     def __init__(self, desensitizer: Callable[[torch.Tensor], torch.Tensor], ngf: int = 64, norm: str = "batch",
                  code_size: int = 32, code_levels: int = 4, bound: float = 0.15,
@@ -95,12 +100,14 @@ class ResidualCodeAnonymizer(nn.Module):
         pattern = F.interpolate(self.render(seed), size=size, mode="bilinear", align_corners=False)
         return self.bound * torch.tanh(pattern)
 
-    def forward(self, x: torch.Tensor, m01: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, with_code: bool = False):
+        """P in GAN space; with ``with_code``, ``(P, code before quantization)``."""
         check_input(x)
-        if m01 is None:
-            m01 = self.desensitizer(((x + 1.0) * 0.5).clamp(0.0, 1.0))
-        p01 = (m01 + self.residual(self.code(x), tuple(x.shape[-2:]))).clamp(0.0, 1.0)
-        return p01 * 2.0 - 1.0
+        m01 = self.desensitizer(((x + 1.0) * 0.5).clamp(0.0, 1.0))
+        raw = torch.tanh(self.encoder(x))
+        p01 = (m01 + self.residual(quantize(raw, self.code_levels), tuple(x.shape[-2:]))).clamp(0.0, 1.0)
+        p = p01 * 2.0 - 1.0
+        return (p, raw) if with_code else p
 
 
 @ANONYMIZERS.register("residual_code")

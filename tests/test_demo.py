@@ -18,6 +18,10 @@ def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
         assert title in printed, title
     saved = json.load(open(out / "results.json"))
     assert set(saved) >= {"progressive", SEALED, "attack", "sealed", "views", "seconds"}
+    for mode in ("progressive", SEALED):  # P as published, the float P beside it, named
+        assert saved[mode]["publish"] == {"format": "jpeg", "quality": 95}
+        assert set(saved[mode]["rank_unpublished"]) == {"O->P", "P->O", "P->P"}
+    assert "unpublished O->P/P->O/P->P" in printed and "jpeg95" in printed
     assert saved["attack"]["victim"] == SEALED
     for setting in ("O->O", "O->P", "P->P", "O->M"):
         r = saved["attack"]["reid"][setting]

@@ -61,3 +61,15 @@ def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_
         result["points"][0]["mean"]["o_p"], abs=1e-4)
     with Image.open(out / "frontier.png") as im:
         assert im.format == "PNG" and im.size[0] > 800
+
+
+def test_the_residual_sealed_variant_is_the_shipped_sealed_config():
+    """The frontier measures exactly what configs/quickstart_sealed.yaml trains."""
+    from torchreid_privacy.config import load_config, to_dict
+    from torchreid_privacy.tools.frontier import LEARNED_VARIANTS
+
+    variant = to_dict(load_config(packaged_config(QUICKSTART), LEARNED_VARIANTS["residual-sealed"]))
+    shipped = to_dict(load_config(packaged_config("quickstart_sealed.yaml")))
+    for tree in (variant, shipped):
+        tree["data"].pop("save_dir")
+    assert variant == shipped

@@ -76,3 +76,19 @@ def test_bad_params_name_the_key(params, culprit):
                                                      "privacy.generator.params", params])
     with pytest.raises(ConfigError, match=rf"privacy\.generator.*{culprit}"):
         build_generator(cfg)
+
+
+def test_the_engine_trains_the_code_as_an_identity_embedding(tiny_cfg):
+    from torchreid_privacy.builder import build_privacy_engine
+
+    engine = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed",
+                                           "privacy.generator.name", "residual_code"))
+    engine.set_model_mode("train")
+    enc = engine.nets["generator"].encoder[0].weight
+    before = enc.detach().clone()
+    out = engine.forward_backward(next(iter(engine.train_loader)))
+    assert "code" in out and out["code"] >= 0
+    assert not torch.equal(before, enc.detach())  # the code's encoder learned
+    unet = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed"))
+    unet.set_model_mode("train")
+    assert "code" not in unet.forward_backward(next(iter(unet.train_loader)))  # no code to train

@@ -88,7 +88,7 @@ def _type_name(t: Any) -> str:
 
 def _coerce(key: str, default: Any, value: Any) -> Any:
     """Check ``value`` against the default's type; int -> float and scalar -> 1-list allowed."""
-    if default is None:
+    if default is None or (value is None and key in NULLABLE_TYPES):  # a nullable key may go back to null
         allowed = NULLABLE_TYPES.get(key, ())
         if value is None or isinstance(value, allowed) and not isinstance(value, bool):
             return value

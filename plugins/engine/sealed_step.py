@@ -30,7 +30,7 @@ def sealed_step(engine: Any, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str
     where = (engine.epoch + 1, engine.global_step)
     o01 = engine.inference.to01(imgs)
     o, m = to_gan(o01), to_gan(engine.supervision(o01))
-    p = engine._fwd("generator", o)
+    p, code = engine.generate(o)
     D1, A = engine.nets["disc_op"], engine.nets.get("inverter")
     frozen = [D1] + ([A] if A is not None else [])
 
@@ -55,9 +55,10 @@ def sealed_step(engine: Any, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str
         terms["inversion"] = torch.relu(engine.p.inversion.margin - inv)
         terms["inversion_l1"] = inv.detach()
     terms.update(engine._reid(torch.cat([imgs, engine.inference.normalize(p_pub01)]), pids))
+    terms.update(engine.code_terms(code, pids))
     w = engine.p.weights
-    weights = {"gan": w.gan, "rec_p": w.rec_p, "reid_o": w.reid_o, "reid_p": w.reid_p,
-               "inversion": engine.p.inversion.weight}
+    weights = {"gan": w.gan, "rec_p": w.rec_p, "reid_o": w.reid_o, "reid_p": w.reid_p, "code": w.code,
+               "cross": w.cross, "inversion": engine.p.inversion.weight}
     main = {k: terms[k] for k in weights if k in terms}
     check_finite(main, *where)
     engine._step(sum(weights[k] * v for k, v in main.items()), ["model", "generator"])

@@ -97,10 +97,12 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
         self.nets = parts.nets
         for name, net in parts.nets.items():
             self.register_model(name, net, parts.optims[name], parts.scheds[name])
-        if self.mode != "baseline":
-            from torchreid_privacy.registry import LOSSES
+        from torchreid_privacy.registry import LOSSES
 
+        if self.mode != "baseline":
             self.gan_loss = LOSSES.get("gan")(mode=self.p.gan_mode)
+            self.code_loss = LOSSES.get("triplet")(margin=self.p.triplet.margin)
+        self.cross_loss = LOSSES.get("cross_triplet")(margin=self.p.triplet.margin)
         # what the training step calls: the nets themselves, or their DDP wrappers (distribute())
         self._train_nets: Dict[str, torch.nn.Module] = dict(bridge.engine_models(self))
         self.inference = parts.inference.to(self.device)  # the one definition of "apply G / G_R / C"
@@ -201,7 +203,8 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             terms = self._reid(x, pids)
         check_finite({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]}, self.epoch + 1, self.global_step)
         w = self.p.weights
-        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"], ["model"], phase="C step")
+        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"] + w.cross * terms.get("cross", 0.0),
+                   ["model"], phase="C step")
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def _joint_step(self, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str, float]:
@@ -211,7 +214,7 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             o, m = to_gan(o01), to_gan(m01)
         D1, D2 = self.nets["disc_op"], self.nets["disc_pr"]
         with self._phase("G fwd"):
-            p = self._fwd("generator", o)
+            p, code = self.generate(o)
         with self._phase("G_R fwd"):
             r, r_wrong = self._decode(p)
 
@@ -241,7 +244,9 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
                 terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
         with self._phase("C fwd (O, P) + ReID loss"):
             terms.update(self._reid(torch.cat([imgs, self.inference.normalize(self.as_published(from_gan(p)))]), pids))
-        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key") if k in terms}
+        terms.update(self.code_terms(code, pids))
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key", "code", "cross")
+                if k in terms}
         check_finite(main, self.epoch + 1, self.global_step)
         w = self.p.weights
         self._step(sum(getattr(w, k) * v for k, v in main.items()), ["model", "generator", "decoder"],
@@ -250,6 +255,20 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
         out = {k: float(v.detach()) for k, v in terms.items()}
         out.update({k: float(v.detach()) for k, v in d_terms.items()})
         return out
+
+    def generate(self, o: torch.Tensor):
+        """G's training forward: ``(P, identity code)``; the code is None unless G carries one
+        (``carries_code``, e.g. ``residual_code``)."""
+        if getattr(self.nets["generator"], "carries_code", False):
+            return self._fwd("generator", o, with_code=True)
+        return self._fwd("generator", o), None
+
+    def code_terms(self, code: Optional[torch.Tensor], pids: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``{"code": batch-hard triplet on G's identity code}`` when G carries one (weight
+        ``privacy.weights.code``), else nothing."""
+        if code is None or not self.p.weights.code:
+            return {}
+        return {"code": self.code_loss(code, pids)}
 
     def _decode(self, p: torch.Tensor):
         """``(R, R from wrong keys or None)``: G_R's training forward on P."""
@@ -263,15 +282,15 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             return both[:b], both[b:]
         return self._fwd("decoder", p), None
 
-    def _fwd(self, name: str, *inputs: torch.Tensor, bare: bool = False):
+    def _fwd(self, name: str, *inputs: torch.Tensor, bare: bool = False, **kwargs: Any):
         """A training forward of net ``name`` under autocast, outputs back in float32 (losses are
         float32 whatever ``train.amp`` is). ``bare`` bypasses DDP (a frozen discriminator).
-        With ``train.compile`` the net's compiled callable runs."""
+        With ``train.compile`` the net's compiled callable runs; ``kwargs`` go to the net."""
         net = self.compiled(bridge.engine_models(self)[name] if bare else self._train_nets[name])
         if name in self._channels_last:
             inputs = tuple(to_channels_last(x) for x in inputs)
         with self.precision.autocast():
-            out = net(*inputs)
+            out = net(*inputs, **kwargs)
         if isinstance(out, (tuple, list)):
             return type(out)(o.float() for o in out)
         return out.float()
@@ -294,6 +313,8 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             terms[f"reid_{tag}"] = total
             for k, v in parts.items():
                 terms[f"{k}_{tag}"] = v.detach()
+        if self.p.weights.cross:  # the crossed settings O->P / P->O, trained directly
+            terms["cross"] = self.cross_loss(feats[:b], feats[b:], pids)
         return terms
 
     def _step(self, loss: torch.Tensor, names: List[str], center: bool = True, phase: str = "step") -> None:
