@@ -36,6 +36,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--root", required=True)
     p.add_argument("--ids", type=int, default=None, help="number of identities (default: the generator's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", choices=["plain", "hard"], default="plain",
+                   help="plain: flat cartoon figures (ROOT/market1501); hard: textured clothing, clutter, "
+                        "occlusion, strong camera nuisances (ROOT/market1501_hard)")
     p.set_defaults(func=make_data)
 
     p = sub.add_parser("split", help="identity-disjoint train/val split of a torchreid dataset's train set")
@@ -71,10 +74,10 @@ def list_components(args: argparse.Namespace) -> int:
 def make_data(args: argparse.Namespace) -> int:
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
-    kwargs = {"seed": args.seed}
+    kwargs = {"seed": args.seed, "style": args.style}
     if args.ids is not None:
         kwargs["num_ids"] = args.ids
-    print(f"synthetic Market-1501 layout at {make_synthetic_market(args.root, **kwargs)}")
+    print(f"synthetic Market-1501 layout ({args.style} style) at {make_synthetic_market(args.root, **kwargs)}")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Data: synthetic Market-1501, identity-disjoint validation split, torchreid datasets.
 
-Importing this package registers ``synthetic_market`` and the ``<base>_val`` datasets in
-torchreid's dataset registry.
+Importing this package registers ``synthetic_market``, ``synthetic_market_hard`` and the
+``<base>_val`` datasets in torchreid's dataset registry.
 """
-from torchreid_privacy.data.datasets import SyntheticMarket, ValSplitDataset, register_val_split
+from torchreid_privacy.data.datasets import SyntheticMarket, SyntheticMarketHard, ValSplitDataset, register_val_split
 from torchreid_privacy.data.split import split_identities, split_items, write_split
 from torchreid_privacy.data.synthetic import (
     SyntheticSpec,
@@ -14,6 +14,7 @@ from torchreid_privacy.data.synthetic import (
 
 __all__ = [
     "SyntheticMarket",
+    "SyntheticMarketHard",
     "SyntheticSpec",
     "ValSplitDataset",
     "ensure_synthetic_market",

@@ -2,8 +2,10 @@
 
 - ``synthetic_market``: the synthetic Market-1501 (:mod:`.synthetic`), generated under
   ``root`` on first use, so a config runs without any download.
-- ``<base>_val`` (``synthetic_market_val``, ``market1501_val``, ``msmt17_val``,
-  ``cuhk03_val``; more through :func:`register_val_split`): the identity-disjoint
+- ``synthetic_market_hard``: its hard style (:mod:`.synthetic_hard`: textured clothing,
+  clutter, strong camera nuisances), generated under ``root/market1501_hard`` likewise.
+- ``<base>_val`` (``synthetic_market_val``, ``synthetic_market_hard_val``, ``market1501_val``,
+  ``msmt17_val``, ``cuhk03_val``; more through :func:`register_val_split`): the identity-disjoint
   validation split of ``<base>``'s TRAIN set (:mod:`.split`): ``train`` = the remaining
   training identities relabelled 0..n-1, ``query``/``gallery`` = val-query/val-gallery.
   The test set of ``<base>`` is never read into it, so model selection on it is honest.
@@ -23,12 +25,12 @@ from typing import Any, List, Optional, Tuple
 
 from torchreid_privacy import bridge
 from torchreid_privacy.data.split import split_items
-from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR, ensure_synthetic_market
+from torchreid_privacy.data.synthetic import DATASET_DIR, HARD_DATASET_DIR, MARKET_SUBDIR, ensure_synthetic_market
 
 log = logging.getLogger(__name__)
 
 _MARKET_NAME = re.compile(r"([-\d]+)_c(\d)")
-VAL_SPLIT_BASES = ("synthetic_market", "market1501", "msmt17", "cuhk03")
+VAL_SPLIT_BASES = ("synthetic_market", "synthetic_market_hard", "market1501", "msmt17", "cuhk03")
 DEFAULT_SPLIT = (0.2, 0)  # (val_ratio, split_seed) of the built-in <base>_val datasets
 
 
@@ -43,20 +45,22 @@ class SyntheticMarket(bridge.ImageDataset):
 
     _junk_pids = [0, -1]
     dataset_dir = DATASET_DIR
+    registry_name = "synthetic_market"
+    style = "plain"
 
     def __init__(self, root: str = "", market1501_500k: bool = False, **kwargs: Any) -> None:
         if market1501_500k:
             raise ValueError("market1501_500k: the synthetic set has no 500k distractor images")
         self.root = osp.abspath(osp.expanduser(root))
-        self.dataset_dir = str(ensure_synthetic_market(self.root))
+        self.dataset_dir = str(ensure_synthetic_market(self.root, style=self.style))
         self.data_dir = osp.join(self.dataset_dir, MARKET_SUBDIR)
         train = self.process_dir(osp.join(self.data_dir, "bounding_box_train"), relabel=True)
         query = self.process_dir(osp.join(self.data_dir, "query"), relabel=False)
         gallery = self.process_dir(osp.join(self.data_dir, "bounding_box_test"), relabel=False)
         super().__init__(train, query, gallery, **kwargs)
 
-    @staticmethod
-    def process_dir(dir_path: str, relabel: bool = False) -> List[Tuple[str, int, int]]:
+    @classmethod
+    def process_dir(cls, dir_path: str, relabel: bool = False) -> List[Tuple[str, int, int]]:
         items, stray = [], []
         for path in sorted(glob.glob(osp.join(dir_path, "*.jpg"))):
             match = _MARKET_NAME.search(osp.basename(path))
@@ -67,12 +71,20 @@ class SyntheticMarket(bridge.ImageDataset):
             if pid != -1:  # junk boxes are ignored, as in Market-1501
                 items.append((path, pid, camid - 1))
         if stray:
-            log.warning("synthetic_market: skipped %d file(s) in %s whose name does not match %s (first: %s)",
-                        len(stray), dir_path, _MARKET_NAME.pattern, stray[0])
+            log.warning("%s: skipped %d file(s) in %s whose name does not match %s (first: %s)",
+                        cls.registry_name, len(stray), dir_path, _MARKET_NAME.pattern, stray[0])
         if relabel:
             labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
             items = [(path, labels[pid], camid) for path, pid, camid in items]
         return items
+
+
+class SyntheticMarketHard(SyntheticMarket):
+    """The hard style under ``root/market1501_hard``; generated with defaults if missing."""
+
+    dataset_dir = HARD_DATASET_DIR
+    registry_name = "synthetic_market_hard"
+    style = "hard"
 
 
 class ValSplitDataset(bridge.ImageDataset):
@@ -132,7 +144,8 @@ def is_val_split(name: str) -> bool:
 
 
 def _register_builtins() -> None:
-    bridge.register_dataset("synthetic_market", SyntheticMarket)
+    for cls in (SyntheticMarket, SyntheticMarketHard):
+        bridge.register_dataset(cls.registry_name, cls)
     for base in VAL_SPLIT_BASES:
         try:
             register_val_split(base)

@@ -11,6 +11,11 @@ Usage::
     from torchreid_privacy.data import make_synthetic_market
     make_synthetic_market("reid-data")          # -> reid-data/market1501
     # then torchreid reads it as Market-1501: sources='market1501' (or 'synthetic_market')
+    make_synthetic_market("reid-data", style="hard")  # -> reid-data/market1501_hard
+
+The ``hard`` style (:mod:`.synthetic_hard`) draws the same kind of identities with textured
+clothing in cluttered, badly lit, low-quality crops: the plain set is too easy for a CNN to
+show what privacy attacks recover from real data.
 """
 from __future__ import annotations
 
@@ -22,12 +27,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 DATASET_DIR = "market1501"  # torchreid's Market1501.dataset_dir
+HARD_DATASET_DIR = "market1501_hard"
+STYLE_DIRS = {"plain": DATASET_DIR, "hard": HARD_DATASET_DIR}  # style -> folder under root
 MARKET_SUBDIR = "Market-1501-v15.09.15"
 MANIFEST = "synthetic.json"
 GENERATOR_VERSION = 1
@@ -65,6 +72,7 @@ class SyntheticSpec:
     gallery_per_id: int = 6
     num_junk: int = 50
     version: int = GENERATOR_VERSION
+    style: str = "plain"
 
     def validate(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
@@ -86,6 +94,8 @@ class SyntheticSpec:
              "must be in [1, cameras_per_id] (one query per camera)")
         need(self.gallery_per_id >= 2, "gallery_per_id", "must be >= 2")
         need(self.num_junk >= 0, "num_junk", "must be >= 0")
+        need(isinstance(self.style, str) and self.style in STYLE_DIRS, "style",
+             f"must be one of {', '.join(STYLE_DIRS)}")
 
 
 # --------------------------------------------------------------------------- appearance
@@ -169,6 +179,32 @@ def _make_camera(rng: np.random.Generator) -> _Camera:
     )
 
 
+@dataclass(frozen=True)
+class _Pose:
+    """Where and how one person stands; the defaults of the last fields are the plain style's."""
+
+    scale: float
+    cx: float
+    top: float
+    back_view: bool
+    phase: float  # walking cycle, in [-1, 1]
+    side: int  # bag side after mirroring
+    girth: float = 1.0  # torso width factor (< 1: side view)
+    stride: float = 1.0  # leg swing factor
+    hands: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (0.0, 0.0))  # hand offsets, in person heights
+
+
+def _plain_pose(ident: _Identity, rng: np.random.Generator) -> _Pose:
+    """Upright and centred; draws in the order the plain style always has, so its bytes stay the same."""
+    scale = ident.height * rng.uniform(0.88, 1.0)
+    cx = WIDTH * _SS / 2 + rng.normal(0, 2.0) * _SS
+    top = (HEIGHT * _SS - 0.9 * HEIGHT * _SS * scale) / 2 + rng.normal(0, 2.0) * _SS
+    back_view = bool(rng.random() < 0.5)
+    phase = float(np.sin(rng.uniform(0, 2 * np.pi)))
+    side = ident.bag_side * (1 if rng.random() < 0.5 else -1)  # mirrored views swap the bag side
+    return _Pose(float(scale), float(cx), float(top), back_view, phase, side)
+
+
 # --------------------------------------------------------------------------- rendering
 def _background(cam: _Camera, rng: np.random.Generator) -> Image.Image:
     """Smooth camera-specific colours plus random low-frequency texture and a floor."""
@@ -190,27 +226,24 @@ def _background(cam: _Camera, rng: np.random.Generator) -> Image.Image:
     return out
 
 
-def _draw_person(draw: ImageDraw.ImageDraw, ident: _Identity, rng: np.random.Generator) -> None:
+def _draw_person(draw: ImageDraw.ImageDraw, ident: _Identity, pose: _Pose) -> None:
+    """Flat-filled body parts in ``ident``'s colours (the hard style passes part labels)."""
     s = _SS
-    scale = ident.height * rng.uniform(0.88, 1.0)
+    scale, cx, top, back_view, phase, side = (pose.scale, pose.cx, pose.top, pose.back_view, pose.phase,
+                                              pose.side)
     ph = 0.9 * HEIGHT * s * scale  # person height in drawing pixels
-    cx = WIDTH * s / 2 + rng.normal(0, 2.0) * s
-    top = (HEIGHT * s - ph) / 2 + rng.normal(0, 2.0) * s
-    back_view = rng.random() < 0.5
-    phase = np.sin(rng.uniform(0, 2 * np.pi))  # walking cycle
     r = 0.07 * ph  # head radius
-    tw = 0.27 * ph * ident.width / 2  # torso half-width
+    tw = 0.27 * ph * ident.width / 2 * pose.girth  # torso half-width
     neck = top + 2 * r
     hip = top + (1 - ident.leg_frac) * ph
     foot = top + ph
-    side = ident.bag_side * (1 if rng.random() < 0.5 else -1)  # mirrored views swap the bag side
 
     # arms (behind the torso), legs, shoes
     swing = phase * 0.12 * ph
     arm_w = 0.28 * tw
-    for sgn, sw in ((-1, swing), (1, -swing)):
+    for (sgn, sw), (dx, dy) in zip(((-1, swing), (1, -swing)), pose.hands):
         x = cx + sgn * (tw + arm_w * 0.6)
-        hand = (x + sw * 0.3, hip + 0.05 * ph)
+        hand = (x + sw * 0.3 + dx * ph, hip + 0.05 * ph + dy * ph)
         colour = ident.upper if ident.long_sleeves else ident.skin
         draw.line([(x, neck + r * 0.4), hand], fill=colour, width=max(2, int(arm_w * 1.2)))
         if not ident.long_sleeves:
@@ -219,7 +252,7 @@ def _draw_person(draw: ImageDraw.ImageDraw, ident: _Identity, rng: np.random.Gen
         draw.ellipse([hand[0] - arm_w * 0.6, hand[1] - arm_w * 0.6, hand[0] + arm_w * 0.6,
                       hand[1] + arm_w * 0.6], fill=ident.skin)
     leg_w = 0.42 * tw
-    stride = phase * 0.1 * ph
+    stride = phase * 0.1 * ph * pose.stride
     for sgn, st in ((-1, stride), (1, -stride)):
         x_hip = cx + sgn * tw * 0.45
         x_foot = x_hip + st
@@ -311,7 +344,7 @@ def _render(ident: _Identity | None, cam: _Camera, rng: np.random.Generator) -> 
     img = _background(cam, rng)
     draw = ImageDraw.Draw(img)
     if ident is not None:
-        _draw_person(draw, ident, rng)
+        _draw_person(draw, ident, _plain_pose(ident, rng))
         if rng.random() < 0.1:
             _occlude(draw, rng)
     return _finish(img, cam, rng)
@@ -364,10 +397,20 @@ def _file_names(items: Sequence[_Item]) -> List[str]:
     return names
 
 
+def _style(style: str) -> Tuple[Callable, Callable, Callable]:
+    """(make_camera, make_identity, render) of ``style``, looked up at call time (tests patch them)."""
+    if style == "plain":
+        return _make_camera, _make_identity, _render
+    from torchreid_privacy.data import synthetic_hard  # imports this module: not at the top
+
+    return synthetic_hard.make_camera, synthetic_hard.make_identity, synthetic_hard.render
+
+
 def _generate(spec: SyntheticSpec, data_dir: Path) -> Dict[str, int]:
-    cameras = {c: _make_camera(np.random.default_rng([spec.seed, 2, c]))
+    make_camera, make_identity, render = _style(spec.style)
+    cameras = {c: make_camera(np.random.default_rng([spec.seed, 2, c]))
                for c in range(1, spec.num_cameras + 1)}
-    identities: Dict[int, _Identity] = {}
+    identities: Dict[int, Any] = {}
     counts: Dict[str, int] = {}
     items = _plan(spec)
     for folder in ("bounding_box_train", "bounding_box_test", "query"):
@@ -376,12 +419,12 @@ def _generate(spec: SyntheticSpec, data_dir: Path) -> Dict[str, int]:
         ident = None
         if item.pid > 0:
             if item.pid not in identities:
-                identities[item.pid] = _make_identity(np.random.default_rng([spec.seed, 1, item.pid]))
+                identities[item.pid] = make_identity(np.random.default_rng([spec.seed, 1, item.pid]))
             ident = identities[item.pid]
         elif item.pid == 0:  # distractor: a person who is nobody's identity
-            ident = _make_identity(np.random.default_rng([spec.seed, 5, *item.key]))
+            ident = make_identity(np.random.default_rng([spec.seed, 5, *item.key]))
         rng = np.random.default_rng([spec.seed, 3, *item.key])
-        (data_dir / item.folder / name).write_bytes(_render(ident, cameras[item.cam], rng))
+        (data_dir / item.folder / name).write_bytes(render(ident, cameras[item.cam], rng))
         counts[item.folder] = counts.get(item.folder, 0) + 1
     return counts
 
@@ -394,28 +437,35 @@ def read_manifest(dataset_dir: PathLike) -> Dict | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def ensure_synthetic_market(root: PathLike) -> Path:
-    """``root/market1501`` holding a complete synthetic set: generated with defaults if missing.
+def ensure_synthetic_market(root: PathLike, style: str = "plain") -> Path:
+    """``root/market1501`` (``root/market1501_hard`` for ``style="hard"``) holding a complete
+    synthetic set of that style: generated with defaults if missing.
 
     A set made earlier with other parameters is used as it is; a folder that is not a complete
-    synthetic set (e.g. the real Market-1501) is an error rather than silently read as one.
+    synthetic set of that style (e.g. the real Market-1501) is an error rather than silently
+    read as one.
     """
-    target = Path(root).expanduser().resolve() / DATASET_DIR
-    if read_manifest(target) is not None:
+    SyntheticSpec(style=style).validate()
+    target = Path(root).expanduser().resolve() / STYLE_DIRS[style]
+    manifest = read_manifest(target)
+    if manifest is not None and _manifest_style(manifest) == style:
         return target
-    return make_synthetic_market(root)
+    if style == "plain":  # the plain call keeps the signature that wrappers were written against
+        return make_synthetic_market(root)
+    return make_synthetic_market(root, style=style)
 
 
 def make_synthetic_market(root: PathLike, num_ids: int = 100, seed: int = 0, num_cameras: int = 6,
                           cameras_per_id: int = 3, train_images_per_id: int = 12, query_per_id: int = 2,
-                          gallery_per_id: int = 6, num_junk: int = 50) -> Path:
+                          gallery_per_id: int = 6, num_junk: int = 50, style: str = "plain") -> Path:
     """Write a synthetic Market-1501 under ``root/market1501`` and return that folder.
 
     Half the identities (``num_ids // 2``) are training identities, the rest test identities
     with ``query_per_id`` queries (each on its own camera) and ``gallery_per_id`` gallery
     images; ``num_junk`` gallery-only junk boxes alternate pid -1 (background) and 0000
     (distractor people). Same arguments -> byte-identical files (with the same Pillow/libjpeg).
-    The default set (1050 images) takes about 2 s.
+    The default set (1050 images) takes about 2 s. ``style="hard"`` (:mod:`.synthetic_hard`, about
+    4 s) writes the same layout under ``root/market1501_hard`` instead, so both styles share a root.
 
     The set is built in a temporary folder and renamed into place, so a killed run never
     leaves half a set. An existing complete set with the same parameters is returned as is;
@@ -424,16 +474,17 @@ def make_synthetic_market(root: PathLike, num_ids: int = 100, seed: int = 0, num
     """
     spec = SyntheticSpec(num_ids=num_ids, seed=seed, num_cameras=num_cameras, cameras_per_id=cameras_per_id,
                          train_images_per_id=train_images_per_id, query_per_id=query_per_id,
-                         gallery_per_id=gallery_per_id, num_junk=num_junk)
+                         gallery_per_id=gallery_per_id, num_junk=num_junk, style=style)
     spec.validate()
     # numpy integers pass validation; the manifest (JSON) needs Python ints
-    spec = dataclasses.replace(spec, **{k: int(v) for k, v in dataclasses.asdict(spec).items()})
+    spec = dataclasses.replace(spec, **{k: int(v) for k, v in dataclasses.asdict(spec).items()
+                                        if k != "style"})
     root = Path(root).expanduser().resolve()
-    target = root / DATASET_DIR
+    target = root / STYLE_DIRS[style]
     if target.exists():
         return _check_existing(target, spec)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIR}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=root))
     try:
         counts = _generate(spec, tmp / MARKET_SUBDIR)
         manifest = {"generator": "torchreid_privacy.data.synthetic", **dataclasses.asdict(spec),
@@ -457,10 +508,15 @@ def _check_existing(target: Path, spec: SyntheticSpec) -> Path:
         raise FileExistsError(
             f"{target} exists but is not a complete synthetic set (no {MANIFEST}); "
             "remove it or choose another root")
-    wanted = dataclasses.asdict(spec)
-    differ = sorted(k for k, v in wanted.items() if manifest.get(k) != v)
+    found = {**manifest, "style": _manifest_style(manifest)}
+    differ = sorted(k for k, v in dataclasses.asdict(spec).items() if found.get(k) != v)
     if differ:
         raise FileExistsError(
             f"{target} holds a synthetic set made with other parameters ({', '.join(differ)}); "
             "remove it or choose another root")
     return target
+
+
+def _manifest_style(manifest: Dict) -> str:
+    """Sets written before the hard style existed have no ``style`` key: they are plain."""
+    return manifest.get("style", "plain")
