@@ -20,8 +20,9 @@ def add_parsers(sub) -> None:
     p.add_argument("--dataset", help="train and test on this torchreid dataset (e.g. synthetic_market_hard) instead of "
                                      "the config's data.sources/targets")
     p.add_argument("--data-root", help="data.root (default: OUTPUT/data; the synthetic sets are generated there)")
-    p.add_argument("--jobs", type=int, help="runs trained at once, each on cores/jobs threads (default: one per "
-                                            "core up to 4 on CPUs, 1 on a GPU)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each on cores/jobs threads (default 1: on 2 cores two 1-thread "
+                        "runs train 0.76-0.82x as fast as one 2-thread run, measured)")
     p.set_defaults(func=frontier)
 
 

@@ -248,10 +248,10 @@ def check_config(config_file: str) -> None:
 
 
 def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Sequence[str] = (),
-                 quick: bool = False, variants: Optional[Sequence[str]] = None, jobs: Optional[int] = None,
+                 quick: bool = False, variants: Optional[Sequence[str]] = None, jobs: Optional[int] = 1,
                  dataset: Optional[str] = None, data_root: Optional[str] = None) -> Dict[str, Any]:
     """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``."""
-    from torchreid_privacy.config import load_config, use_gpu
+    from torchreid_privacy.config import load_config
     from torchreid_privacy.tools.frontier_plot import plot_frontier
     from torchreid_privacy.utils import atomic
 
@@ -271,7 +271,7 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
     points += learned_points(variants if variants is not None else (QUICK_VARIANTS if quick else list(LEARNED_VARIANTS)),
                              cfg.privacy.desensitizer.name)
     os.makedirs(output, exist_ok=True)
-    jobs = jobs or default_jobs(use_gpu(cfg))
+    jobs = jobs or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     steps = QUICK_ATTACK_STEPS if quick else ATTACK_STEPS
     first_seed = int(cfg.privacy.seed)
@@ -313,13 +313,6 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
     write_csv(os.path.join(output, "frontier.csv"), table)
     plot_frontier(result, os.path.join(output, "frontier.png"))
     return result
-
-
-def default_jobs(gpu: bool) -> int:
-    """Runs at once: one on a GPU; on CPUs one single-threaded run per core, at most 4. Small nets
-    use two cores poorly: two 1-thread runs train 1.5x more per minute than one 2-thread run on a
-    2-core machine, while more threads than cores stall every run."""
-    return 1 if gpu else max(1, min(4, os.cpu_count() or 1))
 
 
 def _run_all(jobs_: List[Job], workers: int, desc: str) -> List[Dict[str, Any]]:
