@@ -42,7 +42,7 @@ REFERENCE_HEIGHT = 256  # strengths are stated at the paper's 256x128
 STRENGTHS: Dict[str, Tuple[str, Tuple[float, ...], bool]] = {
     "mosaic": ("block", (8, 12, 16, 24, 32), True),
     "blur": ("radius", (4, 8, 12, 16), True),
-    "noise": ("sigma", (0.1, 0.2, 0.3, 0.5), False),
+    "noise": ("sigma", (0.1, 0.3, 0.5), False),
 }
 QUICK_STRENGTHS = {"mosaic": (24,), "blur": (12,)}
 
