@@ -42,6 +42,7 @@ def test_bad_key_files_name_flag_and_path(tmp_path, content, match):
     path = tmp_path / "k.key"
     if content is not None:
         path.write_text(content)
+        os.chmod(path, 0o600)
     with pytest.raises(keys.KeyFileError, match=match) as e:
         keys.read_key_file(str(path))
     assert str(e.value).startswith("--key-file:") and str(path) in str(e.value)

@@ -87,7 +87,7 @@ def test_unsealed_images_fall_back_to_the_learned_decoder(sealed, trained_run, t
     rec = tmp_path / "rec"
     assert main(["recover", "--input", str(mixed), "--output", str(rec), "--key-file", str(key)]) == 1  # no ckpt
     assert main(["recover", "--input", str(mixed), "--output", str(tmp_path / "rec2"), "--key-file", str(key),
-                 "--checkpoint", trained_run]) == 0
+                 "--checkpoint", trained_run, "--allow-unsealed"]) == 0
     got = sorted(p.name for p in (tmp_path / "rec2").iterdir())
     assert got == sorted([p.name for p in src.iterdir()] + ["plain_0001.jpg"])
     with Image.open(tmp_path / "rec2" / "plain_0001.jpg") as im:
@@ -98,6 +98,7 @@ def test_seal_key_of_the_wrong_length(trained_run, tmp_path, capsys):
     src = _originals(tmp_path / "in")
     bad = tmp_path / "bad.key"
     bad.write_text("abcd\n")
+    os.chmod(bad, 0o600)
     assert main(["anonymize", "--input", str(src), "--output", str(tmp_path / "o"), "--checkpoint", trained_run,
                  "--seal-key", str(bad)]) == 1
     err = capsys.readouterr().err

@@ -20,6 +20,10 @@ def add_parsers(sub) -> None:
             p.add_argument("--seal-key", metavar="KEYFILE",
                            help="seal each input file's exact bytes into its P (AES-GCM under this key file, "
                                 "made by keygen), so the key holder recovers the original exactly")
+            p.add_argument("--neutral-names", action="store_true",
+                           help="with --seal-key: write P under keyed neutral names (P's name otherwise keeps the "
+                                "input's, which in Market-style names carries the person ID and camera); the "
+                                "original names travel only inside the sealed payloads")
             p.add_argument("--onnx", metavar="FILE.onnx", help="run this exported anonymizer with onnxruntime "
                                                                "instead of a checkpoint (no torch model loaded)")
             p.add_argument("--format", choices=sorted(FORMATS),
@@ -30,6 +34,9 @@ def add_parsers(sub) -> None:
         p.add_argument("--device", default=default_device())
         if name == "recover":
             add_key_arg(p, "unseals sealed images exactly; required when the checkpoint's decoder is keyed")
+            p.add_argument("--allow-unsealed", action="store_true",
+                           help="with --key-file: also run the decoder on images that carry no seal while others "
+                                "do (a stripped seal looks like that; their recovery is only approximate)")
         p.set_defaults(func=anonymize if name == "anonymize" else recover)
 
     p = sub.add_parser("keygen", help="write a new secret key file (mode 0600, never overwrites)")
@@ -53,6 +60,8 @@ def anonymize(args: argparse.Namespace) -> int:
     if args.onnx or not args.checkpoint:
         return _anonymize_onnx(args)
     seal_key = None
+    if args.neutral_names and not args.seal_key:
+        raise ValueError("--neutral-names: needs --seal-key (the original names travel only in the sealed payloads)")
     if args.seal_key:
         from torchreid_privacy.sealing.keys import read_key_file
 
@@ -61,10 +70,10 @@ def anonymize(args: argparse.Namespace) -> int:
     channel = publish_channel(args, model.channel)
     report = process_folder(args.input, args.output, model.anonymize, height=model.height, width=model.width,
                             batch_size=args.batch_size, device=args.device, desc="anonymize", seal_key=seal_key,
-                            channel=channel)
+                            channel=channel, neutral_names=args.neutral_names)
     print(f"P written as {channel.label} (the files every number about P is measured on)")
     print(report.line())
-    return 0
+    return 0 if report.ok else 1
 
 
 def publish_channel(args: argparse.Namespace, default):
@@ -89,8 +98,9 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
     from torchreid_privacy.publish import PublishChannel
 
     channel = publish_channel(args, PublishChannel(runner.publish_format, runner.publish_quality))
-    print(anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size, channel=channel).line())
-    return 0
+    report = anonymize_folder_onnx(args.input, args.output, runner, batch_size=args.batch_size, channel=channel)
+    print(report.line())
+    return 0 if report.ok else 1
 
 
 def recover(args: argparse.Namespace) -> int:
@@ -103,10 +113,16 @@ def recover(args: argparse.Namespace) -> int:
         report = _unseal(args)
         if not report.unsealed:
             return 0 if report.ok else 1
-        if not args.checkpoint:
-            raise ValueError(f"--checkpoint: {len(report.unsealed)} image(s) are not sealed (e.g. "
-                             f"{report.unsealed[0]}); recovering them needs the run's decoder")
         only = report.unsealed
+        any_sealed = bool(report.restored or report.failed or report.skipped_existing)
+        if any_sealed and not args.allow_unsealed:
+            # a stripped or deleted seal looks exactly like this: never turn exact recovery into G_R's silently
+            raise ValueError(f"--allow-unsealed: {len(only)} image(s) carry no seal while others do (e.g. {only[0]}); "
+                             "a stripped or removed seal looks like that, and the decoder would only approximate "
+                             "the original. Pass --allow-unsealed (with --checkpoint) to recover them anyway")
+        if not args.checkpoint:
+            raise ValueError(f"--checkpoint: {len(only)} image(s) are not sealed (e.g. {only[0]}); recovering "
+                             "them needs the run's decoder")
     else:
         from torchreid_privacy.tools.folders import sealed_images
 
@@ -117,14 +133,14 @@ def recover(args: argparse.Namespace) -> int:
         if not args.checkpoint:
             raise ValueError("--checkpoint: required (or --key-file KEYFILE for sealed images)")
     model = _decoder_model(args)
-    if only is not None and not model.keyed and not (report.restored or report.failed or report.skipped_existing):
+    if only is not None and not model.keyed and not any_sealed:
         # nothing was sealed and the decoder takes no key: refuse rather than silently ignore the key
         raise ValueError(f"--key-file: no image in {args.input} is sealed and the decoder is not keyed "
                          "(privacy.decoder.keyed is false)")
     folder = process_folder(args.input, args.output, model.recover, height=model.height, width=model.width,
                             batch_size=args.batch_size, device=args.device, desc="recover", only=only)
     print(folder.line())
-    return 0 if only is None or report.ok else 1
+    return 0 if (only is None or report.ok) and folder.ok else 1
 
 
 def _unseal(args: argparse.Namespace):
@@ -136,6 +152,8 @@ def _unseal(args: argparse.Namespace):
     report = unseal_folder(args.input, args.output, read_key_file(args.key_file))
     for _, message in report.failed:
         print(f"torchreid-privacy: {message}", file=sys.stderr)
+    if report.hint:
+        print(f"torchreid-privacy: {report.hint}", file=sys.stderr)
     print(report.line())
     return report
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.publish import PublishChannel
-from torchreid_privacy.tools.folders import FolderReport, check_folders, list_images, output_names, read_rgb
+from torchreid_privacy.tools.folders import FolderReport, check_folders, list_images, output_names, output_path, read_rgb
 from torchreid_privacy.export.runtime import OnnxAnonymizer
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,12 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
     report = FolderReport()
     todo = []
     for f, rel in output_names(src, list_images(src), channel, report):
-        if (dst / rel).exists():
+        try:
+            exists = output_path(dst, rel).exists()
+        except OSError as exc:  # a symbolic link in the way
+            report.fail(rel.as_posix(), f"{f}: {exc}")
+            continue
+        if exists:
             report.skipped_existing += 1
         else:
             todo.append((f, rel))
@@ -70,10 +75,13 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
                 x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
                 for rel, img in zip(names, to_uint8(anonymizer(x))):
                     try:
-                        write_new(dst / rel, channel.encode(img))
+                        write_new(output_path(dst, rel), channel.encode(img))
                     except FileExistsError:
                         log.warning("skipping %s: it appeared meanwhile", dst / rel)
                         report.skipped_existing += 1
+                        continue
+                    except OSError as exc:  # this file alone fails (a name too long, a link in the way)
+                        report.fail(rel.as_posix(), f"{rel.as_posix()}: {exc}")
                         continue
                     report.written += 1
             bar.update(len(chunk))

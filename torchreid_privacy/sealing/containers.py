@@ -39,6 +39,8 @@ JPEG_MAX_SEGMENTS = 65535
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _INFLATE_STEP = 1 << 20  # bound memory per step even for a hostile IDAT stream
+PNG_MAX_PIXELS = 1 << 28  # 268 megapixels, above Pillow's decompression-bomb error (2 x 89.5M)
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
 
 class MalformedContainer(ValueError):
@@ -116,24 +118,58 @@ def png_embed(data: bytes, payload: bytes) -> bytes:
     return data[:iend] + chunk + data[iend:]
 
 
+def png_raw_size(ihdr: bytes) -> int:
+    """The exact size of the decompressed image data an IHDR declares (filter bytes included).
+
+    Why: the digest inflates IDAT before authentication, so a crafted file could make that cost
+    anything; inflating stops at this size (and images over ``PNG_MAX_PIXELS`` are refused)."""
+    if len(ihdr) != 13:
+        raise MalformedContainer("PNG IHDR chunk is not 13 bytes")
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None or depth not in (1, 2, 4, 8, 16) or width < 1 or height < 1:
+        raise MalformedContainer(f"PNG IHDR declares an invalid image ({width}x{height}, colour type {colour}, "
+                                 f"depth {depth})")
+    if width * height > PNG_MAX_PIXELS:
+        raise MalformedContainer(f"PNG declares {width}x{height} pixels, over the {PNG_MAX_PIXELS} this reads")
+    bits = channels * depth
+    passes = [(0, 0, 1, 1)] if interlace == 0 else _ADAM7
+    total = 0
+    for x0, y0, dx, dy in passes:
+        cols, rows = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+        if cols > 0 and rows > 0:
+            total += rows * (1 + (cols * bits + 7) // 8)
+    return total
+
+
 def png_digest(data: bytes) -> bytes:
     """SHA-256 of P's canonical PNG content (see the module docstring); ``trPS`` excluded."""
     h, idat = hashlib.sha256(b"png\x00"), hashlib.sha256()
     inflater = zlib.decompressobj()
     seen_idat = False
     end = len(PNG_SIGNATURE)
+    limit, inflated = None, 0
     try:
         for _, ctype, a, b in _png_chunks(data):
             end = _png_chunk_end(b)
             if ctype == PNG_CHUNK:
                 continue
+            if ctype == b"IHDR" and limit is None:
+                limit = png_raw_size(data[a:b])
             if ctype == b"IDAT":
+                if limit is None:
+                    raise MalformedContainer("PNG image data comes before its IHDR header")
                 if not seen_idat:
                     h.update(b"IDAT")  # position of the image data among the other chunks
                     seen_idat = True
                 buf = data[a:b]
                 while buf:
-                    idat.update(inflater.decompress(buf, _INFLATE_STEP))
+                    piece = inflater.decompress(buf, _INFLATE_STEP)
+                    inflated += len(piece)
+                    if inflated > limit:
+                        raise MalformedContainer(f"PNG image data inflates past the {limit} bytes its header "
+                                                 "declares (crafted or damaged)")
+                    idat.update(piece)
                     buf = inflater.unconsumed_tail
                 continue
             h.update(ctype + _U32.pack(b - a) + data[a:b])
@@ -240,19 +276,51 @@ def embedded_payload(data: bytes) -> Optional[bytes]:
 
 
 def has_embedded_payload(data: bytes) -> bool:
-    """Whether ``data`` shows our chunk/segment, even when the file is damaged after it (never raises)."""
+    """Whether ``data`` shows our chunk/segment, recognised from its header alone: a file cut inside
+    the payload, or damaged after it, still counts as sealed (unsealing it then fails, naming why),
+    so a truncated seal is never mistaken for an image that was never sealed. Never raises."""
     kind = sniff(data)
-    try:
-        if kind == "png":
-            for _, ctype, _, _ in _png_chunks(data):
-                if ctype == PNG_CHUNK:
-                    return True
-        elif kind == "jpeg":
-            for s, e, m in _jpeg_header_segments(data):
-                if _is_ours(data, s, e, m):
-                    return True
-    except MalformedContainer:
-        pass
+    if kind == "png":
+        return _png_header_shows_ours(data)
+    if kind == "jpeg":
+        return _jpeg_header_shows_ours(data)
+    return False
+
+
+def _png_header_shows_ours(data: bytes) -> bool:
+    """Walk chunk headers (length, type) without requiring each chunk to be complete."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, = _U32.unpack_from(data, pos)
+        ctype = data[pos + 4:pos + 8]
+        if ctype == PNG_CHUNK:
+            return True
+        if ctype == b"IEND" or length > PNG_MAX_CHUNK:
+            return False
+        pos += 12 + length
+    return False
+
+
+def _jpeg_header_shows_ours(data: bytes) -> bool:
+    """Walk marker segments before the first scan; a segment cut short still shows its identifier."""
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        while pos < len(data) and data[pos] == 0xFF:
+            pos += 1
+        if pos >= len(data):
+            return False
+        marker = data[pos]
+        pos += 1
+        if marker in (0xDA, 0xD9):
+            return False
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            continue
+        if marker == JPEG_APP11 and data[pos + 2:pos + 2 + len(JPEG_IDENT)] == JPEG_IDENT:
+            return True
+        if pos + 2 > len(data):
+            return False
+        length, = _U16.unpack_from(data, pos)
+        pos += max(length, 2)
     return False
 
 

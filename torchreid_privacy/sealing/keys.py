@@ -15,7 +15,6 @@ The key is never stored in configs, logs, results or checkpoints; only its owner
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import secrets
 import stat
@@ -26,8 +25,8 @@ KEY_BYTES = 32  # 256 bits: what keygen writes
 LEGACY_KEY_BYTES = 16  # 128 bits: key files written before sealing existed
 KEY_SIZES = (KEY_BYTES, LEGACY_KEY_BYTES)
 _DOMAIN = b"torchreid-privacy/key-planes/v1"
+_MAX_KEY_FILE = 256  # a key file is 65 bytes; anything much longer is not one
 
-log = logging.getLogger(__name__)
 
 
 class KeyFileError(ValueError):
@@ -75,19 +74,20 @@ def read_key_file(path: str, flag: str = "--key-file") -> bytes:
         raise KeyFileError(f"{flag}: required (create one with 'torchreid-privacy keygen --output PATH')")
     if not os.path.isfile(path):
         raise KeyFileError(f"{flag}: no such key file: {path}")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:  # a key others can read protects nothing: refuse it rather than warn
+        raise KeyFileError(f"{flag}: {path} is accessible by others (mode {mode:o}); a secret key must be "
+                           f"readable by its owner only: chmod 600 {path}")
     try:
         with open(path, "rb") as f:
-            raw = f.read(256)
+            raw = f.read(_MAX_KEY_FILE + 1)
     except OSError as exc:
         raise KeyFileError(f"{flag}: cannot read {path} ({exc.strerror})") from None
-    text = raw.decode("ascii", errors="replace").strip()
-    if len(text) not in (2 * n for n in KEY_SIZES) or any(c not in "0123456789abcdefABCDEF" for c in text):
-        raise KeyFileError(f"{flag}: {path} is not a 256-bit key (expected {2 * KEY_BYTES} hex digits, or "
-                           f"{2 * LEGACY_KEY_BYTES} for a legacy 128-bit key, "
+    text = raw.decode("ascii", errors="replace").strip()  # whitespace around the digits only, nothing else
+    if len(raw) > _MAX_KEY_FILE or len(text) not in (2 * n for n in KEY_SIZES) or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise KeyFileError(f"{flag}: {path} is not a 256-bit key (expected exactly {2 * KEY_BYTES} hex digits, "
+                           f"or {2 * LEGACY_KEY_BYTES} for a legacy 128-bit key, and nothing else, "
                            "as written by 'torchreid-privacy keygen')")
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        log.warning("%s: %s is readable by others (mode %o); chmod 600 it", flag, path, mode)
     return bytes.fromhex(text)
 
 

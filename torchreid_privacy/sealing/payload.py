@@ -5,11 +5,16 @@ not: without the key it is AES-256-GCM ciphertext, with the key it gives back O'
 byte, and any change (wrong key, tampered or truncated payload, a payload copied onto another
 image, a renamed image, one modified pixel of P) fails loudly with "authentication failed".
 
-Payload (version 1), 33 bytes + the plaintext::
+Payload (version 2), 33 bytes + the plaintext::
 
-    magic "TRPS" (4) | version 1 (1) | nonce (12, fresh from os.urandom per seal) | AES-256-GCM ciphertext + tag (16)
+    magic "TRPS" (4) | version 2 (1) | nonce (12, fresh from os.urandom per seal) | AES-256-GCM ciphertext + tag (16)
 
-    plaintext = u16 length | original file name (UTF-8, a plain name: no folders) | original file's bytes
+    plaintext = u16 length | original's name (UTF-8: a file name, or a relative path under
+                neutral names) | u64 original's size | original file's bytes | zero padding
+
+- Padding: the plaintext is padded to its size bucket (1 KiB steps, and steps of 1/8 of the size
+  above 8 KiB), so P's size tells an observer the original's size only to its bucket, not exactly.
+- Version 1 payloads (no size field, no padding, a plain name) still unseal.
 
 - AEAD key: HKDF-SHA256(key file's key, info ``_HKDF_INFO``): a domain distinct from the keyed
   decoder's SHAKE-256 code, so one key file serves both without relating them. 256-bit and legacy
@@ -47,14 +52,18 @@ from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.sealing.keys import KeyFileError, check_key
 
 MAGIC = b"TRPS"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)  # payload versions this module opens
 NONCE_BYTES = 12
 TAG_BYTES = 16
 _HEADER = struct.Struct(">4sB12s")
 HEADER_BYTES = _HEADER.size  # 17
 _HKDF_INFO = b"torchreid-privacy/seal/v1/aes-256-gcm"
+_NAME_INFO = b"torchreid-privacy/seal/v2/neutral-name"
 _AD_DOMAIN = b"torchreid-privacy/seal/v1/associated-data\x00"
 SIDECAR_SUFFIX = ".sealed"
+# AES-GCM in `cryptography` encrypts at most 2**31 - 1 bytes; padding adds up to 1/8 above 8 KiB
+MAX_ORIGINAL_BYTES = 1_800_000_000
 _EMBEDDED = {"png": "png-chunk", "jpeg": "jpeg-app11"}
 _FORMATS = {"PNG": "png", "JPEG": "jpeg", "JPG": "jpeg", "MPO": "jpeg"}
 
@@ -127,23 +136,61 @@ def _relative_name(name: str) -> str:
     path = PurePosixPath(name)
     if path.is_absolute() or ".." in path.parts or str(path) == ".":
         raise SealError(f"name: {name!r} must be a relative path inside the folder (no '..', not absolute)")
-    if len(str(path).encode("utf-8")) > 0xFFFF:
+    if len(_utf8(str(path), "name")) > 0xFFFF:
         raise SealError(f"name: {name[:40]!r}... is longer than 65535 bytes")
     return str(path)
+
+
+def _utf8(text: str, what: str) -> bytes:
+    """``text`` as UTF-8; a file name that is not valid UTF-8 (legal on Linux) is a SealError naming it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SealError(f"{what}: {text.encode('utf-8', 'backslashreplace').decode('ascii', 'replace')!r} is not "
+                        "valid UTF-8; rename it (sealed names are stored as UTF-8)") from None
 
 
 _SEPARATORS = {"/", "\x00", os.sep} | ({os.altsep} if os.altsep else set())
 
 
+def _original_name(name: str, what: str = "original_name") -> str:
+    """The original's name as stored: a plain file name, or (neutral names) a relative path."""
+    if isinstance(name, str) and "/" in name:
+        try:
+            return _relative_name(name)
+        except SealError:
+            raise SealError(f"{what}: {name!r} must be a relative path (no '..', not absolute)") from None
+    return _plain_name(name, what)
+
+
 def _plain_name(name: str, what: str = "original_name") -> str:
     if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in _SEPARATORS):
         raise SealError(f"{what}: expected a plain file name (no folders), got {name!r}")
+    _utf8(name, what)
     return name
 
 
-def _associated_data(name: str, digest: bytes) -> bytes:
+def _associated_data(name: str, digest: bytes, version: int = VERSION) -> bytes:
     encoded = name.encode("utf-8")
-    return _AD_DOMAIN + MAGIC + bytes((VERSION,)) + struct.pack(">H", len(encoded)) + encoded + digest
+    return _AD_DOMAIN + MAGIC + bytes((version,)) + struct.pack(">H", len(encoded)) + encoded + digest
+
+
+def padded_size(n: int) -> int:
+    """``n`` rounded up to its size bucket: 8 buckets per doubling, steps of at least 1 KiB."""
+    step = max(1024, 1 << max(0, n.bit_length() - 3))
+    return -(-n // step) * step
+
+
+def neutral_name(key: bytes, rel: str) -> str:
+    """A name for P that reveals nothing of the input's (Market-style names carry the person and the
+    camera): 20 hex digits of HMAC-SHA256 under a key derived from the seal key, stable across runs
+    so a re-run still skips what exists. The input's relative name travels inside the payload."""
+    from cryptography.hazmat.primitives import hmac
+
+    mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_NAME_INFO).derive(check_seal_key(key))
+    h = hmac.HMAC(mac_key, hashes.SHA256())
+    h.update(_utf8(rel, "name"))
+    return h.finalize().hex()[:20]
 
 
 def _container(p_bytes: bytes, fmt: Optional[str], label: str) -> str:
@@ -181,7 +228,7 @@ def seal(p_bytes: bytes, original: bytes, name: str, key: bytes, fmt: Optional[s
 def _seal(p_bytes: bytes, original: bytes, name: str, key: bytes, fmt: Optional[str],
           original_name: Optional[str], allow_sidecar: bool, label: str) -> SealedImage:
     name = _relative_name(name)
-    original_name = _plain_name(PurePosixPath(name).name if original_name is None else original_name)
+    original_name = _original_name(PurePosixPath(name).name if original_name is None else original_name)
     aead = _aead(key)
     kind = _container(p_bytes, fmt, label)
     if containers.has_embedded_payload(p_bytes):
@@ -189,7 +236,11 @@ def _seal(p_bytes: bytes, original: bytes, name: str, key: bytes, fmt: Optional[
     encoded = original_name.encode("utf-8")
     if len(encoded) > 0xFFFF:
         raise SealError(f"original_name: {len(encoded)} bytes, at most 65535")
-    plaintext = struct.pack(">H", len(encoded)) + encoded + bytes(original)
+    if len(original) > MAX_ORIGINAL_BYTES:  # AES-GCM in `cryptography` takes at most 2**31 - 1 bytes
+        raise SealError(f"{label}: the original is {len(original)} bytes; at most {MAX_ORIGINAL_BYTES} can be sealed")
+    plaintext = struct.pack(">H", len(encoded)) + encoded + struct.pack(">Q", len(original))
+    plaintext += bytes(original)
+    plaintext += bytes(padded_size(len(plaintext)) - len(plaintext))
     size = HEADER_BYTES + len(plaintext) + TAG_BYTES
     embedded = size <= containers.max_embedded(kind)
     if not embedded and not allow_sidecar:
@@ -235,20 +286,24 @@ def _unseal(p_bytes: bytes, name: str, key: bytes, sidecar: Optional[bytes], lab
     magic, version, nonce = _HEADER.unpack_from(payload)
     if magic != MAGIC:
         raise AuthenticationFailed(f"{failed} (not a torchreid-privacy payload)")
-    if version != VERSION:
+    if version not in READS:
         raise AuthenticationFailed(f"{failed} (payload version {version}: damaged, or sealed by a newer "
-                                   f"torchreid-privacy; this one reads version {VERSION})")
+                                   f"torchreid-privacy; this one reads versions {', '.join(map(str, READS))})")
     try:
         digest = containers.canonical_digest(p_bytes, embedded is not None)
     except containers.MalformedContainer as exc:
         raise AuthenticationFailed(f"{failed} ({exc})") from None
     try:
-        plaintext = aead.decrypt(nonce, payload[HEADER_BYTES:], _associated_data(name, digest))
+        plaintext = aead.decrypt(nonce, payload[HEADER_BYTES:], _associated_data(name, digest, version))
     except InvalidTag:
         raise AuthenticationFailed(f"{failed} (wrong key, or the image, its name or its payload changed)") from None
     n, = struct.unpack_from(">H", plaintext)
     original_name = plaintext[2:2 + n].decode("utf-8")
-    return Recovered(plaintext[2 + n:], _plain_name(original_name, f"{label}: sealed original name"))
+    if version == 1:
+        return Recovered(plaintext[2 + n:], _plain_name(original_name, f"{label}: sealed original name"))
+    size, = struct.unpack_from(">Q", plaintext, 2 + n)
+    start = 2 + n + 8
+    return Recovered(plaintext[start:start + size], _original_name(original_name, f"{label}: sealed original name"))
 
 
 def unseal(p_bytes: bytes, name: str, key: bytes, sidecar: Optional[bytes] = None) -> bytes:
@@ -317,7 +372,9 @@ def unseal_file(p_path: PathLike, key: bytes, name: Optional[str] = None,
     return data
 
 
-def payload_overhead(original_name: str) -> int:
-    """Payload bytes beyond the original's own bytes (header, name, tag); container framing excluded."""
-    return HEADER_BYTES + 2 + len(original_name.encode("utf-8")) + TAG_BYTES
+def payload_overhead(original_name: str, original_size: int) -> int:
+    """Payload bytes beyond the original's own bytes (header, name, size, padding, tag); container
+    framing excluded."""
+    plain = 2 + len(original_name.encode("utf-8")) + 8 + original_size
+    return HEADER_BYTES + padded_size(plain) + TAG_BYTES - original_size
 

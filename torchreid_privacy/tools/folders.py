@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from torchreid_privacy.publish import PublishChannel, to_uint8
 from torchreid_privacy.utils.atomic import write_new
-from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, SealError, check_seal_key, is_sealed, seal, sidecar_path,
-                                    unseal_record)
+from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, AuthenticationFailed, SealError, check_seal_key,
+                                               is_sealed, neutral_name, seal, sidecar_path, unseal_record)
 
 log = logging.getLogger(__name__)
 
@@ -38,23 +38,55 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 @dataclass
 class FolderReport:
+    """What a folder run did; ``failed`` holds (input's relative name, one-line reason): files that
+    could not be written (a name the seal cannot store, a name too long for the file system, a
+    symbolic link in the way) fail alone, the others proceed, and the CLI exits non-zero."""
+
     written: int = 0
     skipped_existing: int = 0
     skipped_unreadable: List[str] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
 
     def line(self) -> str:
         return (f"written {self.written}, skipped (already in output) {self.skipped_existing}, "
-                f"skipped (unreadable) {len(self.skipped_unreadable)}")
+                f"skipped (unreadable) {len(self.skipped_unreadable)}, failed {len(self.failed)}")
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed.append((name, reason))
+        log.warning("%s", reason)
+
+
+class UnsafeOutput(OSError):
+    """The output path passes through a symbolic link inside the output folder."""
+
+
+def output_path(dst: Path, rel: Union[str, PurePosixPath]) -> Path:
+    """``dst / rel``, refusing a path through a symbolic link below ``dst``: a link planted in the
+    output folder would send the write elsewhere, possibly into the input folder."""
+    path = dst
+    for part in PurePosixPath(rel).parts:
+        path = path / part
+        if path.is_symlink():
+            raise UnsafeOutput(f"{dst / rel}: {path} is a symbolic link; outputs are never written through links")
+    return path
 
 
 def check_folders(inp: str, out: str) -> Tuple[Path, Path]:
-    """--input must exist; --output must not be the input nor inside it (it would be re-read)."""
+    """--input must exist; --output must be neither the input, nor inside it (it would be re-read),
+    nor around it (outputs would land inside the input folder)."""
     src = Path(inp).resolve()
     dst = Path(out).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"--input: not a folder: {inp}")
     if dst == src or src in dst.parents:
         raise ValueError(f"--output: {out} is the input folder or inside it; choose a folder outside {inp}")
+    if dst in src.parents:
+        raise ValueError(f"--output: {out} contains the input folder {inp}, so outputs could land inside it; "
+                         "choose a folder outside the input")
     return src, dst
 
 
@@ -82,15 +114,22 @@ def _batches(files: List[Path], size: int) -> Iterator[List[Path]]:
         yield files[i:i + size]
 
 
-def output_names(src: Path, files: List[Path], channel: Optional[PublishChannel],
-                 report: FolderReport) -> List[Tuple[Path, PurePosixPath]]:
+def output_names(src: Path, files: List[Path], channel: Optional[PublishChannel], report: FolderReport,
+                 neutral_key: Optional[bytes] = None) -> List[Tuple[Path, PurePosixPath]]:
     """``(input, output's relative name)`` per file: the input's name, with the channel's suffix when
-    one is given. Two inputs that would share an output name (``a.png``, ``a.jpg``) keep the
-    first; the other is counted and logged as skipped."""
+    one is given; with ``neutral_key``, a neutral name at the top of the output (``neutral_name``:
+    nothing of the input's name or folders). Two inputs that would share an output name (``a.png``,
+    ``a.jpg``) keep the first; the other is counted and logged as skipped."""
     planned: Dict[PurePosixPath, Path] = {}
     out = []
     for f in files:
         rel = PurePosixPath(f.relative_to(src).as_posix())
+        if neutral_key is not None:
+            try:
+                rel = PurePosixPath(neutral_name(neutral_key, rel.as_posix()) + rel.suffix)
+            except SealError as exc:  # a name that is not valid UTF-8: this file alone fails
+                report.fail(rel.as_posix(), f"{f}: {exc}")
+                continue
         if channel is not None:
             rel = rel.with_suffix(channel.suffix)
         if rel in planned:
@@ -105,7 +144,7 @@ def output_names(src: Path, files: List[Path], channel: Optional[PublishChannel]
 def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor], height: int, width: int,
                    batch_size: int = 32, device: str = "cpu", desc: str = "images",
                    seal_key: Optional[bytes] = None, only: Optional[Iterable[str]] = None,
-                   channel: Optional[PublishChannel] = None) -> FolderReport:
+                   channel: Optional[PublishChannel] = None, neutral_names: bool = False) -> FolderReport:
     """Resize to the model's size, run ``fn`` on [0,1] batches, write results with the same names.
 
     With ``channel`` (anonymize) each output is the file that channel publishes (8-bit, its format
@@ -113,19 +152,28 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
     ``seal_key`` each written P also carries its input file's exact bytes, sealed under the key
     (same pixels as without it); an output whose image or sidecar exists already is skipped.
     ``only`` restricts the run to these relative names (POSIX style), e.g. the images
-    ``unseal_folder`` found unsealed, for the learned decoder.
+    ``unseal_folder`` found unsealed, for the learned decoder. ``neutral_names`` (sealing only):
+    P is written under a keyed neutral name at the output's top level, and the input's relative
+    name travels only inside the sealed payload (``unseal_folder`` restores it).
     """
     src, dst = check_folders(inp, out)
     if seal_key is not None:
         check_seal_key(seal_key)  # a bad key fails before any work
+    if neutral_names and seal_key is None:
+        raise ValueError("--neutral-names: needs --seal-key (the original names travel only in the sealed payload)")
     files = list_images(src)
     if only is not None:
         wanted = {str(PurePosixPath(name)) for name in only}
         files = [f for f in files if f.relative_to(src).as_posix() in wanted]
     report = FolderReport()
     todo = []
-    for f, rel in output_names(src, files, channel, report):
-        if _output_exists(dst / rel, sealed=seal_key is not None):
+    for f, rel in output_names(src, files, channel, report, seal_key if neutral_names else None):
+        try:
+            exists = _output_exists(output_path(dst, rel), sealed=seal_key is not None)
+        except OSError as exc:  # a symbolic link in the way, a name too long for the file system
+            report.fail(f.relative_to(src).as_posix(), f"{f}: {exc}")
+            continue
+        if exists:
             report.skipped_existing += 1
         else:
             todo.append((f, rel))
@@ -144,14 +192,21 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
                 img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
                 tensors.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
                 names.append(rel)
-                raws.append(None if raw is None else (raw, f.name))
+                original_name = f.relative_to(src).as_posix() if neutral_names else f.name
+                raws.append(None if raw is None else (raw, original_name))
             if tensors:
                 x = torch.stack(tensors).to(device=device, dtype=torch.float32) / 255.0
                 with torch.no_grad():
                     y = to_uint8(fn(x))
                 for rel, arr, raw in zip(names, y, raws):
                     data = channel.encode(arr) if channel is not None else encode_image(arr, rel.suffix)
-                    if _write(dst / rel, data, None if raw is None else (*raw, rel.as_posix(), seal_key)):
+                    try:
+                        written = _write(output_path(dst, rel), data,
+                                         None if raw is None else (*raw, rel.as_posix(), seal_key))
+                    except (SealError, OSError) as exc:  # this file alone fails; the others proceed
+                        report.fail(rel.as_posix(), f"{rel.as_posix()}: {exc}")
+                        continue
+                    if written:
                         report.written += 1
                     else:
                         report.skipped_existing += 1
@@ -209,6 +264,7 @@ class UnsealReport:
     restored: int = 0
     skipped_existing: int = 0
     unsealed: List[str] = field(default_factory=list)
+    hint: str = ""  # why everything failed, when there is a likely reason
     failed: List[Tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -235,6 +291,8 @@ def unseal_folder(inp: str, out: str, key: bytes, desc: str = "unseal") -> Unsea
     check_seal_key(key)  # a bad key fails before any work
     report = UnsealReport()
     images = list_images(src)
+    restored_by: Dict[PurePosixPath, str] = {}  # original written this run -> the P it came from
+    auth_failures = 0
     known = {sidecar_path(f) for f in images}
     for side in sorted(src.rglob("*" + SIDECAR_SUFFIX)):
         if side.is_file() and side not in known:
@@ -257,15 +315,27 @@ def unseal_folder(inp: str, out: str, key: bytes, desc: str = "unseal") -> Unsea
             recovered = unseal_record(p_bytes, rel.as_posix(), key, sidecar)
         except SealError as exc:
             report.failed.append((rel.as_posix(), str(exc)))
+            auth_failures += isinstance(exc, AuthenticationFailed)
             log.warning("%s", exc)
             continue
-        target = dst / PurePosixPath(rel.as_posix()).parent / recovered.original_name
+        target_rel = PurePosixPath(rel.as_posix()).parent / recovered.original_name
+        if target_rel in restored_by:  # two payloads name the same original: which is it? neither is kept quiet
+            report.failed.append((rel.as_posix(), f"{rel.as_posix()}: names the same original {target_rel} as "
+                                                  f"{restored_by[target_rel]}; only the first was restored"))
+            continue
         try:
-            write_new(target, recovered.data)
+            write_new(output_path(dst, target_rel), recovered.data)
         except FileExistsError:
             report.skipped_existing += 1
             continue
+        except OSError as exc:  # a name too long for the file system, a symbolic link in the way
+            report.failed.append((rel.as_posix(), f"{rel.as_posix()}: cannot write {target_rel} ({exc})"))
+            continue
+        restored_by[target_rel] = rel.as_posix()
         report.restored += 1
+    if auth_failures and not report.restored and auth_failures == len(report.failed):
+        report.hint = (f"every sealed image failed authentication: a wrong key, or {inp} is not the folder anonymize "
+                       "wrote (names are bound relative to it: recover from that folder, not a subfolder of it)")
     return report
 
 

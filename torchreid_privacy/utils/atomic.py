@@ -5,6 +5,8 @@ left half-written by a killed run; every writer in the package goes through here
 
 - :func:`write_with` / :func:`write_bytes` / :func:`write_json` replace their target (a temp file
   beside it, fsync'ed, renamed over it): checkpoints and reports are meant to be replaced;
+  temp names are unpredictable and created exclusively, so a symlink someone planted in the
+  folder is never followed;
 - :func:`write_new` never replaces anything (image folders promise an existing output is kept):
   a hard link creates the target atomically or fails, so a file appearing between the caller's
   check and the write is still kept. No fsync per file: folders hold many images, and rename
@@ -12,13 +14,15 @@ left half-written by a killed run; every writer in the package goes through here
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Union
+from typing import IO, Any, Callable, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
+_UMASK = os.umask(0o022)  # read once (os.umask has no getter), put straight back
+os.umask(_UMASK)
 
 
 def _fsync_dir(path: str) -> None:
@@ -29,19 +33,28 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _new_temp(path: str) -> Tuple[int, str]:
+    """A new temp file beside ``path``: an unpredictable name, created exclusively (``O_EXCL``, so a
+    symlink planted in the folder is never followed), the permissions a plain ``open`` would give."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, tmp
+
+
 def write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> str:
     """Call ``write(f)`` on a temp file opened for binary writing, then rename it to ``path``."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    fd, tmp = _new_temp(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
     _fsync_dir(path)
     return path
@@ -57,14 +70,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
     return write_bytes(path, text.encode("utf-8"))
 
 
-_counter = itertools.count()
-
-
 def _temp_beside(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{next(_counter)}.tmp")
-    with open(tmp, "xb") as f:
+    fd, tmp = _new_temp(str(path))
+    with os.fdopen(fd, "wb") as f:
         f.write(data)
-    return tmp
+    return Path(tmp)
 
 
 def write_new(path: PathLike, data: bytes) -> Path:
