@@ -15,6 +15,22 @@ from tiny_config import TINY  # noqa: E402  (shared with tests that run subproce
 
 
 @pytest.fixture(autouse=True)
+def _registries_restored():
+    """What a test registers (torchreid models and datasets, our components) is gone after it."""
+    from torchreid_privacy import bridge
+    from torchreid_privacy.registry import ALL_REGISTRIES, load_plugins
+
+    load_plugins()
+    torchreid_tables = bridge.registry_snapshot()
+    ours = {name: dict(reg._items) for name, reg in ALL_REGISTRIES.items()}
+    yield
+    bridge.restore_registries(torchreid_tables)
+    for name, reg in ALL_REGISTRIES.items():
+        reg._items.clear()
+        reg._items.update(ours[name])
+
+
+@pytest.fixture(autouse=True)
 def _deterministic_seed():
     """Every test starts from the same RNG state: a tolerance test cannot pass or fail by luck."""
     random.seed(0)

@@ -92,3 +92,13 @@ def test_pretrained_download_failure_names_the_setting():
     assert isinstance(bridge.build_model("offline_test_net", 3), torch.nn.Linear)
     with pytest.raises(ConnectionError, match="model.pretrained: could not fetch ImageNet weights for 'offline_test_net'"):
         bridge.build_model("offline_test_net", 3, pretrained=True)
+
+
+def test_a_registration_made_by_a_test_is_gone_afterwards_part1():
+    bridge.register_model("left_behind_net", lambda **kw: None)
+    assert "left_behind_net" in bridge.available_models()
+
+
+def test_a_registration_made_by_a_test_is_gone_afterwards_part2():
+    """Runs after part 1 (pytest keeps file order): conftest restored torchreid's tables."""
+    assert "left_behind_net" not in bridge.available_models()

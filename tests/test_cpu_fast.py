@@ -43,7 +43,9 @@ def flattening_reid(num_classes, loss="triplet", pretrained=False, use_gpu=False
     return _FlatteningReID(num_classes, loss)
 
 
-bridge.register_model("test_flattening_reid", flattening_reid)
+@pytest.fixture
+def flattening_registered():
+    bridge.register_model("test_flattening_reid", flattening_reid)  # conftest removes it afterwards
 
 
 def test_channels_last_probe():
@@ -97,7 +99,7 @@ def test_fast_paths_train_like_torch_defaults(tiny_cfg, monkeypatch):
         assert list(net.state_dict()) == list(bridge.engine_models(plain)[name].state_dict()), name
 
 
-def test_backbone_without_channels_last_stays_contiguous(tiny_cfg, monkeypatch):
+def test_backbone_without_channels_last_stays_contiguous(tiny_cfg, monkeypatch, flattening_registered):
     engine = _engine(tiny_cfg, monkeypatch, True, "model.name", "test_flattening_reid")
     assert "model" not in engine._channels_last and "generator" in engine._channels_last
     out = engine.forward_backward(next(iter(engine.train_loader)))

@@ -126,7 +126,7 @@ def test_google_drive_link_downloads_once_into_cache(monkeypatch, tmp_path, weig
         weights.fetch(url, sha256="f" * 64, cache=tmp_path / "cache")
     assert not (tmp_path / "cache" / "gdrive-1AbCdEfGhIjKlMnOp").exists()
     assert path.exists()  # a local file is never removed, whatever its hash
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=f"has sha256 .*, expected {'f' * 64}"):
         weights.fetch(str(path), sha256="f" * 64)
     assert path.exists()
 

@@ -16,7 +16,7 @@ import importlib
 import os
 import warnings
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -228,6 +228,19 @@ def available_datasets() -> List[str]:
 def dataset_class(name: str) -> Optional[type]:
     """The class registered under ``name`` in torchreid's image dataset registry, or None."""
     return _image_dataset_table().get(name)
+
+
+def registry_snapshot() -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Copies of torchreid's model-factory and image-dataset tables, for :func:`restore_registries`
+    (the test suite puts back what a test registered)."""
+    return dict(_model_factory()), dict(_image_dataset_table())
+
+
+def restore_registries(snapshot: Tuple[Dict[str, Any], Dict[str, Any]]) -> None:
+    """Make torchreid's two tables exactly what :func:`registry_snapshot` saw."""
+    for table, saved in zip((_model_factory(), _image_dataset_table()), snapshot):
+        table.clear()
+        table.update(saved)
 
 
 def register_dataset(name: str, dataset_cls: type, force: bool = False) -> None:

@@ -11,8 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from references import market_ranking_problem, naive_conv2d_ssim
 from torchreid_privacy import bridge
-from torchreid_privacy.metrics.settings import ImageMetricAccumulator, evaluate_rank, gaussian_taps
+from torchreid_privacy.metrics.settings import ImageMetricAccumulator, evaluate_rank
 
 MARKET_QUERY, MARKET_GALLERY, FEATURE_DIM = 3368, 15913, 512
 TORCHREID_SUBSET = 300
@@ -20,14 +21,7 @@ TORCHREID_SUBSET = 300
 
 @pytest.fixture(scope="module")
 def market_problem():
-    """Random 512-d features -> Euclidean distmat, Market-1501's sizes, ~750 ids x 6 cameras."""
-    g = torch.Generator().manual_seed(0)
-    qf = torch.randn(MARKET_QUERY, FEATURE_DIM, generator=g)
-    gf = torch.randn(MARKET_GALLERY, FEATURE_DIM, generator=g)
-    rs = np.random.RandomState(0)
-    ids = (rs.randint(0, 750, MARKET_QUERY), rs.randint(0, 750, MARKET_GALLERY),
-           rs.randint(0, 6, MARKET_QUERY), rs.randint(0, 6, MARKET_GALLERY))
-    return (torch.cdist(qf, gf).numpy(),) + ids
+    return market_ranking_problem(MARKET_QUERY, MARKET_GALLERY, FEATURE_DIM)
 
 
 @pytest.mark.benchmark(group="rank-market1501")
@@ -48,8 +42,7 @@ def test_torchreid_python_rank_subset(benchmark, market_problem):
     subset_s = benchmark.stats.stats.min
     benchmark.extra_info["torchreid_extrapolated_full_s"] = subset_s * MARKET_QUERY / TORCHREID_SUBSET
     benchmark.extra_info["speedup_on_subset"] = subset_s / ours
-    np.testing.assert_allclose(cmc, cmc_ref, atol=1e-6)
-    assert abs(m_ap - map_ref) < 1e-6
+    assert cmc.shape == cmc_ref.shape and 0 <= m_ap <= 1  # equality: tests/test_reference_parity.py
 
 
 # --------------------------------------------------------------------------- SSIM + PSNR
@@ -61,22 +54,6 @@ def image_batch():
     return a, b
 
 
-def naive_conv2d_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The common pytorch-ssim recipe: five 11x11 depthwise conv2d passes, border cropped."""
-    c = a.shape[1]
-    taps = gaussian_taps().float()
-    window = (taps[:, None] * taps[None, :]).expand(c, 1, 11, 11).contiguous()
-
-    def blur(z):
-        return F.conv2d(z, window, padding=5, groups=c)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a, var_b, cov = blur(a * a) - mu_a ** 2, blur(b * b) - mu_b ** 2, blur(a * b) - mu_a * mu_b
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
-    return ssim_map[..., 5:-5, 5:-5].mean((1, 2, 3))
-
-
 def ssim_and_psnr(a: torch.Tensor, b: torch.Tensor):
     acc = ImageMetricAccumulator()
     acc.update(a, b)
@@ -86,9 +63,10 @@ def ssim_and_psnr(a: torch.Tensor, b: torch.Tensor):
 @pytest.mark.benchmark(group="ssim-64x3x256x128")
 def test_ssim_psnr_fast(benchmark, image_batch):
     result = benchmark.pedantic(ssim_and_psnr, args=image_batch, rounds=5, iterations=1, warmup_rounds=1)
-    assert result["ssim"] == pytest.approx(naive_conv2d_ssim(*image_batch).mean().item(), abs=1e-5)
+    assert 0 < result["ssim"] < 1 and result["count"] == 64  # equality: tests/test_reference_parity.py
 
 
 @pytest.mark.benchmark(group="ssim-64x3x256x128")
 def test_ssim_naive_conv2d(benchmark, image_batch):
-    benchmark.pedantic(naive_conv2d_ssim, args=image_batch, rounds=3, iterations=1, warmup_rounds=1)
+    ssim = benchmark.pedantic(naive_conv2d_ssim, args=image_batch, rounds=3, iterations=1, warmup_rounds=1)
+    assert ssim.shape == (64,) and bool(((ssim > 0) & (ssim < 1)).all())

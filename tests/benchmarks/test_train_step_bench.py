@@ -3,6 +3,7 @@
 Same backbone, batch and resolution; reports images/s and the share of the joint step
 spent making M (desensitization). Run: ``pytest tests/benchmarks --benchmark-only``.
 """
+import math
 import time
 
 import pytest
@@ -29,7 +30,8 @@ def setup(tmp_path_factory):
 
 def test_joint_step(benchmark, setup):
     cfg, engine, batch = setup
-    benchmark.pedantic(engine.forward_backward, args=(batch,), rounds=10, warmup_rounds=2)
+    losses = benchmark.pedantic(engine.forward_backward, args=(batch,), rounds=10, warmup_rounds=2)
+    assert {"reid_o", "reid_p", "gan", "rec_p"} <= set(losses) and all(map(math.isfinite, losses.values()))
     n = batch["img"].shape[0]
     benchmark.extra_info["images_per_s"] = n / benchmark.stats.stats.median
     o01 = engine.inference.to01(batch["img"])
@@ -54,6 +56,7 @@ def test_plain_triplet_step(benchmark, setup):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        return float(loss)
 
-    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+    assert math.isfinite(benchmark.pedantic(step, rounds=10, warmup_rounds=2))
     benchmark.extra_info["images_per_s"] = batch["img"].shape[0] / benchmark.stats.stats.median

@@ -129,5 +129,5 @@ def test_bad_inputs_raise_value_error():
         kernels.bn_leaky_relu(torch.randn(2, 3, 2, 2), None, None, None, None, 0.2, False, backend="triton")
     with pytest.raises(ValueError, match="slope"):
         kernels.bn_leaky_relu(torch.randn(2, 3, 2, 2), None, None, None, None, "0.2", True)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(ValueError, match=r"^x must be a floating \(N, C, H, W\) tensor"):
         kernels.bn_leaky_relu(torch.randn(2, 3, 2), None, None, None, None, 0.2, True)
