@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from tests.tiny_config import TINY
+from tiny_config import TINY
 from torchreid_privacy.cli import main
 from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
 from torchreid_privacy.tools.frontier import METRICS, conventional_points, pareto
@@ -61,6 +61,41 @@ def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_
         result["points"][0]["mean"]["o_p"], abs=1e-4)
     with Image.open(out / "frontier.png") as im:
         assert im.format == "PNG" and im.size[0] > 800
+
+    # --resume: a sweep cut off inside blur-12's training reruns that job (and its third-party
+    # score) only; the finished jobs are reused as they are and the partial run is kept aside
+    blur = out / "runs" / "blur-12" / f"seed{result['seeds'][0]}"
+    (blur / "point.json").unlink()
+    (out / "frontier.json").unlink()
+    kept = (out / "runs" / "mosaic-24" / f"seed{result['seeds'][0]}" / "point.json").stat().st_mtime_ns
+    args = ["frontier", "--config-file", packaged_config(QUICKSTART), "--output", str(out), "--quick",
+            "--data-root", tiny_root, *TINY]
+    assert main(args) == 1  # a used folder without --resume
+    assert main([*args, "--resume"]) == 0
+    again = json.loads((out / "frontier.json").read_text())
+    assert (out / "runs" / "mosaic-24" / f"seed{result['seeds'][0]}" / "point.json").stat().st_mtime_ns == kept
+    assert (blur / "point.json").is_file() and blur.with_name(blur.name + ".incomplete-1").is_dir()
+    for before, after in zip(result["points"], again["points"]):
+        if before["name"] != "blur-12":
+            assert after["runs"] == before["runs"]
+
+
+def test_resume_refuses_other_arguments_and_foreign_folders(tiny_root, tmp_path, capsys):
+    from torchreid_privacy.tools.frontier import ARGS_FILE, check_output
+
+    args = {"config": "a.yaml", "overrides": [], "seeds": 3, "quick": False, "variants": None, "dataset": None,
+            "data_root": None}
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="--resume: .* holds no frontier_args.json"):
+        check_output(str(out), args, resume=True)
+    (out / ARGS_FILE).write_text(json.dumps({**args, "seeds": 2}))
+    with pytest.raises(ValueError, match="--resume: .* started with seeds=2, not 3"):
+        check_output(str(out), args, resume=True)
+    with pytest.raises(ValueError, match="add --resume"):
+        check_output(str(out), args, resume=False)
+    check_output(str(out), {**args, "seeds": 2}, resume=True)  # the same sweep: accepted
 
 
 def test_the_residual_sealed_variant_is_the_shipped_sealed_config():

@@ -16,6 +16,11 @@ third party's model trained on raw images only (one per seed, shared by every po
 ``frontier.json`` (every seed), ``frontier.csv`` (mean and sd per point) and ``frontier.png``
 (``frontier_plot``).
 
+A full sweep takes about an hour on 2 cores, so each finished job leaves its result beside its run
+(``point.json``, ``third_party.json``, ``third_party_eval.json``) and ``--resume`` picks the sweep
+up where it stopped, with the same arguments (``frontier_args.json``); a job that was cut off is
+moved aside (``FOLDER.incomplete-N``) and run again.
+
 Strengths are given at the paper's 256x128 and scaled to ``data.height`` (mosaic block 24 is 6
 at 64x32); noise sigmas are not scaled.
 """
@@ -232,9 +237,28 @@ def pareto(points: List[Dict[str, Any]], x: str, y: str) -> List[str]:
     return front
 
 
-def check_output(output: str) -> None:
-    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)):
-        raise ValueError(f"--output: {output} exists and is not an empty folder; choose a new one")
+ARGS_FILE = "frontier_args.json"
+
+
+def check_output(output: str, args: Dict[str, Any], resume: bool) -> None:
+    """A new sweep needs a new (or empty) folder; ``--resume`` needs the folder of the same sweep."""
+    used = os.path.exists(output) and (not os.path.isdir(output) or bool(os.listdir(output)))
+    saved_path = os.path.join(output, ARGS_FILE)
+    if not resume:
+        if used:
+            hint = " or add --resume to finish the sweep started there" if os.path.isfile(saved_path) else ""
+            raise ValueError(f"--output: {output} exists and is not an empty folder; choose a new one{hint}")
+        return
+    if not used:
+        return  # nothing to resume: a fresh sweep
+    if not os.path.isfile(saved_path):
+        raise ValueError(f"--resume: {output} holds no {ARGS_FILE}; it is not a frontier folder")
+    with open(saved_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    for key in sorted(set(saved) | set(args)):
+        if saved.get(key) != args.get(key):
+            raise ValueError(f"--resume: {output} was started with {key}={saved.get(key)!r}, not {args.get(key)!r}; "
+                             "resume with the same arguments or choose a new --output")
 
 
 def check_config(config_file: str) -> None:
@@ -249,18 +273,22 @@ def check_config(config_file: str) -> None:
 
 def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Sequence[str] = (),
                  quick: bool = False, variants: Optional[Sequence[str]] = None, jobs: Optional[int] = 1,
-                 dataset: Optional[str] = None, data_root: Optional[str] = None) -> Dict[str, Any]:
+                 dataset: Optional[str] = None, data_root: Optional[str] = None,
+                 resume: bool = False) -> Dict[str, Any]:
     """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``."""
     from torchreid_privacy.config import load_config
     from torchreid_privacy.tools.frontier_plot import plot_frontier
     from torchreid_privacy.utils import atomic
 
     check_config(config_file)
-    check_output(output)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"--seeds: expected an integer >= 1, got {seeds!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
+    args = {"config": os.path.abspath(config_file), "overrides": list(overrides), "seeds": seeds, "quick": quick,
+            "variants": None if variants is None else list(variants), "dataset": dataset,
+            "data_root": None if data_root is None else os.path.abspath(data_root)}
+    check_output(output, args, resume)
     seeds = 1 if quick else seeds
     base = list(overrides) + ["privacy.enabled", "true", "data.root", data_root or os.path.join(output, "data")]
     if dataset:
@@ -271,6 +299,7 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
     points += learned_points(variants if variants is not None else (QUICK_VARIANTS if quick else list(LEARNED_VARIANTS)),
                              cfg.privacy.desensitizer.name)
     os.makedirs(output, exist_ok=True)
+    atomic.write_json(os.path.join(output, ARGS_FILE), args)
     jobs = jobs or 1
     threads = max(1, (os.cpu_count() or 1) // jobs)
     steps = QUICK_ATTACK_STEPS if quick else ATTACK_STEPS
@@ -315,21 +344,51 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
     return result
 
 
+def _result_path(job: Job) -> str:
+    return os.path.join(job.folder, f"{job.what}.json")
+
+
+def _finished(job: Job) -> Optional[Dict[str, Any]]:
+    """A job's saved result, or None; a training job cut off before it finished is moved aside."""
+    path = _result_path(job)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    if job.what != "third_party_eval" and os.path.exists(job.folder):
+        n = 1
+        while os.path.exists(f"{job.folder}.incomplete-{n}"):
+            n += 1
+        os.replace(job.folder, f"{job.folder}.incomplete-{n}")
+        log.warning("frontier: %s was cut off; moved aside to %s.incomplete-%d and run again", job.folder,
+                    job.folder, n)
+    return None
+
+
+def _save(job: Job, result: Dict[str, Any]) -> Dict[str, Any]:
+    from torchreid_privacy.utils import atomic
+
+    atomic.write_json(_result_path(job), result)
+    return result
+
+
 def _run_all(jobs_: List[Job], workers: int, desc: str) -> List[Dict[str, Any]]:
-    """Results in ``jobs_`` order; ``workers`` > 1 runs them in that many processes."""
-    out: List[Optional[Dict[str, Any]]] = [None] * len(jobs_)
-    with tqdm(total=len(jobs_), desc=desc, unit="job", disable=None, dynamic_ncols=True, file=sys.stderr) as bar:
+    """Results in ``jobs_`` order (saved ones reused); ``workers`` > 1 runs them in that many processes."""
+    out: List[Optional[Dict[str, Any]]] = [_finished(job) for job in jobs_]
+    todo = [i for i, r in enumerate(out) if r is None]
+    with tqdm(total=len(jobs_), initial=len(jobs_) - len(todo), desc=desc, unit="job", disable=None,
+              dynamic_ncols=True, file=sys.stderr) as bar:
         if workers == 1:
-            for i, job in enumerate(jobs_):
-                out[i] = run_job(job)
+            for i in todo:
+                out[i] = _save(jobs_[i], run_job(jobs_[i]))
                 bar.update(1)
         else:
             import multiprocessing
 
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs_)}
+                futures = {pool.submit(run_job, jobs_[i]): i for i in todo}
                 for fut in as_completed(futures):
-                    out[futures[fut]] = fut.result()
+                    i = futures[fut]
+                    out[i] = _save(jobs_[i], fut.result())
                     bar.update(1)
     return out  # type: ignore[return-value]
 
