@@ -64,8 +64,10 @@ def test_anonymize_converts_unusual_pngs(trained_run, tmp_path, capsys, kind):
     before = (src / "x.png").read_bytes()
     assert main(["anonymize", "--input", str(src), "--output", str(tmp_path / "out"), "--checkpoint", trained_run]) == 0
     assert "written 1" in capsys.readouterr().out
-    with Image.open(tmp_path / "out" / "x.png") as im:
-        assert im.mode == "RGB" and im.size == (32, 64)
+    # written as the run publishes P (privacy.publish: JPEG by default), whatever the input was
+    assert [f.name for f in (tmp_path / "out").iterdir()] == ["x.jpg"]
+    with Image.open(tmp_path / "out" / "x.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "RGB" and im.size == (32, 64)
     assert (src / "x.png").read_bytes() == before
     if kind == "png16":  # 16-bit is rescaled, not clipped to white
         from torchreid_privacy.tools.folders import read_rgb

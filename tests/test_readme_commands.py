@@ -42,6 +42,27 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
     # eager only: bf16 autocast hits a oneDNN AMX bug on some CPUs (see the README), compile takes minutes
     "bench step": ["--quick", "--steps", "1", "--warmup", "0", "--rows", "eager"],
 }
+# what each subcommand prints when it did its job (a regex searched in stdout + stderr); a README
+# command whose subcommand is not here fails test_every_readme_command_is_covered
+KEY_OUTPUT = {
+    "config": r"privacy:\n  enabled:",
+    "train": r"O->O .*PSNR/SSIM O-M",
+    "anonymize": r"P written as \w+|written \d+, skipped",
+    "recover": r"(restored|written) [1-9]\d*",
+    "test": r"results: \S+results\.json",
+    "search": r"rank-1",
+    "visualize": r"rank lists: ",
+    "export": r"anonymizer exported to anonymizer\.onnx",
+    "make-data": r"synthetic Market-1501 layout \(\w+ style\) at ",
+    "split": r"split written to split\.json",
+    "list": r"desensitizers: .*mosaic",
+    "keygen": r"256-bit key written to secret\.key",
+    "attack reid": r"O->M +rank-1",
+    "attack recover": r"attacker on P, \d+ pairs",
+    "bench step": r"bench step: ",
+    "bench kernels": r"no CUDA device",
+    "frontier": r"frontier: \S+/frontier\.json",
+}
 # README paths the test points elsewhere (command -> (text, replacement))
 PATH_SUBSTITUTIONS = {"make-data": ("reid-data", "reid-data-default")}
 # commands whose documented outcome on a CPU-only machine is a non-zero exit and this message
@@ -59,14 +80,29 @@ def _blocks(lang):
     return [m.group(2) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.M | re.S) if m.group(1) == lang]
 
 
-def readme_commands():
-    """Shell commands of the ```bash blocks: continuations joined, comments dropped."""
+def _commands(block):
+    """Shell commands of one ```bash block: continuations joined, comments dropped."""
     out = []
-    for block in _blocks("bash"):
-        for line in block.replace("\\\n", " ").splitlines():
-            if shlex.split(line, comments=True):
-                out.append(re.sub(r"\s+#(\s.*)?$", "", line).strip())  # the command as written, sans comment
+    for line in block.replace("\\\n", " ").splitlines():
+        if shlex.split(line, comments=True):
+            out.append(re.sub(r"\s+#(\s.*)?$", "", line).strip())  # the command as written, sans comment
     return out
+
+
+def readme_commands():
+    return [c for block in _blocks("bash") for c in _commands(block)]
+
+
+def readme_steps():
+    """``("bash", command)`` and ``("python", block)`` in README order."""
+    text = open(README, encoding="utf-8").read()
+    steps = []
+    for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.M | re.S):
+        if m.group(1) == "bash":
+            steps += [("bash", c) for c in _commands(m.group(2))]
+        elif m.group(1) == "python":
+            steps.append(("python", m.group(2)))
+    return steps
 
 
 def _subcommand(words):
@@ -109,10 +145,25 @@ def test_every_readme_command_is_covered():
         words = shlex.split(cmd)
         sub, _ = _subcommand(words)
         assert sub is not None, f"README command not runnable by this test: {cmd}"
+        assert sub in KEY_OUTPUT, f"no expected output for README command: {cmd}"
 
 
-@pytest.mark.parametrize("cmd", [c for c in readme_commands() if c not in NOT_RUN])
-def test_readme_command_runs(cmd, workspace, monkeypatch, capsys):
+def test_readme_runs_in_order(workspace, monkeypatch, capsys):
+    """One test, in README order: a Python block loads the run a command trained, a command seals
+    what an earlier one anonymized, so the steps run as a reader runs them; the first failure
+    names its command and what it printed."""
+    monkeypatch.chdir(workspace)
+    ran = 0
+    for kind, step in readme_steps():
+        if kind == "python":
+            _run_python_block(step, workspace, ran)
+        elif step not in NOT_RUN:
+            _run_command(step, workspace, capsys)
+        ran += 1
+    assert ran > 10
+
+
+def _run_command(cmd, workspace, capsys):
     words = shlex.split(cmd)
     sub, rest = _subcommand(words)
     extra = EXTRA.get(sub, EXTRA.get(sub.split()[0], []))
@@ -124,7 +175,6 @@ def test_readme_command_runs(cmd, workspace, monkeypatch, capsys):
         from torchreid_privacy import kernels
         from torchreid_privacy.cli import main
 
-        monkeypatch.chdir(workspace)
         try:
             rc = main([*rest, *extra])
         finally:
@@ -139,19 +189,19 @@ def test_readme_command_runs(cmd, workspace, monkeypatch, capsys):
         rc, stdout, stderr = r.returncode, r.stdout, r.stderr
     assert rc == code, f"{cmd}\n--- stderr ---\n{stderr[-3000:]}\n--- stdout ---\n{stdout[-2000:]}"
     assert message in stdout + stderr
+    assert re.search(KEY_OUTPUT[sub], stdout + stderr), f"{cmd}: expected output /{KEY_OUTPUT[sub]}/ not printed\n" \
+                                                         f"{(stdout + stderr)[-2000:]}"
 
 
-@pytest.mark.parametrize("index", range(len(_blocks("python"))))
-def test_readme_python_block_runs(index, workspace):
-    """Each ```python block as its own script (a fresh process: registrations do not leak)."""
-    block = _blocks("python")[index]
+def _run_python_block(block, workspace, index):
+    """A ```python block as its own script (a fresh process: registrations do not leak)."""
     for old, new in PY_SUBSTITUTIONS:
         block = block.replace(old, new)
     script = workspace / f"readme_block_{index}.py"
     script.write_text(block)
     r = subprocess.run([sys.executable, str(script)], cwd=workspace, capture_output=True, text=True,
                        env={**os.environ, "TQDM_DISABLE": "1"}, timeout=600)
-    assert r.returncode == 0, f"README python block {index}:\n{block}\n--- stderr ---\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, f"README python block:\n{block}\n--- stderr ---\n{r.stderr[-3000:]}"
 
 
 def test_readme_shows_python():
