@@ -103,6 +103,15 @@ def test_validation_split_leaves_too_few_training_identities(tiny_root, tmp_path
     assert _error(capsys) == "val_ratio: 0.95 leaves an empty train or val split with 12 identities"
 
 
+def test_a_validation_split_as_source_is_refused_not_split_again(tiny_root, tmp_path, capsys):
+    """synthetic_market_val would silently become synthetic_market_val_val (a split of the split)."""
+    assert _train(tiny_root, tmp_path / "run", "data.sources", "[synthetic_market_val]") == 2  # a config error
+    assert _error(capsys) == ("data.sources: 'synthetic_market_val' is already a validation split of "
+                              "'synthetic_market'; the privacy run makes its split itself (privacy.val_ratio, "
+                              "privacy.split_seed): give data.sources [synthetic_market]")
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_data_root(tmp_path, capsys):
     missing = tmp_path / "no-such-root"
     assert _train(missing, tmp_path / "run", "data.sources", "[market1501]", "data.targets", "[market1501]") == 1

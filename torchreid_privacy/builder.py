@@ -16,7 +16,7 @@ import torch
 from torchreid_privacy import bridge, kernels
 
 from torchreid_privacy.utils import distributed
-from torchreid_privacy.config import Config, imagedata_kwargs, optimizer_kwargs, use_gpu
+from torchreid_privacy.config import Config, ConfigError, imagedata_kwargs, optimizer_kwargs, use_gpu
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
 from torchreid_privacy.data.validate import checked_datamanager
 from torchreid_privacy.models.nets import build_privacy_nets, build_reid_model, feature_dim
@@ -51,7 +51,12 @@ def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
 
 def val_split_name(source: str, val_ratio: float, split_seed: int) -> str:
     """``<source>_val`` for the default split, a parameter-named registration otherwise."""
-    from torchreid_privacy.data.datasets import DEFAULT_SPLIT, register_val_split
+    from torchreid_privacy.data.datasets import DEFAULT_SPLIT, is_val_split, register_val_split
+
+    if is_val_split(source):  # market1501_val would become market1501_val_val, a split of the split
+        base = bridge.dataset_class(source).base_name
+        raise ConfigError(f"data.sources: '{source}' is already a validation split of '{base}'; the privacy run makes "
+                          f"its split itself (privacy.val_ratio, privacy.split_seed): give data.sources [{base}]")
 
     if (val_ratio, split_seed) == DEFAULT_SPLIT:
         name = f"{source}_val"
