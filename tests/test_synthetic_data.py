@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from torchreid_privacy import bridge
-from torchreid_privacy.data import make_synthetic_market, read_manifest, synthetic
+from torchreid_privacy.data import make_synthetic_market, read_manifest, synthetic, synthetic_hard
 from torchreid_privacy.data.synthetic import MARKET_SUBDIR
 
 SMALL = dict(num_ids=8, train_images_per_id=3, gallery_per_id=3, num_junk=4)
@@ -123,8 +123,10 @@ def test_foreign_folder_is_never_overwritten(tmp_path):
     assert (foreign / MARKET_SUBDIR / "query" / "0001_c1s1_000001_00.jpg").read_bytes() == b"real data"
 
 
-def test_killed_generation_leaves_no_half_set(tmp_path, monkeypatch):
-    real = synthetic._render
+@pytest.mark.parametrize("style, module, render", [("plain", synthetic, "_render"),
+                                                    ("hard", synthetic_hard, "render")])
+def test_killed_generation_leaves_no_half_set(tmp_path, monkeypatch, style, module, render):
+    real = getattr(module, render)
     count = {"n": 0}
 
     def dies(*args):
@@ -133,10 +135,10 @@ def test_killed_generation_leaves_no_half_set(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(synthetic, "_render", dies)
+    monkeypatch.setattr(module, render, dies)
     with pytest.raises(KeyboardInterrupt):
-        make_synthetic_market(tmp_path, **SMALL)
-    assert list(tmp_path.iterdir()) == []
+        make_synthetic_market(tmp_path, style=style, **SMALL)
+    assert count["n"] == 6 and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("name, value", [

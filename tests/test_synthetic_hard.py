@@ -137,20 +137,6 @@ def test_foreign_hard_folder_is_never_overwritten(tmp_path):
     assert foreign.read_bytes() == b"real data"
 
 
-def test_killed_hard_generation_leaves_no_half_set(tmp_path, monkeypatch):
-    real = synthetic_hard.render
-    count = {"n": 0}
-
-    def dies(*args):
-        count["n"] += 1
-        if count["n"] > 5:
-            raise KeyboardInterrupt
-        return real(*args)
-
-    monkeypatch.setattr(synthetic_hard, "render", dies)
-    with pytest.raises(KeyboardInterrupt):
-        make_synthetic_market(tmp_path, style="hard", **SMALL)
-    assert count["n"] == 6 and list(tmp_path.iterdir()) == []
 
 
 def test_make_data_cli_writes_the_hard_style(tmp_path, capsys):
