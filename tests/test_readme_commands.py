@@ -41,6 +41,8 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
     "attack recover": ["--steps", "20", "--pairs", "4,8"],
     # eager only: bf16 autocast hits a oneDNN AMX bug on some CPUs (see the README), compile takes minutes
     "bench step": ["--quick", "--steps", "1", "--warmup", "0", "--rows", "eager"],
+    # one seed, two conventional points and one learned variant, on the small set
+    "frontier": ["--quick", "--data-root", "reid-data", *SMALL_TRAIN],
 }
 # what each subcommand prints when it did its job (a regex searched in stdout + stderr); a README
 # command whose subcommand is not here fails test_every_readme_command_is_covered

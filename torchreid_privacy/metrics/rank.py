@@ -184,14 +184,32 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
     dist = _to_numpy(distmat)
     if dist.ndim != 2:
         raise ValueError(f"distmat: expected a 2-D (num_query, num_gallery) matrix, got shape {dist.shape}")
-    num_q, num_g = dist.shape
-    if num_q == 0 or num_g == 0:
+    if dist.shape[0] == 0 or dist.shape[1] == 0:
         raise ValueError(f"distmat: needs at least one query and one gallery sample, got shape {dist.shape}")
+    return evaluate_rank_blocks(lambda start, stop: dist[start:stop], dist.shape, q_pids, g_pids, q_camids,
+                                g_camids, max_rank=max_rank, use_metric_cuhk03=use_metric_cuhk03,
+                                chunk_size=chunk_size, rng=rng, num_workers=num_workers)
+
+
+def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shape: Tuple[int, int],
+                         q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
+                         max_rank: int = 50, use_metric_cuhk03: bool = False, chunk_size: int = 256,
+                         rng: Union[None, int, np.random.RandomState] = None,
+                         num_workers: Optional[int] = None) -> Tuple[np.ndarray, float, float]:
+    """:func:`evaluate_rank` from distances made one block of queries at a time.
+
+    Why: the whole (num_query, num_gallery) matrix is 3.8 GB at MSMT17's size; here
+    ``block_distances(start, stop)`` gives rows ``start:stop`` when they are ranked, so memory
+    stays at ``num_workers`` blocks of ``chunk_size x num_gallery`` whatever the query count.
+    """
+    num_q, num_g = (int(n) for n in shape)
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"distmat: needs at least one query and one gallery sample, got shape {(num_q, num_g)}")
     qp, gp, qc, gc = (_to_numpy(a).reshape(-1) for a in (q_pids, g_pids, q_camids, g_camids))
     for name, arr, size in (("q_pids", qp, num_q), ("q_camids", qc, num_q),
                             ("g_pids", gp, num_g), ("g_camids", gc, num_g)):
         if len(arr) != size:
-            raise ValueError(f"{name}: length {len(arr)} does not match distmat shape {dist.shape}")
+            raise ValueError(f"{name}: length {len(arr)} does not match distmat shape {(num_q, num_g)}")
     if int(max_rank) < 1:
         raise ValueError(f"max_rank: must be >= 1, got {max_rank}")
     if int(chunk_size) < 1:
@@ -207,7 +225,10 @@ def evaluate_rank(distmat: ArrayLike, q_pids: ArrayLike, g_pids: ArrayLike, q_ca
 
     def block(start: int) -> _Block:
         stop = min(start + chunk_size, num_q)
-        return _rank_block(dist[start:stop], qp[start:stop], qc[start:stop], gp, gc, use_metric_cuhk03)
+        dist = block_distances(start, stop)
+        if dist.shape != (stop - start, num_g):
+            raise ValueError(f"distmat: block {start}:{stop} has shape {dist.shape}, expected {(stop - start, num_g)}")
+        return _rank_block(dist, qp[start:stop], qc[start:stop], gp, gc, use_metric_cuhk03)
 
     firsts: List[np.ndarray] = []
     aps: List[np.ndarray] = []

@@ -21,14 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from torchreid_privacy.metrics.image import ImageMetricAccumulator, gaussian_taps, image_metrics, mse_per_image, psnr, ssim
-from torchreid_privacy.metrics.rank import ArrayLike, evaluate_rank
+from torchreid_privacy.metrics.rank import ArrayLike, evaluate_rank, evaluate_rank_blocks
 
 __all__ = [
-    "SETTINGS", "evaluate_rank", "evaluate_settings", "feature_distance", "privacy_rank1",
+    "SETTINGS", "evaluate_rank", "evaluate_rank_blocks", "evaluate_settings", "feature_distance", "privacy_rank1",
     "psnr", "ssim", "mse_per_image", "gaussian_taps", "image_metrics", "ImageMetricAccumulator",
 ]
 
 SETTINGS: Tuple[str, ...] = ("O->O", "O->P", "P->O", "P->P")
+# bytes one block of queries may take while it is ranked (distances, sort order, gathered pids,
+# match mask: about 20 bytes per query x gallery pair); evaluation holds two blocks at a time
+BLOCK_BYTES = 256 * 2**20
+BYTES_PER_PAIR = 20
 
 
 def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
@@ -48,7 +52,16 @@ def feature_distance(qf: ArrayLike, gf: ArrayLike) -> np.ndarray:
     g = F.normalize(_as_features(gf, "gf"), dim=1)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"gf: feature dim {g.shape[1]} differs from the query's {q.shape[1]}")
+    return _normalized_distance(q, g)
+
+
+def _normalized_distance(q: torch.Tensor, g: torch.Tensor) -> np.ndarray:
     return (2.0 - 2.0 * (q @ g.t())).clamp_(min=0.0).cpu().numpy()
+
+
+def streamed_chunk(num_gallery: int, chunk_size: int = 256) -> int:
+    """Queries per block so that one block stays within :data:`BLOCK_BYTES`."""
+    return max(1, min(int(chunk_size), BLOCK_BYTES // max(1, BYTES_PER_PAIR * int(num_gallery))))
 
 
 def _parse_setting(setting: str) -> Tuple[str, str]:
@@ -71,6 +84,10 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
         settings: e.g. ``("O->O", "O->P", "P->O", "P->P")``.
         ranks: CMC ranks reported as ``"R{k}"``; a rank beyond the gallery size reports the
             last CMC value (1.0 for every query that has a match).
+        chunk_size: the most queries ranked at once. The distance matrix is never built whole:
+            each block of queries gets its distances when it is ranked, and blocks are made
+            smaller for large galleries (:func:`streamed_chunk`), so memory stays at about
+            ``2 x BLOCK_BYTES`` above the features at any size.
 
     Returns:
         ``{"O->P": {"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}, ...}``
@@ -93,9 +110,13 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
     results: Dict[str, Dict[str, float]] = {}
     for setting in settings:
         q_kind, g_kind = _parse_setting(setting)
-        distmat = feature_distance(normalized_features("query", q_kind), normalized_features("gallery", g_kind))
-        cmc, m_ap, m_inp = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
-                                         max_rank=max(ranks), chunk_size=chunk_size)
+        q, g = normalized_features("query", q_kind), normalized_features("gallery", g_kind)
+        if q.shape[1] != g.shape[1]:
+            raise ValueError(f"features[gallery][{g_kind}]: feature dim {g.shape[1]} differs from the "
+                             f"query's {q.shape[1]}")
+        cmc, m_ap, m_inp = evaluate_rank_blocks(lambda start, stop: _normalized_distance(q[start:stop], g),
+                                                (len(q), len(g)), q_pids, g_pids, q_camids, g_camids,
+                                                max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size))
         scores = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in ranks}
         scores.update(mAP=m_ap, mINP=m_inp)
         results[setting] = scores
