@@ -61,7 +61,9 @@ setup(
     extras_require={
         # ONNX export (torchreid-privacy export) and onnxruntime inference (anonymize --onnx)
         "export": ["onnx", "onnxruntime", "onnxscript"],
-        "test": ["pytest", "pytest-benchmark", "scikit-image", "onnx", "onnxruntime", "onnxscript"],
+        # a faiss index for search over large galleries (search --index flat|ivf|ivfpq)
+        "index": ["faiss-cpu"],
+        "test": ["pytest", "pytest-benchmark", "scikit-image", "onnx", "onnxruntime", "onnxscript", "faiss-cpu"],
     },
     entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.cli:main"]},
     classifiers=[

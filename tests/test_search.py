@@ -11,7 +11,8 @@ from torchreid_privacy.cli import main
 from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR
 from torchreid_privacy.visualization.drawing import HIT, MISS, RankRow, rank_list_image
 from torchreid_privacy.tools.feature_cache import FeatureCache
-from torchreid_privacy.tools.search import parse_labels, top_k
+from torchreid_privacy.metrics.ranking import top_k
+from torchreid_privacy.tools.search import parse_labels
 
 
 def _split_dirs(tiny_root):

@@ -23,6 +23,10 @@ def add_parsers(sub) -> None:
                                                   "between runs to embed a gallery once")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     p.add_argument("--no-png", action="store_true", help="skip the per-query rank-list PNGs")
+    p.add_argument("--index", choices=["flat", "ivf", "ivfpq"],
+                   help="rank through a faiss index saved beside the feature cache (flat: exact; ivf, ivfpq: "
+                        "approximate, for large galleries); default: every query against every gallery image")
+    p.add_argument("--nprobe", type=int, default=16, help="ivf/ivfpq: cells searched per query (default 16)")
     p.set_defaults(func=search)
 
     p = sub.add_parser("visualize", help="rank lists (O->O, O->P, P->O, P->P), t-SNE and O|M|P|R grid of a "
@@ -46,7 +50,8 @@ def search(args: argparse.Namespace) -> int:
     res = run_search(args.checkpoint, args.query, args.gallery, args.output, topk=args.topk,
                      gallery_protected=args.gallery_protected, protect_gallery=args.protect_gallery,
                      batch_size=args.batch_size, device=args.device,
-                     cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png)
+                     cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png,
+                     index=args.index, nprobe=args.nprobe)
     print("\n".join(res.summary_lines()))
     return 0
 

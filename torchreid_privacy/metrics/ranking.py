@@ -8,13 +8,13 @@ this module only adds the listing (top k without the gallery images the protocol
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torchreid_privacy.metrics.settings import evaluate_rank, feature_distance
+from torchreid_privacy.metrics.settings import evaluate_rank, evaluate_rank_blocks, feature_distance, streamed_chunk
 
 RANKS = (1, 5, 10)
 
@@ -65,6 +65,38 @@ def rank_metrics(distmat: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_
                  g_camids: np.ndarray) -> Dict[str, float]:
     """R1/R5/R10, mAP, mINP (fractions) exactly as ``evaluate_settings`` reports them."""
     cmc, m_ap, m_inp = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max(RANKS))
+    out = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in RANKS}
+    out.update(mAP=m_ap, mINP=m_inp)
+    return out
+
+
+def top_k_features(qf: torch.Tensor, gf: torch.Tensor, k: int,
+                   ids: Optional[Sequence[np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`top_k` of :func:`distances` (``ids``: the protocol's exclusion), one block of queries
+    at a time, so a large gallery never needs the whole distance matrix."""
+    qf, gf = qf.float(), F.normalize(gf.float(), dim=1)
+    step = streamed_chunk(len(gf), 1024)
+    idx, vals = [], []
+    for start in range(0, len(qf), step):
+        stop = min(start + step, len(qf))
+        d = feature_distance(F.normalize(qf[start:stop], dim=1), gf)
+        exclude = None
+        if ids is not None:
+            q_pids, g_pids, q_camids, g_camids = ids
+            exclude = protocol_mask(q_pids[start:stop], g_pids, q_camids[start:stop], g_camids)
+        i, v = top_k(d, k, exclude)
+        idx.append(i)
+        vals.append(v)
+    return np.concatenate(idx), np.concatenate(vals)
+
+
+def rank_metrics_features(qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray, g_pids: np.ndarray,
+                          q_camids: np.ndarray, g_camids: np.ndarray) -> Dict[str, float]:
+    """:func:`rank_metrics` of :func:`distances`, streamed by blocks of queries."""
+    q, g = F.normalize(qf.float(), dim=1), F.normalize(gf.float(), dim=1)
+    cmc, m_ap, m_inp = evaluate_rank_blocks(lambda a, b: feature_distance(q[a:b], g), (len(q), len(g)), q_pids,
+                                            g_pids, q_camids, g_camids, max_rank=max(RANKS),
+                                            chunk_size=streamed_chunk(len(g)))
     out = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in RANKS}
     out.update(mAP=m_ap, mINP=m_inp)
     return out

@@ -37,7 +37,7 @@ from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to
 from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.tools.folders import list_images, read_rgb
 from torchreid_privacy.inference import PrivacyModel
-from torchreid_privacy.metrics.ranking import distances, eval_mode, protocol_mask, rank_metrics, top_k
+from torchreid_privacy.metrics.ranking import eval_mode, rank_metrics_features, top_k_features
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +152,7 @@ class SearchResult:
     notes: List[str]
     files: Dict[str, str]
     timings: Dict[str, float]
+    index: Optional[Dict[str, object]] = None
 
     def summary_lines(self) -> List[str]:
         """What the CLI prints: notes, counts, throughput, metrics, output paths."""
@@ -161,6 +162,11 @@ class SearchResult:
                      f"({t['images_per_s']:.1f} img/s), {t['cached']} from the cache")
         lines.append(f"ranking: {len(self.query.names)} x {len(self.gallery.names)} in {1000 * t['ranking_s']:.1f} ms "
                      f"({self.setting}, top {self.topk})")
+        if self.index is not None:
+            ix = self.index
+            how = "reused" if ix["reused"] else f"built in {ix['built_s']:.2f}s"
+            probe = "" if ix["nprobe"] is None else f", {ix['nlist']} cells, nprobe {ix['nprobe']}"
+            lines.append(f"index: {ix['kind']} over {ix['size']} gallery features ({how}{probe})")
         if self.metrics is not None:
             m = self.metrics
             lines.append(f"{self.setting}: rank-1 {100 * m['R1']:.1f}%  rank-5 {100 * m['R5']:.1f}%  "
@@ -215,7 +221,7 @@ def _named(names: Sequence[str], limit: int = 5) -> str:
 def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: str, *, topk: int = 10,
            gallery_protected: bool = False, protect_gallery: bool = False, batch_size: int = 64,
            device: Union[str, torch.device] = "cpu", cache: Union[bool, str] = True, pngs: bool = True,
-           cell_height: int = 128) -> SearchResult:
+           cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16) -> SearchResult:
     """Rank ``gallery`` for every image of ``query`` with the run's C and write the results.
 
     Args:
@@ -225,6 +231,10 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
         gallery_protected: the gallery holds P already (setting O->P); ``protect_gallery``: apply G
             to the gallery first (O->P); neither: a raw gallery (O->O). Both: refused.
         cache: True = ``OUTPUT/cache``, a folder path, or False for none.
+        index: rank through a faiss index (``flat`` exact, ``ivf``/``ivfpq`` approximate with
+            ``nprobe`` cells searched; :mod:`gallery_index`), saved under the cache's ``index/``
+            and rebuilt only when the gallery's features change. None: every query against every
+            gallery feature, one block of queries at a time.
     """
     if gallery_protected and protect_gallery:
         raise ValueError("--gallery-protected and --protect-gallery exclude each other: the gallery is either "
@@ -233,6 +243,14 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
         raise ValueError(f"--topk: expected >= 1, got {topk}")
     if int(batch_size) < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
+    if index is not None:
+        from torchreid_privacy.tools.gallery_index import INDEX_KINDS, import_faiss
+
+        if index not in INDEX_KINDS:
+            raise ValueError(f"--index: expected one of {', '.join(INDEX_KINDS)}, got {index!r}")
+        import_faiss()
+    if int(nprobe) < 1:
+        raise ValueError(f"--nprobe: expected >= 1, got {nprobe}")
     cache_dir = None if cache is False or cache is None else (None if cache is True else str(cache))
     q_root, g_root, out = check_paths(query, gallery, output, cache_dir)
     q_names, g_names = _names(q_root, "--query"), _names(g_root, "--gallery")
@@ -249,7 +267,7 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
             caches[kind] = FeatureCache(cache_root, model_fingerprint(model, kind), kind)
     with eval_mode(model):
         return _search(model, q_root, g_root, out, q_names, g_names, dataset, notes, caches, cache_root, topk,
-                       gallery_protected, protect_gallery, batch_size, pngs, cell_height)
+                       gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, nprobe)
 
 
 def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Path,
@@ -276,7 +294,7 @@ def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Pat
 def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names: List[str], g_names: List[str],
             dataset: Optional[str], notes: List[str], caches: Dict[str, FeatureCache], cache_root: Optional[Path],
             topk: int, gallery_protected: bool, protect_gallery: bool, batch_size: int, pngs: bool,
-            cell_height: int) -> SearchResult:
+            cell_height: int, index: Optional[str] = None, nprobe: int = 16) -> SearchResult:
     qf = folder_features(model, q_root, q_names, batch_size=batch_size, cache=caches.get("raw"), desc="query")
     gf = folder_features(model, g_root, g_names, anonymize=protect_gallery, batch_size=batch_size,
                          cache=caches.get("anonymized" if protect_gallery else "raw"),
@@ -293,20 +311,26 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
     if k < topk:
         notes.append(f"--topk: {topk} is more than the gallery's {len(gf.names)} image(s); showing {k}")
     setting = "O->P" if (gallery_protected or protect_gallery) else "O->O"
+    ids = _label_arrays(dataset, qf.names, gf.names) if dataset is not None else None
     t0 = time.perf_counter()
-    dist = distances(qf.features, gf.features)
-    ids = None
-    if dataset is not None:
-        ids = _label_arrays(dataset, qf.names, gf.names)
-        idx, vals = top_k(dist, k, protocol_mask(*ids))
+    index_info = None
+    if index is not None:
+        from torchreid_privacy.tools.gallery_index import (INDEX_DIR, index_summary, normalized, open_or_build,
+                                                           search_top_k)
+
+        folder = None if cache_root is None else cache_root / INDEX_DIR / ("anonymized" if protect_gallery else "raw")
+        gindex = open_or_build(folder, gf.names, normalized(gf.features), index)
+        t0 = time.perf_counter()  # ranking time: the search, not the build (reported apart)
+        idx, vals = search_top_k(gindex, qf.features, gf.features, k, nprobe, ids)
+        index_info = index_summary(gindex, nprobe)
     else:
-        idx, vals = top_k(dist, k)
+        idx, vals = top_k_features(qf.features, gf.features, k, ids)
     ranking_s = time.perf_counter() - t0
     metrics = None
     if ids is not None:
         q_pids, g_pids, q_camids, g_camids = ids
-        try:
-            metrics = rank_metrics(dist, q_pids, g_pids, q_camids, g_camids)
+        try:  # always exact: every query against the whole gallery, streamed
+            metrics = rank_metrics_features(qf.features, gf.features, q_pids, g_pids, q_camids, g_camids)
         except ValueError:
             notes.append("metrics: no query identity appears in the gallery (after the protocol's same-camera "
                          "removal); no rank-1/mAP")
@@ -314,7 +338,7 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
     features_s = qf.seconds + gf.seconds
     timings = {"features_s": features_s, "computed": computed, "cached": qf.cached + gf.cached,
                "images_per_s": computed / features_s if computed and features_s > 0 else 0.0, "ranking_s": ranking_s}
-    res = SearchResult(setting, k, qf, gf, idx, vals, dataset, metrics, notes, {}, timings)
+    res = SearchResult(setting, k, qf, gf, idx, vals, dataset, metrics, notes, {}, timings, index_info)
     out.mkdir(parents=True, exist_ok=True)
     res.files["json"] = _write_json(res, out, ids, gallery_protected, protect_gallery)
     res.files["csv"] = _write_csv(res, out, ids)
@@ -368,6 +392,7 @@ def _write_json(res: SearchResult, out: Path, ids, gallery_protected: bool, prot
         "labels": res.labels,
         "protocol": (f"{res.labels}: same pid and camera removed from each query's gallery" if res.labels else None),
         "metrics": res.metrics,
+        "index": res.index,
         "skipped": {"query": res.query.unreadable, "gallery": res.gallery.unreadable},
         "notes": res.notes,
         "timings": res.timings,

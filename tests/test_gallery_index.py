@@ -1,0 +1,101 @@
+"""``search --index``: faiss gives the brute-force rank lists (flat) or most of them (ivf, ivfpq);
+the index is saved beside the features and rebuilt only when they change; streamed ranking."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torchreid_privacy.cli import main
+from torchreid_privacy.metrics import settings
+from torchreid_privacy.metrics.ranking import distances, protocol_mask, top_k, top_k_features
+from torchreid_privacy.tools.gallery_index import normalized, open_or_build, recall_at_k, search_top_k
+
+pytest.importorskip("faiss")
+
+
+def clustered(n_ids=300, per_id=8, n_queries=200, dim=32, seed=0):
+    """Identities as cluster centres, images as noisy copies; every query's identity in the gallery."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(n_ids, dim, generator=g)
+    g_pids = torch.arange(n_ids).repeat_interleave(per_id)
+    gf = centres[g_pids] + 0.7 * torch.randn(len(g_pids), dim, generator=g)
+    q_pids = torch.randint(0, n_ids, (n_queries,), generator=g)
+    qf = centres[q_pids] + 0.7 * torch.randn(n_queries, dim, generator=g)
+    g_cams = torch.randint(0, 6, (len(g_pids),), generator=g)
+    q_cams = torch.randint(0, 6, (n_queries,), generator=g)
+    return qf, gf, tuple(t.numpy() for t in (q_pids, g_pids, q_cams, g_cams))
+
+
+def test_streamed_top_k_equals_the_whole_matrix(monkeypatch):
+    qf, gf, ids = clustered()
+    whole = top_k(distances(qf, gf), 10, protocol_mask(*ids))
+    monkeypatch.setattr(settings, "BLOCK_BYTES", 20 * 2400 * 7)  # 7 queries per block
+    streamed = top_k_features(qf, gf, 10, ids)
+    np.testing.assert_array_equal(streamed[0], whole[0])
+    np.testing.assert_allclose(streamed[1], whole[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_flat_index_gives_the_brute_force_rank_lists(with_ids):
+    qf, gf, ids = clustered()
+    ids = ids if with_ids else None
+    exact = top_k_features(qf, gf, 10, ids)
+    index = open_or_build(None, [str(i) for i in range(len(gf))], normalized(gf), "flat")
+    found = search_top_k(index, qf, gf, 10, ids=ids, block=64)
+    np.testing.assert_array_equal(found[0], exact[0])
+    np.testing.assert_allclose(found[1], exact[1], atol=1e-6)
+    if with_ids:  # the protocol's same-identity same-camera images are never listed
+        q_pids, g_pids, q_cams, g_cams = ids
+        assert not ((g_pids[found[0]] == q_pids[:, None]) & (g_cams[found[0]] == q_cams[:, None])).any()
+
+
+@pytest.mark.parametrize("kind, nprobe, floor", [("ivf", 16, 0.9), ("ivfpq", 16, 0.5)])
+def test_approximate_indexes_find_most_of_the_exact_top_10(kind, nprobe, floor):
+    qf, gf, ids = clustered()
+    exact, _ = top_k_features(qf, gf, 10, ids)
+    index = open_or_build(None, [str(i) for i in range(len(gf))], normalized(gf), kind)
+    assert index.kind == kind and 1 < index.nlist < len(gf)
+    found, vals = search_top_k(index, qf, gf, 10, nprobe=nprobe, ids=ids)
+    assert recall_at_k(found, exact) >= floor
+    assert recall_at_k(search_top_k(index, qf, gf, 10, nprobe=1, ids=ids)[0], exact) < recall_at_k(found, exact)
+    assert (np.diff(vals, axis=1)[np.isfinite(vals[:, 1:])] >= 0).all()  # ascending, as brute force
+
+
+def test_saved_index_is_reused_rebuilt_when_features_change_and_a_bad_file_is_named(tmp_path):
+    _, gf, _ = clustered()
+    names = [f"{i}.jpg" for i in range(len(gf))]
+    first = open_or_build(tmp_path, names, normalized(gf), "ivf")
+    assert not first.reused and (tmp_path / "ivf.faiss").is_file()
+    again = open_or_build(tmp_path, names, normalized(gf), "ivf")
+    assert again.reused and again.digest == first.digest and again.nlist == first.nlist
+    changed = gf.clone()
+    changed[0] += 1.0
+    rebuilt = open_or_build(tmp_path, names, normalized(changed), "ivf")
+    assert not rebuilt.reused and rebuilt.digest != first.digest
+    assert json.loads((tmp_path / "ivf.json").read_text())["digest"] == rebuilt.digest
+    (tmp_path / "ivf.faiss").write_bytes(b"not an index")
+    with pytest.raises(ValueError, match=r"--index: cannot read .*ivf\.faiss"):
+        open_or_build(tmp_path, names, normalized(changed), "ivf")
+
+
+def test_search_cli_with_a_flat_index_lists_what_brute_force_lists(trained_run, tiny_root, tmp_path, capsys):
+    from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR
+
+    split = Path(tiny_root) / DATASET_DIR / MARKET_SUBDIR
+    query, gallery = split / "query", split / "bounding_box_test"
+    common = ["search", "--checkpoint", trained_run, "--query", str(query), "--gallery", str(gallery), "--no-png",
+              "--protect-gallery", "--cache", str(tmp_path / "cache")]
+    assert main([*common, "--output", str(tmp_path / "brute")]) == 0
+    assert main([*common, "--output", str(tmp_path / "flat"), "--index", "flat"]) == 0
+    assert "index: flat over" in capsys.readouterr().out
+    brute = json.loads((tmp_path / "brute" / "ranks.json").read_text())
+    flat = json.loads((tmp_path / "flat" / "ranks.json").read_text())
+    assert [[r["gallery"] for r in q["ranks"]] for q in flat["queries"]] == \
+        [[r["gallery"] for r in q["ranks"]] for q in brute["queries"]]
+    assert flat["metrics"] == brute["metrics"] and flat["index"]["kind"] == "flat" and brute["index"] is None
+    assert main([*common, "--output", str(tmp_path / "again"), "--index", "flat"]) == 0
+    assert "(reused)" in capsys.readouterr().out
+    assert main([*common, "--output", str(tmp_path / "bad"), "--index", "flat", "--nprobe", "0"]) == 1
+    assert "--nprobe: expected >= 1, got 0" in capsys.readouterr().err

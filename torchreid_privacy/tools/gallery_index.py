@@ -1,0 +1,216 @@
+"""A faiss index over a gallery's features, for ``search --index`` on large galleries.
+
+Why faiss: it is the vector index ReID deployments use, and a million-image gallery is past what
+ranking every query against every feature in memory does well. Features are L2-normalized, so
+the squared Euclidean distance the evaluation ranks by is ``2 - 2 q.g`` and inner-product
+search finds the same neighbours:
+
+- ``flat``: exact inner-product search (``IndexFlatIP``); its candidates are re-ranked with the
+  evaluation's own distances, so the rank lists equal the brute-force ones (``top_k``) wherever
+  two distances are not tied within float32 rounding;
+- ``ivf``: an inverted file (``IndexIVFFlat``, ``nlist`` about 4 sqrt(n) cells, ``nprobe`` of them
+  searched), approximate, for large galleries;
+- ``ivfpq``: the same cells with product-quantized codes (``m`` sub-vectors of 8 bits), for
+  galleries whose features do not fit in memory as float32.
+
+The index is saved beside the feature cache (``INDEX_DIR``) with the digest of the features it
+was built from and rebuilt only when they change; a file that cannot be read is an error naming it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from torchreid_privacy.metrics.ranking import distances, top_k
+from torchreid_privacy.utils import atomic
+
+log = logging.getLogger(__name__)
+
+INDEX_KINDS = ("flat", "ivf", "ivfpq")
+INDEX_DIR = "index"
+FORMAT = 1
+
+
+def import_faiss():
+    try:
+        import faiss
+    except ImportError as exc:  # an optional extra
+        raise ValueError("--index: needs faiss (pip install 'torchreid-privacy[index]', i.e. faiss-cpu)") from exc
+    return faiss
+
+
+def normalized(features: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float32, C-contiguous, L2-normalized rows: what faiss takes and the evaluation ranks."""
+    t = torch.as_tensor(features).float()
+    return np.ascontiguousarray(F.normalize(t, dim=1).numpy(), dtype=np.float32)
+
+
+def features_digest(names: Sequence[str], features: np.ndarray) -> str:
+    """Which gallery an index was built for: its names, in order, and its features' bytes."""
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(np.ascontiguousarray(features, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def default_nlist(n: int) -> int:
+    """About 4 sqrt(n) cells, with at least 39 training vectors per cell (faiss's advice)."""
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
+@dataclass
+class GalleryIndex:
+    """A built (or loaded) index and what it was built from."""
+
+    kind: str
+    index: Any
+    digest: str
+    size: int
+    dim: int
+    nlist: int = 0
+    built_s: float = 0.0
+    reused: bool = False
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+        """(inner products, indices) of each query's ``k`` candidates; -1 where fewer exist."""
+        if self.kind != "flat":
+            self.index.nprobe = max(1, min(int(nprobe), self.nlist))
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), int(min(k, self.size)))
+
+
+def build(features: np.ndarray, kind: str, digest: str, nlist: Optional[int] = None, pq_m: int = 0,
+          seed: int = 0) -> GalleryIndex:
+    """Build a ``kind`` index over normalized ``features`` (n, d)."""
+    faiss = import_faiss()
+    if kind not in INDEX_KINDS:
+        raise ValueError(f"--index: expected one of {', '.join(INDEX_KINDS)}, got {kind!r}")
+    n, d = features.shape
+    t0 = time.perf_counter()
+    if kind == "flat":
+        index, cells = faiss.IndexFlatIP(d), 0
+    else:
+        cells = int(nlist or default_nlist(n))
+        quantizer = faiss.IndexFlatIP(d)
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, cells, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = pq_m or _pq_subvectors(d)
+            if d % m:
+                raise ValueError(f"--pq-m: {m} does not divide the feature dimension {d}")
+            index = faiss.IndexIVFPQ(quantizer, d, cells, m, 8, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed  # the k-means of the cells: the same index for the same features
+        index.train(features)
+    index.add(features)
+    return GalleryIndex(kind, index, digest, n, d, cells, time.perf_counter() - t0)
+
+
+def _pq_subvectors(d: int) -> int:
+    """The largest divisor of ``d`` up to d / 8 (8 dimensions per 8-bit code), at least 1."""
+    for m in range(max(1, d // 8), 0, -1):
+        if d % m == 0:
+            return m
+    return 1
+
+
+def _paths(folder: Path, kind: str) -> Tuple[Path, Path]:
+    return folder / f"{kind}.faiss", folder / f"{kind}.json"
+
+
+def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.ndarray, kind: str,
+                  nlist: Optional[int] = None, pq_m: int = 0) -> GalleryIndex:
+    """The saved index of these features, or a new one (saved when ``folder`` is given)."""
+    faiss = import_faiss()
+    digest = features_digest(names, features)
+    if folder is not None:
+        index_path, meta_path = _paths(folder, kind)
+        if meta_path.exists() and index_path.exists():
+            try:
+                meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"--index: cannot read {meta_path} ({exc}); delete it to rebuild the index") from exc
+            wanted = {"format": FORMAT, "digest": digest, "nlist": int(nlist or meta.get("nlist", 0)),
+                      "pq_m": int(pq_m or meta.get("pq_m", 0))}
+            if all(meta.get(key) == value for key, value in wanted.items()):
+                try:
+                    index = faiss.read_index(str(index_path))
+                except RuntimeError as exc:
+                    raise ValueError(f"--index: cannot read {index_path} ({str(exc).splitlines()[0]}); delete it "
+                                     "to rebuild the index") from exc
+                if index.ntotal != len(names) or index.d != features.shape[1]:
+                    raise ValueError(f"--index: {index_path} holds {index.ntotal} x {index.d} features, not the "
+                                     f"gallery's {len(names)} x {features.shape[1]}; delete it to rebuild")
+                return GalleryIndex(kind, index, digest, len(names), features.shape[1], int(meta.get("nlist", 0)),
+                                    reused=True)
+            log.info("search: the gallery's features changed since %s was built; rebuilding it", index_path)
+    built = build(features, kind, digest, nlist=nlist, pq_m=pq_m)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        index_path, meta_path = _paths(folder, kind)
+        atomic.write_bytes(index_path, faiss.serialize_index(built.index).tobytes())
+        atomic.write_json(meta_path, {"format": FORMAT, "kind": kind, "digest": digest, "size": built.size,
+                                      "dim": built.dim, "nlist": built.nlist, "pq_m": int(pq_m),
+                                      "built_s": round(built.built_s, 3)})
+    return built
+
+
+def search_top_k(index: GalleryIndex, qf: torch.Tensor, gf: torch.Tensor, k: int, nprobe: int = 16,
+                 ids: Optional[Sequence[np.ndarray]] = None, block: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+    """``top_k_features``'s result from the index: each query's ``k`` nearest, ascending.
+
+    With ``ids`` (q_pids, g_pids, q_camids, g_camids) the protocol's same-identity same-camera
+    gallery images are dropped: the index proposes ``k`` plus as many candidates as a query has
+    such images. Candidates are re-ranked with the evaluation's distances (:func:`distances`), so
+    ``flat`` gives the brute-force lists and ``ivf``/``ivfpq`` the brute-force order of what they found.
+    """
+    q = normalized(qf)
+    qt, gt = torch.as_tensor(qf).float(), torch.as_tensor(gf).float()
+    extra = np.zeros(len(q), dtype=np.int64)
+    if ids is not None:
+        q_pids, g_pids, q_camids, g_camids = (np.asarray(a) for a in ids)
+        pairs, counts = np.unique(np.stack([g_pids, g_camids], 1), axis=0, return_counts=True)
+        lookup = {(int(p), int(c)): int(n) for (p, c), n in zip(pairs, counts)}
+        extra = np.array([lookup.get((int(p), int(c)), 0) for p, c in zip(q_pids, q_camids)], dtype=np.int64)
+    out_idx = np.full((len(q), k), -1, dtype=np.int64)
+    out_val = np.full((len(q), k), np.inf, dtype=np.float32)
+    for start in range(0, len(q), block):
+        stop = min(start + block, len(q))
+        want = min(int(k) + int(extra[start:stop].max()), index.size)
+        _, cand = index.search(q[start:stop], want, nprobe)
+        for row, found in enumerate(cand):
+            i = start + row
+            found = np.sort(found[found >= 0])  # gallery order, so ties break as top_k breaks them
+            if not len(found):
+                continue
+            d = distances(qt[i:i + 1], gt[torch.from_numpy(found)])
+            mask = None
+            if ids is not None:
+                mask = ((g_pids[found] == q_pids[i]) & (g_camids[found] == q_camids[i]))[None, :]
+            sel, vals = top_k(d, min(k, len(found)), mask)
+            keep = sel[0] >= 0
+            n = int(keep.sum())
+            out_idx[i, :n] = found[sel[0][keep]]
+            out_val[i, :n] = vals[0][keep]
+    return out_idx, out_val
+
+
+def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
+    """Mean fraction of each query's exact top-k found in the approximate top-k."""
+    hits = [len(set(a[a >= 0]) & set(e[e >= 0])) / max(1, int((e >= 0).sum())) for a, e in zip(approx, exact)]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+def index_summary(index: GalleryIndex, nprobe: int) -> Dict[str, Any]:
+    return {"kind": index.kind, "size": index.size, "dim": index.dim, "nlist": index.nlist,
+            "nprobe": (None if index.kind == "flat" else min(nprobe, index.nlist)), "reused": index.reused,
+            "built_s": round(index.built_s, 3)}
