@@ -99,3 +99,21 @@ def test_search_cli_with_a_flat_index_lists_what_brute_force_lists(trained_run, 
     assert "(reused)" in capsys.readouterr().out
     assert main([*common, "--output", str(tmp_path / "bad"), "--index", "flat", "--nprobe", "0"]) == 1
     assert "--nprobe: expected >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, capsys):
+    out = tmp_path / "scale.json"
+    rows = "eval-whole,eval-streamed,search-exact,flat,ivf"  # ivfpq: tested above, one process less here
+    assert main(["bench", "scale", "--size", "tiny", "--rows", rows, "--threads", "1", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bench scale: tiny: 300 queries x 3000 gallery" in printed and "recall@10" in printed
+    rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["eval-whole", "eval-streamed", "search-exact", "flat", "ivf"]
+    for setting in ("O->O", "O->P", "P->O", "P->P"):  # the streamed evaluation is the old one's numbers
+        assert rows["eval-streamed"][setting]["R1"] == pytest.approx(rows["eval-whole"][setting]["R1"], abs=1e-6)
+        assert rows["eval-streamed"][setting]["mAP"] == pytest.approx(rows["eval-whole"][setting]["mAP"], abs=1e-6)
+    assert rows["flat"]["recall_at_10"] == pytest.approx(1.0) and rows["ivf"]["recall_at_10"] >= 0.8
+    assert all(r["seconds"] > 0 and r["peak_mb_above_features"] >= 0 for r in rows.values())
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "scale", "--size", "tiny", "--rows", "flat,exact"])
+    assert exit_.value.code == 2 and "--rows: unknown row 'exact'" in capsys.readouterr().err

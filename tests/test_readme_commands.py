@@ -41,6 +41,7 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
     "attack recover": ["--steps", "20", "--pairs", "4,8"],
     # eager only: bf16 autocast hits a oneDNN AMX bug on some CPUs (see the README), compile takes minutes
     "bench step": ["--quick", "--steps", "1", "--warmup", "0", "--rows", "eager"],
+    "bench scale": ["--size", "tiny", "--rows", "eval-streamed,flat"],
     # one seed, two conventional points and one learned variant, on the small set
     "frontier": ["--quick", "--data-root", "reid-data", *SMALL_TRAIN],
 }
@@ -63,6 +64,7 @@ KEY_OUTPUT = {
     "attack recover": r"attacker on P, \d+ pairs",
     "bench step": r"bench step: ",
     "bench kernels": r"no CUDA device",
+    "bench scale": r"bench scale: scale\.json",
     "frontier": r"frontier: \S+/frontier\.json",
 }
 # README paths the test points elsewhere (command -> (text, replacement))

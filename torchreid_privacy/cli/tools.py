@@ -26,8 +26,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=list_components)
 
     p = sub.add_parser("bench", help="benchmarks: `bench kernels` checks and times every Triton kernel (GPU); "
-                                     "`bench step` times the whole training step (eager, compile, Triton, AMP)")
-    p.add_argument("what", choices=["kernels", "step"])
+                                     "`bench step` times the whole training step (eager, compile, Triton, AMP); "
+                                     "`bench scale` times evaluation and search at MSMT17 size and a million images")
+    p.add_argument("what", choices=["kernels", "step", "scale"])
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see --help after 'kernels' "
                                                           "or 'step')")
     p.set_defaults(func=bench)
@@ -96,6 +97,10 @@ def bench(args: argparse.Namespace) -> int:
         from torchreid_privacy.tools import bench_step
 
         return bench_step.main(args.args)
+    if args.what == "scale":
+        from torchreid_privacy.tools import bench_scale
+
+        return bench_scale.main(args.args)
     from torchreid_privacy.tools import bench_kernels as bench_module
 
     return bench_module.main(args.args)
