@@ -128,7 +128,9 @@ def test_feature_cache_skips_work_and_follows_content(trained_run, tmp_path, cap
     assert json.loads((tmp_path / "out4" / "ranks.json").read_text())["timings"]["computed"] == 6
 
 
-def test_feature_cache_round_trips_any_digest(tmp_path):
+def test_feature_cache_round_trips_any_digest_appends_shards_and_names_a_damaged_one(tmp_path):
+    from torchreid_privacy.tools.feature_cache import FeatureCacheError
+
     digests = [bytes(32), b"\x01" * 31 + b"\x00", b"\xff" * 32]  # numpy "S" dtype would strip trailing zeros
     c = FeatureCache(tmp_path, "f" * 16, "raw")
     c.put((d, np.full(4, i, np.float32)) for i, d in enumerate(digests))
@@ -136,8 +138,28 @@ def test_feature_cache_round_trips_any_digest(tmp_path):
     again = FeatureCache(tmp_path, "f" * 16, "raw")
     assert [None if f is None else float(f[0]) for f in again.get(digests)] == [0.0, 1.0, 2.0]
     assert again.get([b"\x02" * 32]) == [None]
-    c.path.write_bytes(b"not a numpy file")
-    assert len(FeatureCache(tmp_path, "f" * 16, "raw")) == 0  # unreadable cache: recomputed, not fatal
+    # new images are appended as a shard of their own: the first shard is never rewritten
+    first = (c.path / "00000.feats.npy").stat().st_mtime_ns
+    again.put([(b"\x02" * 32, np.full(4, 9, np.float32)), (digests[0], np.full(4, 7, np.float32))])
+    again.save()
+    third = FeatureCache(tmp_path, "f" * 16, "raw")
+    assert third.shards == 2 and len(third) == 4 and (c.path / "00000.feats.npy").stat().st_mtime_ns == first
+    assert float(third.get([b"\x02" * 32])[0][0]) == 9.0 and float(third.get([digests[0]])[0][0]) == 0.0
+    with pytest.raises(FeatureCacheError, match="a 5-d feature .* are 4-d"):
+        third.put([(b"\x03" * 32, np.zeros(5, np.float32))])
+    # damage is named, not mixed in: a missing features file, another dimension, a broken file
+    (c.path / "00001.feats.npy").unlink()
+    with pytest.raises(FeatureCacheError, match=r"00001\.feats\.npy is missing"):
+        FeatureCache(tmp_path, "f" * 16, "raw")
+    np.save(c.path / "00001.feats.npy", np.zeros((3, 4), np.float32))  # the shard has 1 key
+    with pytest.raises(FeatureCacheError, match=r"00001\.feats\.npy holds float32 \(3, 4\), not \(1, dim\)"):
+        FeatureCache(tmp_path, "f" * 16, "raw")
+    np.save(c.path / "00001.feats.npy", np.zeros((1, 8), np.float32))
+    with pytest.raises(FeatureCacheError, match=r"00001\.feats\.npy has 8-d features, the cache's others 4-d"):
+        FeatureCache(tmp_path, "f" * 16, "raw")
+    (c.path / "00001.feats.npy").write_bytes(b"not a numpy file")
+    with pytest.raises(FeatureCacheError, match=r"00001\.feats\.npy is unreadable"):
+        FeatureCache(tmp_path, "f" * 16, "raw")
 
 
 def test_unlabelled_folders_mixed_sizes_unreadable_and_clamped_topk(trained_run, tmp_path, capsys):

@@ -1,11 +1,19 @@
 """C's embeddings of image files, cached on disk by file content and model.
 
-Why: embedding a 10,000-image gallery costs minutes of CPU, and a gallery changes rarely.
-Entries are keyed by the sha256 of the file's bytes (a renamed or touched file is a hit, an edited
-one a miss); the file name holds a fingerprint of the model's weights, normalization, input size
-and image kind ("raw": the file as it is; "anonymized": G of it), so another checkpoint never reads
-stale features. One ``.npy`` per (model, kind): a structured array of (sha256, feature), loaded with
-``allow_pickle=False`` and replaced atomically, so a killed run leaves the previous cache intact.
+Why: embedding a 10,000-image gallery costs minutes of CPU, a million-image one hours, and a
+gallery changes rarely. Entries are keyed by the sha256 of the file's bytes (a renamed or touched
+file is a hit, an edited one a miss); the folder name holds a fingerprint of the model's weights,
+normalization, input size, publication channel and image kind ("raw": the file as it is;
+"anonymized": G of it), so another checkpoint never reads stale features.
+
+Layout: ``features-FINGERPRINT-KIND/NNNNN.keys.npy`` (the shard's sha256 digests, uint8 rows) and
+``NNNNN.feats.npy`` (its float32 features), plain ``.npy`` read with ``allow_pickle=False``.
+Features are memory-mapped, not loaded: a gallery of millions costs its digests in memory, and
+each feature is read when asked for. ``save`` appends what is new as one more shard (features
+first, then keys, each written atomically: a shard counts once its keys exist), so adding images
+to a gallery never rewrites what is there, and a killed run leaves every earlier shard intact.
+A damaged shard (a missing or unreadable file, rows or dimensions that do not match) is an error
+naming the file, never silently mixed in.
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +30,7 @@ from torchreid_privacy.utils import atomic
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # bump when the image -> feature pipeline changes (resize, reader, publication)
+CACHE_VERSION = 3  # bump when the image -> feature pipeline or the cache layout changes
 KINDS = ("raw", "anonymized")
 
 
@@ -53,46 +61,93 @@ def model_fingerprint(model: torch.nn.Module, kind: str) -> str:
     return h.hexdigest()[:16]
 
 
+class FeatureCacheError(ValueError):
+    """A cache shard that cannot be used as it is."""
+
+
 class FeatureCache:
     """Features of one (model, kind) under ``folder``; ``get`` / ``put`` then ``save``."""
 
     def __init__(self, folder: Path, fingerprint: str, kind: str) -> None:
-        self.path = Path(folder) / f"features-{fingerprint}-{kind}.npy"
-        self._entries: Dict[bytes, np.ndarray] = {}
-        self._dirty = False
+        self.path = Path(folder) / f"features-{fingerprint}-{kind}"
+        self._where: Dict[bytes, Tuple[int, int]] = {}  # digest -> (shard, row)
+        self._shards: List[np.ndarray] = []  # memory-mapped (rows, dim) float32
+        self._pending: Dict[bytes, np.ndarray] = {}
+        self.dim: Optional[int] = None
         self._load()
 
+    def _fail(self, path: Path, why: str) -> FeatureCacheError:
+        return FeatureCacheError(f"feature cache: {path} {why}; delete {self.path} to recompute the features")
+
     def _load(self) -> None:
-        if not self.path.is_file():
+        if not self.path.is_dir():
             return
-        try:
-            arr = np.load(self.path, allow_pickle=False)
-            self._entries = {k.tobytes(): v for k, v in zip(arr["sha256"], arr["feature"])}
-        except (OSError, ValueError, KeyError, IndexError) as exc:
-            log.warning("feature cache %s is unreadable (%s); recomputing it", self.path, exc)
-            self._entries = {}
+        for keys_path in sorted(self.path.glob("*.keys.npy")):
+            feats_path = keys_path.with_name(keys_path.name.replace(".keys.npy", ".feats.npy"))
+            if not feats_path.is_file():
+                raise self._fail(feats_path, "is missing (its shard's keys are there)")
+            try:
+                keys = np.load(keys_path, allow_pickle=False)
+                feats = np.load(feats_path, mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise self._fail(keys_path if "keys" in str(exc) else feats_path, f"is unreadable ({exc})") from exc
+            if keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != 32:
+                raise self._fail(keys_path, f"holds {keys.dtype} {keys.shape}, not (rows, 32) uint8 digests")
+            if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(keys):
+                raise self._fail(feats_path, f"holds {feats.dtype} {feats.shape}, not ({len(keys)}, dim) float32")
+            if self.dim is not None and feats.shape[1] != self.dim:
+                raise self._fail(feats_path, f"has {feats.shape[1]}-d features, the cache's others {self.dim}-d")
+            self.dim = int(feats.shape[1])
+            shard = len(self._shards)
+            self._shards.append(feats)
+            for row, digest in enumerate(keys):
+                self._where[digest.tobytes()] = (shard, row)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._where) + sum(d not in self._where for d in self._pending)
+
+    @property
+    def shards(self) -> int:
+        return len(self._shards)
 
     def get(self, digests: Iterable[bytes]) -> List[np.ndarray | None]:
-        return [self._entries.get(d) for d in digests]
+        out: List[np.ndarray | None] = []
+        for d in digests:
+            if d in self._pending:
+                out.append(self._pending[d])
+            elif d in self._where:
+                shard, row = self._where[d]
+                out.append(np.array(self._shards[shard][row]))
+            else:
+                out.append(None)
+        return out
 
     def put(self, items: Iterable[Tuple[bytes, np.ndarray]]) -> None:
         for digest, feature in items:
-            self._entries[digest] = np.asarray(feature, dtype=np.float32)
-            self._dirty = True
+            feature = np.asarray(feature, dtype=np.float32).reshape(-1)
+            if self.dim is not None and len(feature) != self.dim:
+                raise FeatureCacheError(f"feature cache: a {len(feature)}-d feature for {self.path}, whose features "
+                                        f"are {self.dim}-d")
+            self.dim = len(feature)
+            if digest not in self._where:
+                self._pending[digest] = feature
 
     def save(self) -> None:
-        """Write the cache if it changed (atomic replace)."""
-        if not self._dirty or not self._entries:
+        """Append what is new as one shard (features, then keys: both atomic)."""
+        if not self._pending:
             return
-        dim = len(next(iter(self._entries.values())))
+        self.path.mkdir(parents=True, exist_ok=True)
+        taken = [int(p.name.split(".")[0]) for p in self.path.glob("*.keys.npy") if p.name.split(".")[0].isdigit()]
+        stem = f"{max(taken, default=-1) + 1:05d}"
         # digests as uint8 rows: numpy's "S32" would strip a digest's trailing zero bytes
-        arr = np.empty(len(self._entries), dtype=[("sha256", np.uint8, (32,)), ("feature", np.float32, (dim,))])
-        arr["sha256"] = np.frombuffer(b"".join(self._entries), dtype=np.uint8).reshape(-1, 32)
-        arr["feature"] = np.stack(list(self._entries.values()))
-        buf = io.BytesIO()
-        np.save(buf, arr, allow_pickle=False)
-        atomic.write_bytes(self.path, buf.getvalue())
-        self._dirty = False
+        keys = np.frombuffer(b"".join(self._pending), dtype=np.uint8).reshape(-1, 32)
+        feats = np.stack(list(self._pending.values())).astype(np.float32)
+        for suffix, arr in ((".feats.npy", feats), (".keys.npy", keys)):
+            buf = io.BytesIO()
+            np.save(buf, arr, allow_pickle=False)
+            atomic.write_bytes(self.path / f"{stem}{suffix}", buf.getvalue())
+        shard = len(self._shards)
+        self._shards.append(np.load(self.path / f"{stem}.feats.npy", mmap_mode="r", allow_pickle=False))
+        for row, digest in enumerate(self._pending):
+            self._where[digest] = (shard, row)
+        self._pending = {}
