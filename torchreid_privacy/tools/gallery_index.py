@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("flat", "ivf", "ivfpq")
 INDEX_DIR = "index"
+TRAIN_POINTS_PER_CELL = 64
 FORMAT = 1
 
 
@@ -110,6 +111,9 @@ def build(features: np.ndarray, kind: str, digest: str, nlist: Optional[int] = N
                 raise ValueError(f"--pq-m: {m} does not divide the feature dimension {d}")
             index = faiss.IndexIVFPQ(quantizer, d, cells, m, 8, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed  # the k-means of the cells: the same index for the same features
+        # k-means on at most 64 vectors per cell (faiss's default 256 makes a million-image build
+        # train on every vector: minutes on 2 cores for no measurable recall)
+        index.cp.max_points_per_centroid = TRAIN_POINTS_PER_CELL
         index.train(features)
     index.add(features)
     return GalleryIndex(kind, index, digest, n, d, cells, time.perf_counter() - t0)
