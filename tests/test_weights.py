@@ -92,6 +92,22 @@ def test_model_load_weights_initialises_the_backbone(weights_file, tiny_cfg):
             assert torch.equal(mine[key], value), key
 
 
+def test_a_skipped_classifier_warns_unless_only_features_are_used(weights_file, caplog):
+    """The demo's third party is scored on features: its classifier (other identities) is
+    expected not to fit, and the demo must not print a warning for it."""
+    import logging
+
+    path, _, _ = weights_file
+    for features_only, level in ((False, logging.WARNING), (True, logging.INFO)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="torchreid_privacy.utils.weights"):
+            _, discarded = weights.load_backbone_weights(_backbone(num_classes=9), str(path),
+                                                          features_only=features_only)
+        assert discarded == ["classifier.weight"]
+        (record,) = [r for r in caplog.records if "do not fit" in r.getMessage()]
+        assert record.levelno == level and "classifier.weight" in record.getMessage()
+
+
 def test_test_command_swaps_in_backbone_weights(trained_run, weights_file, tmp_path, capsys):
     path, _, digest = weights_file
     out = tmp_path / "t"

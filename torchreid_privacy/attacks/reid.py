@@ -65,7 +65,7 @@ def reid_attack(cfg: Config | None, checkpoint_path: str, save_dir: str, key: An
     from torchreid_privacy.utils.weights import load_backbone_weights
 
     # the classifier is sized for another number of identities and is skipped; features are what count
-    load_backbone_weights(run.model.reid, weights_path, what="third-party model")
+    load_backbone_weights(run.model.reid, weights_path, what="third-party model", features_only=True)
     target = run.test_targets[0]
     res = run.evaluate(target, grid_path=None, desc="reid attack", settings=ATTACK_SETTINGS)
     out: dict[str, Any] = {s: {"R1": float(res["rank"][s]["R1"]), "mAP": float(res["rank"][s]["mAP"])}

@@ -213,7 +213,7 @@ def _third_party_eval(job: Job) -> Dict[str, Any]:
     from torchreid_privacy.utils.weights import load_backbone_weights
 
     run = TrainedRun.open(job.folder)
-    load_backbone_weights(run.model.reid, job.third_party, what="third-party model")
+    load_backbone_weights(run.model.reid, job.third_party, what="third-party model", features_only=True)
     res = run.evaluate(run.test_targets[0], desc="third party", settings=("O->O", "O->P"))
     return {"third_party_o_o": res["rank"]["O->O"]["R1"], "third_party_o_p": res["rank"]["O->P"]["R1"]}
 

@@ -127,11 +127,14 @@ def _state_dict(ckpt: Dict, path: str, what: str) -> Dict[str, torch.Tensor]:
     return state
 
 
-def load_backbone_weights(model: torch.nn.Module, path: str, what: str = "--weights") -> Tuple[List[str], List[str]]:
+def load_backbone_weights(model: torch.nn.Module, path: str, what: str = "--weights",
+                          features_only: bool = False) -> Tuple[List[str], List[str]]:
     """Load the tensors of ``path`` whose name and shape match ``model`` (torchreid's rule).
 
     Returns (matched, discarded) names. A classifier sized for another number of identities
-    is discarded, as in torchreid; no match at all is an error naming the file.
+    is discarded, as in torchreid, with a warning; with ``features_only`` (the caller uses the
+    features, not the logits: a third party's model scored on other identities) a discarded
+    classifier is expected and only logged. No match at all is an error naming the file.
     """
     state = _state_dict(bridge.load_checkpoint(path), path, what)
     own = model.state_dict()
@@ -145,7 +148,8 @@ def load_backbone_weights(model: torch.nn.Module, path: str, what: str = "--weig
     model.load_state_dict(own)
     log.info("loaded %d tensors from %s", len(matched), path)
     if discarded:
+        expected = features_only and all(k.startswith("classifier.") for k in discarded)
         more = f" (+{len(discarded) - 5} more)" if len(discarded) > 5 else ""
-        log.warning("%s: %d tensor(s) of %s do not fit and were skipped: %s%s", what, len(discarded), path,
-                    ", ".join(discarded[:5]), more)
+        (log.info if expected else log.warning)("%s: %d tensor(s) of %s do not fit and were skipped: %s%s", what,
+                                                len(discarded), path, ", ".join(discarded[:5]), more)
     return matched, discarded
