@@ -14,7 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from torchreid_privacy.metrics.settings import evaluate_rank, evaluate_rank_blocks, feature_distance, streamed_chunk
+from torchreid_privacy.metrics.settings import (
+    evaluate_rank, evaluate_rank_blocks, feature_distance, normalized_distance, streamed_chunk)
 
 RANKS = (1, 5, 10)
 
@@ -79,7 +80,7 @@ def top_k_features(qf: torch.Tensor, gf: torch.Tensor, k: int,
     idx, vals = [], []
     for start in range(0, len(qf), step):
         stop = min(start + step, len(qf))
-        d = feature_distance(F.normalize(qf[start:stop], dim=1), gf)
+        d = normalized_distance(F.normalize(qf[start:stop], dim=1), gf)
         exclude = None
         if ids is not None:
             q_pids, g_pids, q_camids, g_camids = ids
@@ -94,7 +95,7 @@ def rank_metrics_features(qf: torch.Tensor, gf: torch.Tensor, q_pids: np.ndarray
                           q_camids: np.ndarray, g_camids: np.ndarray) -> Dict[str, float]:
     """:func:`rank_metrics` of :func:`distances`, streamed by blocks of queries."""
     q, g = F.normalize(qf.float(), dim=1), F.normalize(gf.float(), dim=1)
-    cmc, m_ap, m_inp = evaluate_rank_blocks(lambda a, b: feature_distance(q[a:b], g), (len(q), len(g)), q_pids,
+    cmc, m_ap, m_inp = evaluate_rank_blocks(lambda a, b: normalized_distance(q[a:b], g), (len(q), len(g)), q_pids,
                                             g_pids, q_camids, g_camids, max_rank=max(RANKS),
                                             chunk_size=streamed_chunk(len(g)))
     out = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in RANKS}

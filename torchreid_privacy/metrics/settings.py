@@ -52,10 +52,11 @@ def feature_distance(qf: ArrayLike, gf: ArrayLike) -> np.ndarray:
     g = F.normalize(_as_features(gf, "gf"), dim=1)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"gf: feature dim {g.shape[1]} differs from the query's {q.shape[1]}")
-    return _normalized_distance(q, g)
+    return normalized_distance(q, g)
 
 
-def _normalized_distance(q: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+def normalized_distance(q: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+    """:func:`feature_distance` of features already L2-normalized (no copy of the gallery per block)."""
     return (2.0 - 2.0 * (q @ g.t())).clamp_(min=0.0).cpu().numpy()
 
 
@@ -114,7 +115,7 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
         if q.shape[1] != g.shape[1]:
             raise ValueError(f"features[gallery][{g_kind}]: feature dim {g.shape[1]} differs from the "
                              f"query's {q.shape[1]}")
-        cmc, m_ap, m_inp = evaluate_rank_blocks(lambda start, stop: _normalized_distance(q[start:stop], g),
+        cmc, m_ap, m_inp = evaluate_rank_blocks(lambda start, stop: normalized_distance(q[start:stop], g),
                                                 (len(q), len(g)), q_pids, g_pids, q_camids, g_camids,
                                                 max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size))
         scores = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in ranks}
