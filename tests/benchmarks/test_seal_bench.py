@@ -14,8 +14,8 @@ from typing import List, Tuple
 import numpy as np
 import pytest
 from PIL import Image
-from skimage import data as skdata
 
+from references import photo_crops
 from torchreid_privacy.tools.folders import encode_image
 from torchreid_privacy.sealing.payload import seal, unseal
 
@@ -25,16 +25,11 @@ KEY = bytes(range(32))
 
 def _images() -> List[Tuple[str, np.ndarray, bytes]]:
     """(relative name, P pixels 256x128, original JPEG bytes 128x64) from scikit-image's photos."""
-    photos = [Image.fromarray(getattr(skdata, n)()) for n in ("astronaut", "chelsea", "coffee")]
     out = []
-    for i in range(BATCH):
-        photo = photos[i % len(photos)]
-        w, h = photo.size
-        left = (i * 37) % (w // 2)
-        crop = photo.crop((left, 0, left + w // 2, h))
+    for i, crop in enumerate(photo_crops(BATCH, HEIGHT, WIDTH)):
         buf = io.BytesIO()
         crop.resize((64, 128), Image.BILINEAR).save(buf, format="JPEG", quality=95)
-        p = np.asarray(crop.resize((WIDTH, HEIGHT), Image.BILINEAR).transpose(Image.FLIP_LEFT_RIGHT))
+        p = np.asarray(crop.transpose(Image.FLIP_LEFT_RIGHT))
         out.append((f"{i // 6:04d}_c{i % 6 + 1}s1_{i:06d}_00.png", p, buf.getvalue()))
     return out
 
