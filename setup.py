@@ -23,6 +23,7 @@ setup(
         "torchreid_privacy.sealing",
         "torchreid_privacy.tools",
         "torchreid_privacy.utils",
+        "torchreid_privacy.video",
         "torchreid_privacy.visualization",
         "torchreid_privacy.plugins",
         "torchreid_privacy.plugins.engine",
@@ -44,7 +45,8 @@ setup(
         "torchreid==0.2.5",
         # what `import torchreid` needs; the PyPI wheel declares none of it
         "scipy",
-        "opencv-python-headless",
+        # OpenCV 5 wheels dropped HOGDescriptor, the people detector that needs no download
+        "opencv-python-headless<5",
         "gdown",
         "tensorboard",
         "Pillow",
@@ -57,6 +59,11 @@ setup(
         "kornia",
         # frontier.png
         "matplotlib",
+        # video in and out (make-data --from-video, anonymize --input VIDEO); FFmpeg comes with the wheel
+        "av",
+        # ByteTrack links detections into tracklets; 0.31 moved it to `trackers`, which needs the GUI
+        # opencv-python that clashes with torchreid's headless OpenCV
+        "supervision>=0.30,<0.31",
     ],
     extras_require={
         # ONNX export (torchreid-privacy export) and onnxruntime inference (anonymize --onnx)
