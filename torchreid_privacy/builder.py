@@ -16,8 +16,10 @@ import torch
 from torchreid_privacy import bridge, kernels
 
 from torchreid_privacy.utils import distributed
-from torchreid_privacy.config import Config, ConfigError, imagedata_kwargs, optimizer_kwargs, use_gpu
+from torchreid_privacy.config import (Config, ConfigError, imagedata_kwargs, optimizer_kwargs, test_targets,
+                                      use_gpu)
 from torchreid_privacy.data import datasets as _datasets  # noqa: F401  (registers synthetic_market, *_val)
+from torchreid_privacy.data.folder import register_folder_names
 from torchreid_privacy.data.validate import checked_datamanager
 from torchreid_privacy.models.nets import build_privacy_nets, build_reid_model, feature_dim
 from torchreid_privacy.models.optimizers import build_center_optimizer, build_scheduler
@@ -36,9 +38,10 @@ def seed_everything(seed: int) -> None:
 
 def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
     """The datamanager, the validation target name (or None) and the test target names."""
+    register_datasets(cfg)
     kwargs = imagedata_kwargs(cfg)
     val_target = None
-    targets = list(cfg.data.targets)
+    targets = test_targets(cfg)
     if cfg.privacy.enabled and cfg.privacy.val_ratio > 0:
         # train on the train identities of the split; validate on the held-out identities
         val_sources = [val_split_name(s, cfg.privacy.val_ratio, cfg.privacy.split_seed) for s in cfg.data.sources]
@@ -47,6 +50,12 @@ def build_datamanager(cfg: Config) -> Tuple[Any, str | None, List[str]]:
         kwargs["targets"] = [val_target] + [t for t in targets if t != val_target]
     dm = checked_datamanager(cfg, lambda: bridge.ImageDataManager(**kwargs))
     return dm, val_target, targets
+
+
+def register_datasets(cfg: Config) -> None:
+    """Register the config's ``folder:PATH`` datasets (torchreid's registry needs them by name)."""
+    register_folder_names(cfg.data.sources, key="data.sources")
+    register_folder_names(cfg.data.targets, key="data.targets")
 
 
 def val_split_name(source: str, val_ratio: float, split_seed: int) -> str:
@@ -100,6 +109,7 @@ def build_privacy_engine(cfg: Config):
 def build_torchreid_engine(cfg: Config):
     """torchreid's own engine, exactly as its ``scripts/main.py`` builds it."""
     seed_everything(cfg.train.seed)
+    register_datasets(cfg)
     dm = checked_datamanager(cfg, lambda: bridge.ImageDataManager(**imagedata_kwargs(cfg)))
     model = build_reid_model(cfg, dm.num_train_pids, loss=cfg.loss.name)
     gpu = use_gpu(cfg)

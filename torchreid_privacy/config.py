@@ -311,7 +311,7 @@ def imagedata_kwargs(cfg: Config) -> Dict[str, Any]:
     return {
         "root": cfg.data.root,
         "sources": cfg.data.sources,
-        "targets": cfg.data.targets,
+        "targets": test_targets(cfg),
         "height": cfg.data.height,
         "width": cfg.data.width,
         "transforms": cfg.data.transforms,
@@ -334,6 +334,11 @@ def imagedata_kwargs(cfg: Config) -> Dict[str, Any]:
         "cuhk03_classic_split": cfg.cuhk03.classic_split,
         "market1501_500k": cfg.market1501.use_500k_distractors,
     }
+
+
+def test_targets(cfg: Config) -> List[str]:
+    """``data.targets``; an empty list means the sources, as torchreid's ``targets=None`` does."""
+    return list(cfg.data.targets or cfg.data.sources)
 
 
 def optimizer_kwargs(cfg: Config) -> Dict[str, Any]:

@@ -116,6 +116,9 @@ def write_split(dataset_name: str, root: str | os.PathLike, output_json: str | o
         raise FileExistsError(f"output_json: {out} already exists; refusing to overwrite it")
     _check_ratio("val_ratio", val_ratio)
     _check_ratio("query_ratio", query_ratio)
+    from torchreid_privacy.data.folder import register_folder_names
+
+    register_folder_names([dataset_name], key="--dataset")
     dataset = bridge.init_image_dataset(dataset_name, root=os.fspath(root), mode="train",
                                         verbose=False, **dataset_kwargs)
     parts = split_items(dataset.train, val_ratio=val_ratio, query_ratio=query_ratio, seed=seed)

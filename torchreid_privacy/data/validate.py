@@ -34,7 +34,8 @@ SELF_MADE_PREFIX = "synthetic_market"  # datasets generated under data.root on f
 def check_root(cfg: Any) -> None:
     """``data.root`` must exist unless every dataset is generated on first use."""
     names = list(dict.fromkeys([*cfg.data.sources, *cfg.data.targets]))
-    needs = [n for n in names if not n.startswith(SELF_MADE_PREFIX)]
+    # synthetic sets are generated under data.root; folder:PATH names carry their own path
+    needs = [n for n in names if not n.startswith((SELF_MADE_PREFIX, "folder:"))]
     if needs and not os.path.isdir(os.path.expanduser(cfg.data.root)):
         raise ValueError(f"data.root: no such folder: {cfg.data.root} (needed by {', '.join(needs)})")
 
