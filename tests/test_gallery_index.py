@@ -104,7 +104,8 @@ def test_search_cli_with_a_flat_index_lists_what_brute_force_lists(trained_run, 
 def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, capsys):
     out = tmp_path / "scale.json"
     rows = "eval-whole,eval-streamed,search-exact,flat,ivf"  # ivfpq: tested above, one process less here
-    assert main(["bench", "scale", "--size", "tiny", "--rows", rows, "--threads", "1", "--output", str(out)]) == 0
+    assert main(["bench", "scale", "--size", "tiny", "--rows", rows, "--threads", "1", "--nprobe", "16,1",
+                 "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "bench scale: tiny: 300 queries x 3000 gallery" in printed and "recall@10" in printed
     rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}
@@ -113,6 +114,9 @@ def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, caps
         assert rows["eval-streamed"][setting]["R1"] == pytest.approx(rows["eval-whole"][setting]["R1"], abs=1e-6)
         assert rows["eval-streamed"][setting]["mAP"] == pytest.approx(rows["eval-whole"][setting]["mAP"], abs=1e-6)
     assert rows["flat"]["recall_at_10"] == pytest.approx(1.0) and rows["ivf"]["recall_at_10"] >= 0.8
+    sweep = rows["ivf"]["sweep"]  # one built index searched at each --nprobe; the row reports the first
+    assert [s["nprobe"] for s in sweep] == [16, 1] and rows["ivf"]["nprobe"] == 16
+    assert sweep[1]["recall_at_10"] < sweep[0]["recall_at_10"] and "| nprobe 1 " in printed
     assert all(r["seconds"] > 0 and r["peak_mb_above_features"] >= 0 for r in rows.values())
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "scale", "--size", "tiny", "--rows", "flat,exact"])

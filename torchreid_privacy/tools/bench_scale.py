@@ -92,7 +92,7 @@ def make_features(size: Dict[str, int], seed: int = 0, block: int = 65536) -> Di
     return out
 
 
-def _row(name: str, size: Dict[str, int], threads: int, work_dir: str, nprobe: int) -> Dict[str, Any]:
+def _row(name: str, size: Dict[str, int], threads: int, work_dir: str, nprobes: Sequence[int]) -> Dict[str, Any]:
     """One row, in this (fresh) process."""
     import torch
 
@@ -127,35 +127,49 @@ def _row(name: str, size: Dict[str, int], threads: int, work_dir: str, nprobe: i
         np.save(os.path.join(work_dir, "exact.npy"), idx)
         extra["ms_per_query"] = 1000 * (time.perf_counter() - t0) / len(q["O"])
     else:
-        from torchreid_privacy.tools.gallery_index import build, normalized, recall_at_k, search_top_k
+        from torchreid_privacy.tools.gallery_index import build, normalized
 
         gn = normalized(g["O"])
         index = build(gn, name, digest="bench")
         del gn
-        t1 = time.perf_counter()
-        idx, _ = search_top_k(index, torch.from_numpy(q["O"]), torch.from_numpy(g["O"]), TOPK, nprobe=nprobe)
-        search_s = time.perf_counter() - t1
-        extra.update(build_s=index.built_s, ms_per_query=1000 * search_s / len(q["O"]), nlist=index.nlist,
-                     nprobe=None if name == "flat" else min(nprobe, index.nlist))
         exact_path = os.path.join(work_dir, "exact.npy")
-        if os.path.exists(exact_path):
-            extra["recall_at_10"] = recall_at_k(idx, np.load(exact_path))
+        exact = np.load(exact_path) if os.path.exists(exact_path) else None
+        probes = [None] if name == "flat" else list(dict.fromkeys(min(n, index.nlist) for n in nprobes))
+        sweep = [_search_row(index, q["O"], g["O"], n, exact) for n in probes]
+        extra.update(build_s=index.built_s, nlist=index.nlist, **sweep[0])
+        if len(sweep) > 1:
+            extra["sweep"] = sweep
     return {"row": name, "seconds": time.perf_counter() - t0, "peak_mb_above_features": max(0.0, peak_mb() - base),
             "features_mb": sum(a.nbytes for side in (q, g) for a in (side["O"], side["P"])) / 2**20, **extra}
+
+
+def _search_row(index, qo: np.ndarray, go: np.ndarray, nprobe: Optional[int],
+                exact: Optional[np.ndarray]) -> Dict[str, Any]:
+    """ms per query (and recall@10 against the exact lists, when known) at one ``nprobe``."""
+    import torch
+
+    from torchreid_privacy.tools.gallery_index import recall_at_k, search_top_k
+
+    t0 = time.perf_counter()
+    idx, _ = search_top_k(index, torch.from_numpy(qo), torch.from_numpy(go), TOPK, nprobe=nprobe or 1)
+    out: Dict[str, Any] = {"nprobe": nprobe, "ms_per_query": 1000 * (time.perf_counter() - t0) / len(qo)}
+    if exact is not None:
+        out["recall_at_10"] = recall_at_k(idx, exact)
+    return out
 
 
 def _in_child(args) -> Dict[str, Any]:
     return _row(*args)
 
 
-def run(size_name: str, rows: Sequence[str], threads: int, nprobe: int = 16) -> List[Dict[str, Any]]:
+def run(size_name: str, rows: Sequence[str], threads: int, nprobes: Sequence[int] = (16,)) -> List[Dict[str, Any]]:
     size = SIZES[size_name]
     out = []
     ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as work:
         for name in rows:
             with ctx.Pool(1) as pool:  # a fresh process per row: its own peak memory
-                out.append(pool.apply(_in_child, ((name, size, threads, work, nprobe),)))
+                out.append(pool.apply(_in_child, ((name, size, threads, work, tuple(nprobes)),)))
             print(format_row(out[-1]), flush=True)
     return out
 
@@ -170,6 +184,9 @@ def format_row(r: Dict[str, Any]) -> str:
         parts.append(f"nlist {r['nlist']} nprobe {r['nprobe']}")
     if "recall_at_10" in r:
         parts.append(f"recall@10 {r['recall_at_10']:.3f}")
+    for more in r.get("sweep", [])[1:]:  # the same index at the other nprobe values
+        parts.append(f"| nprobe {more['nprobe']} {more['ms_per_query']:.2f} ms/query"
+                     + (f" recall@10 {more['recall_at_10']:.3f}" if "recall_at_10" in more else ""))
     if "O->P" in r:
         parts.append(f"O->P R1 {100 * r['O->P']['R1']:.1f} mAP {100 * r['O->P']['mAP']:.1f}")
     return "  ".join(parts)
@@ -180,19 +197,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--size", default="msmt17", choices=list(SIZES))
     parser.add_argument("--rows", default=None, help=f"comma-separated, of: {', '.join(ROWS)} (default by size)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--nprobe", type=int, default=16, help="ivf/ivfpq cells searched per query")
+    parser.add_argument("--nprobe", default="16", help="ivf/ivfpq cells searched per query; a comma-separated "
+                                                       "list sweeps one built index (e.g. 16,64,256)")
     parser.add_argument("--output", default=None, help="write the rows as JSON here")
     opts = parser.parse_args([] if argv is None else list(argv))
     rows = [r for r in (opts.rows.split(",") if opts.rows else DEFAULT_ROWS[opts.size]) if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         parser.error(f"--rows: unknown row '{unknown[0]}' (of: {', '.join(ROWS)})")
-    if opts.threads < 1 or opts.nprobe < 1:
+    try:
+        nprobes = [int(v) for v in opts.nprobe.split(",") if v.strip()]
+    except ValueError:
+        parser.error(f"--nprobe: expected integers, got {opts.nprobe!r}")
+    if opts.threads < 1 or not nprobes or min(nprobes) < 1:
         parser.error("--threads and --nprobe: expected >= 1")
     size = SIZES[opts.size]
     print(f"bench scale: {opts.size}: {size['queries']} queries x {size['gallery']} gallery, {size['dim']}-d, "
           f"{size['ids']} identities, {opts.threads} thread(s)")
-    result = run(opts.size, rows, opts.threads, opts.nprobe)
+    result = run(opts.size, rows, opts.threads, nprobes)
     if opts.output:
         from torchreid_privacy.utils.atomic import write_json
 
