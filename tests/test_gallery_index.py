@@ -117,6 +117,8 @@ def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, caps
     sweep = rows["ivf"]["sweep"]  # one built index searched at each --nprobe; the row reports the first
     assert [s["nprobe"] for s in sweep] == [16, 1] and rows["ivf"]["nprobe"] == 16
     assert sweep[1]["recall_at_10"] < sweep[0]["recall_at_10"] and "| nprobe 1 " in printed
+    assert rows["flat"]["match_recall_at_10"] == pytest.approx(1.0)
+    assert sweep[1]["match_recall_at_10"] < sweep[0]["match_recall_at_10"] <= 1.0
     assert all(r["seconds"] > 0 and r["peak_mb_above_features"] >= 0 for r in rows.values())
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "scale", "--size", "tiny", "--rows", "flat,exact"])
