@@ -31,6 +31,7 @@ PLACES = {
     "torchreid_privacy.attacks": "application",
     "torchreid_privacy.export": "application",
     "torchreid_privacy.tools": "application",
+    "torchreid_privacy.video.anonymize": "application",  # runs a trained run's G (inference.load)
     "torchreid_privacy.cli": "cli",
     "torchreid_privacy.__main__": "cli",
 }
