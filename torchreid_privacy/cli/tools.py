@@ -33,13 +33,36 @@ def add_parsers(sub) -> None:
                                                           "or 'step')")
     p.set_defaults(func=bench)
 
-    p = sub.add_parser("make-data", help="write the synthetic Market-1501-layout dataset")
-    p.add_argument("--root", required=True)
-    p.add_argument("--ids", type=int, default=None, help="number of identities (default: the generator's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--style", choices=["plain", "hard"], default="plain",
-                   help="plain: flat cartoon figures (ROOT/market1501); hard: textured clothing, clutter, "
-                        "occlusion, strong camera nuisances (ROOT/market1501_hard)")
+    p = sub.add_parser("make-data", help="write a Market-1501-layout dataset: the synthetic one (--root), one made "
+                                         "from a video (--from-video), or a generated street video (--synthetic-video)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--root", help="write the synthetic Market-1501 set under ROOT")
+    mode.add_argument("--from-video", metavar="VIDEO", help="detect, track and crop the people of VIDEO into a "
+                                                            "new dataset folder --output")
+    mode.add_argument("--synthetic-video", metavar="PATH", help="write a generated street video at PATH (.mkv: "
+                                                                "lossless) with its <stem>.gt.txt and <stem>.det.txt")
+    p.add_argument("--seed", type=int, default=0, help="generator seed, or the video set's train/test split seed")
+    p.add_argument("--ids", type=int, help="--root: number of identities (default: the generator's)")
+    p.add_argument("--style", choices=["plain", "hard"],
+                   help="--root: plain (default): flat cartoon figures (ROOT/market1501); hard: textured clothing, "
+                        "clutter, occlusion, strong camera nuisances (ROOT/market1501_hard)")
+    p.add_argument("--output", metavar="DIR", help="--from-video: the new dataset folder (must not exist, or be empty)")
+    p.add_argument("--detections", metavar="FILE", help="--from-video: MOTChallenge det.txt of the video "
+                                                        "(default: OpenCV's HOG people detector)")
+    p.add_argument("--ground-truth", metavar="GT.txt", help="--from-video: MOT gt.txt, to measure the tracklets' "
+                                                            "purity and coverage")
+    p.add_argument("--every", type=int, help="--from-video: keep crops from every N-th frame (default 1)")
+    p.add_argument("--min-height", type=int, metavar="PX", help="--from-video: smallest crop height (default 64)")
+    p.add_argument("--min-images", type=int, metavar="N", help="--from-video: fewest crops an identity needs "
+                                                               "(default 8, at least 2 x --segments)")
+    p.add_argument("--segments", type=int, metavar="K", help="--from-video: time parts of each identity, labelled "
+                                                             "cameras c1..cK (default 2)")
+    p.add_argument("--test-ratio", type=float, help="--from-video: share of identities in the test set (default 0.5)")
+    p.add_argument("--hog-min-score", type=float, help="--from-video: HOG detector score threshold (default 0.5)")
+    p.add_argument("--hog-upscale", type=float, help="--from-video: upscale frames for HOG, which sees people "
+                                                     ">= 128 px tall (default 1)")
+    p.add_argument("--frames", type=int, help="--synthetic-video: number of frames (default 80)")
+    p.add_argument("--people", type=int, help="--synthetic-video: number of walkers (default 6)")
     p.set_defaults(func=make_data)
 
     p = sub.add_parser("split", help="identity-disjoint train/val split of a torchreid dataset's train set")
@@ -72,13 +95,66 @@ def list_components(args: argparse.Namespace) -> int:
     return 0
 
 
+# make-data flags by mode (``--seed`` serves all three)
+MAKE_DATA_FLAGS = {
+    "root": ("ids", "style"),
+    "from_video": ("output", "detections", "ground_truth", "every", "min_height", "min_images", "segments",
+                   "test_ratio", "hog_min_score", "hog_upscale"),
+    "synthetic_video": ("frames", "people"),
+}
+
+
 def make_data(args: argparse.Namespace) -> int:
+    mode = next(m for m in MAKE_DATA_FLAGS if getattr(args, m) is not None)
+    for other, flags in MAKE_DATA_FLAGS.items():
+        for flag in flags:
+            if other != mode and getattr(args, flag) is not None:
+                raise ValueError(f"--{flag.replace('_', '-')}: only with --{other.replace('_', '-')}, "
+                                 f"not --{mode.replace('_', '-')}")
+    return {"root": _make_market, "from_video": _make_from_video, "synthetic_video": _make_video}[mode](args)
+
+
+def _make_market(args: argparse.Namespace) -> int:
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
-    kwargs = {"seed": args.seed, "style": args.style}
+    style = args.style or "plain"
+    kwargs = {"seed": args.seed, "style": style}
     if args.ids is not None:
         kwargs["num_ids"] = args.ids
-    print(f"synthetic Market-1501 layout ({args.style} style) at {make_synthetic_market(args.root, **kwargs)}")
+    print(f"synthetic Market-1501 layout ({style} style) at {make_synthetic_market(args.root, **kwargs)}")
+    return 0
+
+
+def _make_video(args: argparse.Namespace) -> int:
+    from torchreid_privacy.video.synthetic import make_synthetic_video
+
+    kwargs = {k: getattr(args, k) for k in MAKE_DATA_FLAGS["synthetic_video"] if getattr(args, k) is not None}
+    made = make_synthetic_video(args.synthetic_video, seed=args.seed, **kwargs)
+    print(f"video: {made.path} ({made.frames} frames, {made.people} people, {made.boxes} boxes)")
+    print(f"ground truth: {made.gt_path}")
+    print(f"detections: {made.det_path}")
+    return 0
+
+
+def _make_from_video(args: argparse.Namespace) -> int:
+    from torchreid_privacy.video.to_dataset import video_to_dataset
+
+    if args.output is None:
+        raise ValueError("--output: required with --from-video (the new dataset folder)")
+    kwargs = {k: getattr(args, k) for k in MAKE_DATA_FLAGS["from_video"]
+              if k != "output" and getattr(args, k) is not None}
+    report = video_to_dataset(args.from_video, args.output, seed=args.seed, **kwargs)
+    c = report.counts
+    print(f"ReID set from {args.from_video} at {report.output}: {c['tracklets_kept']} identities "
+          f"({c['train_identities']} train, {c['query_identities']} test), {c['boxes_kept']} crops "
+          f"({c['train_images']} train, {c['query_images']} query, {c['gallery_images']} gallery)")
+    print(f"{c['frames_read']} frames ({report.frames_per_second:.1f} frames/s), {c['boxes_detected']} boxes "
+          f"detected, {c['tracklets_found']} tracklets, {c['tracklets_dropped']} dropped as too short")
+    if report.tracking:
+        t = report.tracking
+        print(f"tracklets vs ground truth: purity {t['purity']:.3f}, coverage {t['coverage']:.3f}, "
+              f"precision {t['precision']:.3f}, {t['id_switches']} id switches")
+    print(f"details: {report.json_path}")
     return 0
 
 
