@@ -1,4 +1,5 @@
-"""``anonymize``, ``recover`` (image folders through G / G_R) and ``keygen``."""
+"""``anonymize``, ``recover`` (image folders through G / G_R; videos: boxes through G, originals
+sealed beside the video) and ``keygen``."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +13,18 @@ def add_parsers(sub) -> None:
     for name, helptext in (("anonymize", "apply the encoder G to a folder (O -> P)"),
                            ("recover", "apply the recovery decoder G_R to a folder (P -> R)")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--input", required=True, help="folder of images (never written to)")
-        p.add_argument("--output", required=True, help="output folder (same file names; existing files kept)")
+        p.add_argument("--input", required=True, help="folder of images, or a video file (never written to)" + (
+            "" if name == "anonymize" else "; for a video: the anonymized video beside its .sealed sidecar"))
+        p.add_argument("--output", required=True, help="output folder (same file names; existing files kept)" + (
+            "; for a video --input: a new video file (.mp4, .mov, .mkv lossless, .avi), never overwritten"
+            if name == "anonymize" else "; for a video --input: a new folder of the original crops + boxes.json"))
         p.add_argument("--checkpoint", help="checkpoint file or run directory" + (
             "" if name == "anonymize" else "; not needed for sealed images (--key-file unseals them exactly)"))
         if name == "anonymize":
             p.add_argument("--seal-key", metavar="KEYFILE",
                            help="seal each input file's exact bytes into its P (AES-GCM under this key file, "
-                                "made by keygen), so the key holder recovers the original exactly")
+                                "made by keygen), so the key holder recovers the original exactly; for a video: "
+                                "each box's original crop, in OUTPUT.sealed beside the video")
             p.add_argument("--neutral-names", action="store_true",
                            help="with --seal-key: write P under keyed neutral names (P's name otherwise keeps the "
                                 "input's, which in Market-style names carries the person ID and camera); the "
@@ -30,6 +35,12 @@ def add_parsers(sub) -> None:
                            help="file format of P (default: the run's privacy.publish.format, jpeg unless "
                                 "configured; the suffix follows it: a.png -> a.jpg)")
             p.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (default: privacy.publish.quality)")
+            p.add_argument("--detections", metavar="FILE",
+                           help="video only: pedestrian boxes as a MOTChallenge det.txt/gt.txt (frames 1-based); "
+                                "default: OpenCV's HOG people detector")
+            p.add_argument("--crops", metavar="DIR",
+                           help="video only: also write each box's published P as a ReID image set in this new "
+                                "folder (Market-style names TRACK_c1s1_FRAME_K, for search --gallery)")
         p.add_argument("--batch-size", type=int, default=32)
         p.add_argument("--device", default=default_device())
         if name == "recover":
@@ -52,10 +63,24 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
 
 
+def _video_input(args: argparse.Namespace, video_only: tuple = ()) -> bool:
+    """Whether --input is a video file; refuses video-only flags for a folder."""
+    from torchreid_privacy.video.io import is_video
+
+    if is_video(args.input):
+        return True
+    for flag in video_only:
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            raise ValueError(f"{flag}: only for a video --input; {args.input} is not a video file")
+    return False
+
+
 def anonymize(args: argparse.Namespace) -> int:
     from torchreid_privacy.tools.folders import process_folder
     from torchreid_privacy.inference import load
 
+    if _video_input(args, video_only=("--detections", "--crops")):
+        return _anonymize_video(args)
     _check(args)
     if args.onnx or not args.checkpoint:
         return _anonymize_onnx(args)
@@ -83,6 +108,39 @@ def publish_channel(args: argparse.Namespace, default):
     return PublishChannel(args.format or default.format, default.quality if args.quality is None else args.quality)
 
 
+def _anonymize_video(args: argparse.Namespace) -> int:
+    """``anonymize --input VIDEO``: each detected box through the run's G (M for a baseline run),
+    published as the run's P files are; ``--seal-key`` seals the original crops beside the video."""
+    from torchreid_privacy.inference import load
+    from torchreid_privacy.video.anonymize import anonymize_video, check_video_paths, video_detector
+
+    for flag, value in (("--onnx", args.onnx), ("--neutral-names", args.neutral_names)):
+        if value:
+            raise ValueError(f"{flag}: not supported with a video --input")
+    if not args.checkpoint:
+        raise ValueError("--checkpoint: required for a video --input")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
+    check_video_paths(args.input, args.output, args.crops, sealed=bool(args.seal_key))  # before loading anything
+    seal_key = None
+    if args.seal_key:
+        from torchreid_privacy.sealing.keys import read_key_file
+
+        seal_key = read_key_file(args.seal_key, flag="--seal-key")
+    detector = video_detector(args.detections)
+    model = load(args.checkpoint, device=args.device)
+    channel = publish_channel(args, model.channel)
+    report = anonymize_video(args.input, args.output, model, detector, channel, batch_size=args.batch_size,
+                             device=args.device, seal_key=seal_key, crops_dir=args.crops)
+    print(f"boxes written as {channel.label} P into {report.output}")
+    if report.sidecar is not None:
+        print(f"original crops sealed in {report.sidecar} (recover --input {report.output} --key-file KEYFILE)")
+    if report.crops_dir is not None:
+        print(f"{report.boxes} P crop(s) written to {report.crops_dir}")
+    print(report.line())
+    return 0
+
+
 def _anonymize_onnx(args: argparse.Namespace) -> int:
     """``anonymize --onnx``: the folder through onnxruntime (torchreid_privacy.export.folder)."""
     if not args.onnx:
@@ -107,6 +165,8 @@ def recover(args: argparse.Namespace) -> int:
     """Sealed images are unsealed with --key-file (exact bytes); the rest go through G_R."""
     from torchreid_privacy.tools.folders import process_folder
 
+    if _video_input(args):
+        return _recover_video(args)
     _check(args)
     only = None
     if args.key_file:
@@ -141,6 +201,23 @@ def recover(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, device=args.device, desc="recover", only=only)
     print(folder.line())
     return 0 if (only is None or report.ok) and folder.ok else 1
+
+
+def _recover_video(args: argparse.Namespace) -> int:
+    """``recover --input VIDEO``: the original crops from the video's sealed sidecar, exactly."""
+    from torchreid_privacy.sealing.payload import sidecar_path
+    from torchreid_privacy.sealing.keys import read_key_file
+    from torchreid_privacy.video.sealed_crops import recover_video_crops
+
+    if not args.key_file:
+        raise ValueError(f"--key-file: required; a video's P is recovered only from its sealed sidecar "
+                         f"{sidecar_path(args.input)} (anonymize --seal-key), with that key file")
+    for flag, value in (("--checkpoint", args.checkpoint), ("--allow-unsealed", args.allow_unsealed)):
+        if value:
+            raise ValueError(f"{flag}: not used for a video --input (its crops are unsealed with --key-file alone)")
+    report = recover_video_crops(args.input, read_key_file(args.key_file), args.output)
+    print(report.line())
+    return 0
 
 
 def _unseal(args: argparse.Namespace):

@@ -15,6 +15,8 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from torchreid_privacy.utils.atomic import _UMASK
+
 PathLike = Union[str, os.PathLike]
 
 # suffix -> (codec, pixel format, codec options); H.264 at a near-transparent CRF for the
@@ -108,6 +110,7 @@ class VideoWriter:
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             pix_fmt = "yuv444p"  # 4:2:0 needs even sides
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=suffix, dir=self.path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the published video its owner's only
         os.close(fd)
         self._tmp = Path(tmp)
         self.width, self.height = int(width), int(height)
