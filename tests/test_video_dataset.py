@@ -316,14 +316,14 @@ def test_an_existing_output_is_never_overwritten(street, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match=f"{re.escape(str(out))}: exists and is not empty"):
+    with pytest.raises(FileExistsError, match=f"--output: {re.escape(str(out))} already exists and is not an empty folder"):
         video_to_dataset(street.path, out, detections=street.det_path, progress=False)
     assert _folder_listing(out) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
     a_file = tmp_path / "file"
     a_file.write_text("x")
-    with pytest.raises(FileExistsError, match=f"{re.escape(str(a_file))}: exists and is not a folder"):
+    with pytest.raises(FileExistsError, match=f"--output: {re.escape(str(a_file))} already exists and is not an empty folder"):
         video_to_dataset(street.path, a_file, detections=street.det_path, progress=False)
-    with pytest.raises(ValueError, match=f"{re.escape(str(a_file))} is a file, not a folder"):
+    with pytest.raises(ValueError, match=f"--output: .*{re.escape(str(a_file))} is a file, not a folder"):
         video_to_dataset(street.path, a_file / "sub", detections=street.det_path, progress=False)
     assert _folder_listing(tmp_path) == ["file", "out"] and a_file.read_text() == "x"
 

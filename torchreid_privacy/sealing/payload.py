@@ -123,7 +123,7 @@ def check_seal_key(key: bytes) -> bytes:
         raise SealError(str(exc)) from None
 
 
-def _aead(key: bytes) -> AESGCM:
+def aead_for(key: bytes) -> AESGCM:
     key = check_seal_key(key)
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_HKDF_INFO)
     return AESGCM(hkdf.derive(key))
@@ -229,7 +229,7 @@ def _seal(p_bytes: bytes, original: bytes, name: str, key: bytes, fmt: Optional[
           original_name: Optional[str], allow_sidecar: bool, label: str) -> SealedImage:
     name = _relative_name(name)
     original_name = _original_name(PurePosixPath(name).name if original_name is None else original_name)
-    aead = _aead(key)
+    aead = aead_for(key)
     kind = _container(p_bytes, fmt, label)
     if containers.has_embedded_payload(p_bytes):
         raise AlreadySealed(f"{label}: already sealed (it carries a payload); sealing twice is refused")
@@ -269,7 +269,7 @@ def unseal_record(p_bytes: bytes, name: str, key: bytes, sidecar: Optional[bytes
 
 def _unseal(p_bytes: bytes, name: str, key: bytes, sidecar: Optional[bytes], label: str) -> Recovered:
     name = _relative_name(name)
-    aead = _aead(key)
+    aead = aead_for(key)
     failed = f"{label}: authentication failed"
     try:
         embedded = containers.embedded_payload(p_bytes)

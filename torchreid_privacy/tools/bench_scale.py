@@ -18,7 +18,6 @@ memory above the memory held at that point, i.e. above the features.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import resource

@@ -14,15 +14,17 @@ left half-written by a killed run; every writer in the package goes through here
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Tuple, Union
+from typing import IO, Any, Callable, Iterator, Tuple, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
-_UMASK = os.umask(0o022)  # read once (os.umask has no getter), put straight back
-os.umask(_UMASK)
+UMASK = os.umask(0o022)  # read once (os.umask has no getter), put straight back
+os.umask(UMASK)
 
 
 def _fsync_dir(path: str) -> None:
@@ -33,12 +35,12 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _new_temp(path: str) -> Tuple[int, str]:
+def new_temp(path: str, suffix: str = ".tmp") -> Tuple[int, str]:
     """A new temp file beside ``path``: an unpredictable name, created exclusively (``O_EXCL``, so a
     symlink planted in the folder is never followed), the permissions a plain ``open`` would give."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
                                dir=os.path.dirname(os.path.abspath(path)))
-    os.fchmod(fd, 0o666 & ~_UMASK)
+    os.fchmod(fd, 0o666 & ~UMASK)
     return fd, tmp
 
 
@@ -46,7 +48,7 @@ def write_with(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> s
     """Call ``write(f)`` on a temp file opened for binary writing, then rename it to ``path``."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = _new_temp(path)
+    fd, tmp = new_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -71,7 +73,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> str:
 
 
 def _temp_beside(path: Path, data: bytes) -> Path:
-    fd, tmp = _new_temp(str(path))
+    fd, tmp = new_temp(str(path))
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     return Path(tmp)
@@ -98,3 +100,44 @@ def write_new(path: PathLike, data: bytes) -> Path:
             tmp.unlink()
     return path
 
+
+
+def check_new_folder(path: PathLike, flag: str) -> Path:
+    """``path`` (absolute) if a new folder may appear there: absent, or an empty folder."""
+    p = Path(path).expanduser().absolute()
+    if p.is_symlink() or (p.exists() and (not p.is_dir() or any(p.iterdir()))):
+        raise FileExistsError(f"{flag}: {p} already exists and is not an empty folder; nothing is written into it")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{flag}: {p}: {parent} is a file, not a folder")
+    return p
+
+
+def new_folder_beside(path: Path) -> Path:
+    """A fresh hidden folder beside ``path``, to fill and then rename into place (:func:`move_into_place`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
+    os.chmod(tmp, 0o777 & ~UMASK)  # the mode a plain mkdir gives, not mkdtemp's 0700
+    return Path(tmp)
+
+
+def move_into_place(tmp: Path, path: Path, flag: str) -> Path:
+    """Rename the filled folder ``tmp`` to ``path``: atomic, and replaces only an empty folder."""
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileExistsError(f"{flag}: {path} appeared meanwhile and is not empty; nothing was written") from None
+    return path
+
+
+@contextlib.contextmanager
+def new_folder(path: PathLike, flag: str) -> Iterator[Path]:
+    """A whole folder, or none: fill the yielded temporary folder; it becomes ``path`` when the block succeeds."""
+    out = check_new_folder(path, flag)
+    tmp = new_folder_beside(out)
+    try:
+        yield tmp
+        move_into_place(tmp, out, flag)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

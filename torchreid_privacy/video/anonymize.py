@@ -41,7 +41,9 @@ from torchreid_privacy.utils.atomic import write_new
 from .detect import Detector, FileDetections, make_detector
 from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_frames
 from .mot import TRACK, MotFormatError
-from .sealed_crops import SealedCropsWriter, check_new_folder, encode_png, move_into_place, new_folder_beside
+from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside
+
+from .sealed_crops import SealedCropsWriter, encode_png
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,6 @@ format, so an anonymized video keeps the input's size and rate exactly.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from torchreid_privacy.utils.atomic import _UMASK
+from torchreid_privacy.utils.atomic import new_temp
 
 PathLike = Union[str, os.PathLike]
 
@@ -109,8 +108,7 @@ class VideoWriter:
         codec, pix_fmt, options = WRITE_CODECS[suffix]
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             pix_fmt = "yuv444p"  # 4:2:0 needs even sides
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}-", suffix=suffix, dir=self.path.parent)
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would make the published video its owner's only
+        fd, tmp = new_temp(str(self.path), suffix=suffix)  # the suffix tells FFmpeg the container
         os.close(fd)
         self._tmp = Path(tmp)
         self.width, self.height = int(width), int(height)

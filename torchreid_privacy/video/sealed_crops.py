@@ -42,7 +42,6 @@ import json
 import os
 import shutil
 import struct
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -53,8 +52,8 @@ from cryptography.exceptions import InvalidTag
 from PIL import Image
 
 from torchreid_privacy.sealing.payload import (NONCE_BYTES, TAG_BYTES, AuthenticationFailed, NotSealed, SealError,
-                                               _aead, padded_size, sidecar_path)
-from torchreid_privacy.utils.atomic import _UMASK, _new_temp, write_new
+                                               aead_for, padded_size, sidecar_path)
+from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside, new_temp, write_new
 
 PathLike = Union[str, "os.PathLike[str]"]
 Box = Tuple[int, int, int, int]
@@ -130,10 +129,10 @@ class SealedCropsWriter:
         self.path = sidecar_path(video_path)
         if os.path.lexists(self.path):
             raise FileExistsError(f"{self.path}: already exists; refusing to overwrite it")
-        self._aead = _aead(key)  # a bad key fails before any file is made
+        self._aead = aead_for(key)  # a bad key fails before any file is made
         self.binding = VideoBinding(Path(video_path).name, int(width), int(height), Fraction(fps))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _new_temp(str(self.path))  # exclusive, unpredictable, the mode a plain open gives
+        fd, tmp = new_temp(str(self.path))  # exclusive, unpredictable, the mode a plain open gives
         self._tmp = Path(tmp)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
@@ -255,7 +254,7 @@ def open_sealed_crops(video_path: PathLike, key: bytes) -> Tuple[VideoBinding, I
     if not side.is_file():
         raise NotSealed(f"{label}: missing; a video's original crops are recovered only from the sealed sidecar "
                         f"anonymize --seal-key wrote beside it")
-    aead = _aead(key)
+    aead = aead_for(key)
     actual = video_binding(video_path)
     f = open(side, "rb")
     try:
@@ -318,32 +317,6 @@ class RecoveredCrops:
 
     def line(self) -> str:
         return f"restored {self.crops} original crop(s) of {self.binding.describe()} to {self.output}"
-
-
-def check_new_folder(path: PathLike, flag: str) -> Path:
-    """``path`` as a folder to create whole: it must not exist, or be an empty folder."""
-    p = Path(path)
-    if p.is_symlink() or (p.exists() and (not p.is_dir() or any(p.iterdir()))):
-        raise FileExistsError(f"{flag}: {p} already exists and is not an empty folder; nothing is written into it")
-    return p
-
-
-def new_folder_beside(path: Path) -> Path:
-    """A fresh hidden folder beside ``path``, to fill and then rename into place (:func:`move_into_place`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
-    os.chmod(tmp, 0o777 & ~_UMASK)  # the mode a plain mkdir gives, not mkdtemp's 0700
-    return Path(tmp)
-
-
-def move_into_place(tmp: Path, path: Path, flag: str) -> Path:
-    """Rename the filled folder ``tmp`` to ``path`` (an empty folder there is replaced, nothing else)."""
-    try:
-        os.rename(tmp, path)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise FileExistsError(f"{flag}: {path} appeared meanwhile and is not empty; nothing was written") from None
-    return path
 
 
 def recover_video_crops(video_path: PathLike, key: bytes, output: PathLike) -> RecoveredCrops:

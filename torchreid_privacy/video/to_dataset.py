@@ -35,8 +35,6 @@ import contextlib
 import io
 import math
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from torchreid_privacy.utils.atomic import write_json, write_new
+from torchreid_privacy.utils.atomic import check_new_folder, new_folder, write_json, write_new
 
 from .detect import Detector, make_detector
 from .io import VideoInfo, probe, read_frames
@@ -105,7 +103,7 @@ def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[Pat
     """
     start = time.perf_counter()
     _check_settings(every, min_height, min_images, segments, test_ratio)
-    output = _check_output(Path(output))
+    output = check_new_folder(output, "--output")
     info = probe(video)
     detector = make_detector(str(detections) if detections else None, min_score=hog_min_score,
                              upscale=hog_upscale)
@@ -126,7 +124,7 @@ def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[Pat
     plan = _plan(identities, segments)
     counts.update(_split_counts(plan))
     tracking = evaluate_tracklets({i.tracklet: i.tracked for i in identities}, truth) if truth else None
-    with _new_folder(output) as folder:
+    with new_folder(output, "--output") as folder:
         _write_crops(video, info, plan, folder, progress)
         write_mot(folder / "boxes.txt", _boxes_by_frame(plan), gt=True)
         seconds = time.perf_counter() - start
@@ -150,19 +148,6 @@ def _check_settings(every: int, min_height: int, min_images: int, segments: int,
                          f"segment of a test identity needs a query and a gallery crop), got {min_images}")
     if not 0.0 < test_ratio < 1.0:
         raise ValueError(f"--test-ratio: must be in (0, 1), got {test_ratio}")
-
-
-def _check_output(output: Path) -> Path:
-    """``output`` made absolute, if it is a path where a new dataset folder may appear."""
-    output = output.expanduser().absolute()
-    if output.exists() and not output.is_dir():
-        raise FileExistsError(f"--output {output}: exists and is not a folder; refusing to overwrite it")
-    if output.is_dir() and any(output.iterdir()):
-        raise FileExistsError(f"--output {output}: exists and is not empty; refusing to write into it")
-    parent = next((p for p in output.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ValueError(f"--output {output}: {parent} is a file, not a folder")
-    return output
 
 
 def _read_ground_truth(path: PathLike) -> Dict[int, Dict[int, np.ndarray]]:
@@ -268,22 +253,6 @@ def _split_counts(plan: Plan) -> Dict[str, int]:
         pids = [p.pid for entries in plan.values() for p in entries if p.folder == folder]
         counts[f"{split}_images"], counts[f"{split}_identities"] = len(pids), len(set(pids))
     return counts
-
-
-@contextlib.contextmanager
-def _new_folder(output: Path) -> Iterator[Path]:
-    """A hidden temporary folder beside ``output``, renamed to ``output`` when the block succeeds."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}-", suffix=".partial", dir=output.parent))
-    try:
-        yield tmp
-        try:
-            os.rename(tmp, output)  # atomic; replaces only an empty folder
-        except OSError:
-            raise FileExistsError(f"--output {output}: appeared or filled up during the run; "
-                                  f"refusing to write into it") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _jpeg(rgb: np.ndarray) -> bytes:
