@@ -5,7 +5,7 @@ Commands run as written, in a scratch folder holding a small synthetic Market-15
 suite short, training commands get test-size overrides appended (``key value`` pairs after the
 README's own win: one epoch, 64x32 images, tiny generators), as do the attacks (fewer steps);
 flags given twice take the last value; ``make-data`` writes the full default set to another
-root (the small one is already at ``reid-data``). ``torchreid-privacy`` commands run in this
+root (the small one is already at ``reid-data``), and the generated street video is shorter. ``torchreid-privacy`` commands run in this
 process (``cli.main``), torchrun and Python blocks in their own. A README command that is neither run here nor listed in
 ``NOT_RUN`` with its reason fails ``test_every_readme_command_is_covered``.
 """
@@ -50,16 +50,16 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
 KEY_OUTPUT = {
     "config": r"privacy:\n  enabled:",
     "train": r"O->O .*PSNR/SSIM O-M",
-    "anonymize": r"P written as \w+|written \d+, skipped",
+    "anonymize": r"P written as \w+|written \d+, skipped|boxes replaced [1-9]",
     "recover": r"(restored|written) [1-9]\d*",
     "test": r"results: \S+results\.json",
     "search": r"rank-1",
     "visualize": r"rank lists: ",
     "export": r"anonymizer exported to anonymizer\.onnx",
-    "make-data": r"synthetic Market-1501 layout \(\w+ style\) at ",
+    "make-data": r"synthetic Market-1501 layout \(\w+ style\) at |ReID set from \S+ at \S+: [1-9]|video: \S+ \(\d+ frames",
     "split": r"split written to split\.json",
     "list": r"desensitizers: .*mosaic",
-    "keygen": r"256-bit key written to secret\.key",
+    "keygen": r"256-bit key written to \w+\.key",
     "attack reid": r"O->M +rank-1",
     "attack recover": r"attacker on P, \d+ pairs",
     "bench step": r"bench step: ",
@@ -69,6 +69,8 @@ KEY_OUTPUT = {
 }
 # README paths the test points elsewhere (command -> (text, replacement))
 PATH_SUBSTITUTIONS = {"make-data": ("reid-data", "reid-data-default")}
+# README command text the test shrinks (a shorter generated video, still enough tracklets to train)
+CMD_SUBSTITUTIONS = [("--frames 400 --people 20", "--frames 200 --people 10")]
 # commands whose documented outcome on a CPU-only machine is a non-zero exit and this message
 EXPECTED_FAILURE = {"bench kernels": (1, "no CUDA device")}
 # README Python blocks: test-size substitutions (text -> replacement)
@@ -168,6 +170,8 @@ def test_readme_runs_in_order(workspace, monkeypatch, capsys):
 
 
 def _run_command(cmd, workspace, capsys):
+    for old, new in CMD_SUBSTITUTIONS:
+        cmd = cmd.replace(old, new)
     words = shlex.split(cmd)
     sub, rest = _subcommand(words)
     extra = EXTRA.get(sub, EXTRA.get(sub.split()[0], []))
