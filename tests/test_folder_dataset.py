@@ -127,4 +127,9 @@ def test_train_on_a_folder_with_one_override(tiny_root, tmp_path):
     assert rc == 0
     results = (tmp_path / "run" / "results.json").read_text()
     assert f"folder:{crops}" in results
+    # the run's tools find the folder dataset again from the checkpoint's config
+    assert main(["visualize", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "views")]) == 0
+    assert any((tmp_path / "views").glob("*.png"))
+    assert main(["attack", "reid", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "attack"),
+                 "--max-epoch", "1"]) == 0
     assert sorted(p.relative_to(crops) for p in crops.rglob("*")) == before  # the input folder is only read

@@ -189,6 +189,19 @@ def engine_schedulers(engine: Any) -> Dict[str, Any]:
     return engine._scheds
 
 
+def train_epochs(engine: Any, max_epoch: int, start_epoch: int = 0, fixbase_epoch: int = 0,
+                 open_layers: Any = None, print_freq: int = 10**9) -> None:
+    """``Engine.run``'s training loop without its tests.
+
+    Why: ``run`` always ends with a test through torchreid's Python evaluator, which fails on a
+    gallery smaller than its 50 ranks once same-camera matches are removed (a user's small
+    folder set), and costs time where the caller evaluates the model itself.
+    """
+    engine.start_epoch, engine.max_epoch = start_epoch, max_epoch
+    for engine.epoch in range(start_epoch, max_epoch):
+        engine.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch, open_layers=open_layers)
+
+
 def set_engine_model(engine: Any, name: str, net: torch.nn.Module) -> None:
     """Replace a registered net (e.g. by its SyncBatchNorm conversion), optimizer kept."""
     engine._models[name] = net

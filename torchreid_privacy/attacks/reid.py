@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from torchreid_privacy.config import Config, engine_run_kwargs, load_config, to_dict
+from torchreid_privacy import bridge
+from torchreid_privacy.config import Config, load_config, to_dict
 from torchreid_privacy.metrics.settings import SETTINGS
 from torchreid_privacy.trained_run import TrainedRun
 
@@ -34,13 +35,13 @@ def third_party_config(cfg: Config, save_dir: str, max_epoch: int | None = None)
 
 
 def train_third_party(tp: Config) -> str:
-    """Train with torchreid's engine (no test during training); returns the saved backbone's path."""
+    """Train with torchreid's engine (no test: the attack scores the model itself); returns the
+    saved backbone's path."""
     from torchreid_privacy.builder import build_torchreid_engine
 
     engine = build_torchreid_engine(tp)
-    kwargs = {**engine_run_kwargs(tp), "eval_freq": -1, "test_only": False, "visrank": False,
-              "print_freq": 10**9}
-    engine.run(**kwargs)  # torchreid still runs its own closing test (raw images only)
+    bridge.train_epochs(engine, max_epoch=tp.train.max_epoch, fixbase_epoch=tp.train.fixbase_epoch,
+                        open_layers=tp.train.open_layers)
     path = os.path.join(tp.data.save_dir, "backbone.pth")
     torch.save(engine.model.state_dict(), path)  # usable as `torchreid-privacy test --weights`
     return path
