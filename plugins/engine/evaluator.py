@@ -111,10 +111,12 @@ class Evaluator:
             save_grid(grid_path, grid)
         labels = dict(q_pids=ids["query"]["pids"], g_pids=ids["gallery"]["pids"],
                       q_camids=ids["query"]["camids"], g_camids=ids["gallery"]["camids"])
-        rank = evaluate_settings(feats, settings=self.settings, **labels)
+        # every rank holds the gathered features: each ranks 1/N of the query blocks
+        shard = distributed.is_initialized()
+        rank = evaluate_settings(feats, settings=self.settings, shard_queries=shard, **labels)
         unpublished = {side: {"O": feats[side]["O"], "P": feats[side]["P unpublished"]} for side in feats}
         with_p = [s for s in SETTINGS if "P" in s.split("->")]
         return {"rank": rank, "image": {k: v.result() for k, v in acc.items() if v.count},
-                "rank_unpublished": evaluate_settings(unpublished, settings=with_p, **labels),
+                "rank_unpublished": evaluate_settings(unpublished, settings=with_p, shard_queries=shard, **labels),
                 "image_unpublished": {k: v.result() for k, v in raw.items() if v.count},
                 "publish": model.channel.as_dict()}

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Typ
 import numpy as np
 import torch
 
+from torchreid_privacy.utils import distributed
+
 ArrayLike = Union[np.ndarray, torch.Tensor, list, tuple]
 CUHK03_REPEATS = 10  # torchreid's ``num_repeats`` for the single-gallery-shot protocol
 
@@ -60,6 +62,16 @@ class _Block:
     ap: np.ndarray               # (V,) average precision
     inp: np.ndarray              # (V,) inverse negative penalty
     cuhk03: Optional[Tuple[np.ndarray, ...]] = None  # grouping for single-gallery-shot sampling
+
+
+def _sharded_blocks(block: Callable[[int], _Block], starts: List[int], workers: int) -> List[_Block]:
+    """Every block's result, in order, each ranked by one rank (rank r takes blocks r, r+N, ...)."""
+    world, me = distributed.world_size(), distributed.rank()
+    mine = list(_ordered_parallel(block, starts[me::world], workers))
+    out: List[Any] = [None] * len(starts)
+    for r, piece in enumerate(distributed.gather_objects(mine)):
+        out[r::world] = piece
+    return out
 
 
 def _segment_starts(rows: np.ndarray, n_rows: int) -> np.ndarray:
@@ -195,12 +207,17 @@ def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shap
                          q_pids: ArrayLike, g_pids: ArrayLike, q_camids: ArrayLike, g_camids: ArrayLike,
                          max_rank: int = 50, use_metric_cuhk03: bool = False, chunk_size: int = 256,
                          rng: Union[None, int, np.random.RandomState] = None,
-                         num_workers: Optional[int] = None) -> Tuple[np.ndarray, float, float]:
+                         num_workers: Optional[int] = None,
+                         shard_queries: bool = False) -> Tuple[np.ndarray, float, float]:
     """:func:`evaluate_rank` from distances made one block of queries at a time.
 
     Why: the whole (num_query, num_gallery) matrix is 3.8 GB at MSMT17's size; here
     ``block_distances(start, stop)`` gives rows ``start:stop`` when they are ranked, so memory
     stays at ``num_workers`` blocks of ``chunk_size x num_gallery`` whatever the query count.
+
+    ``shard_queries``: under torchrun, each rank ranks every world-size-th block and the blocks'
+    per-query results are gathered, so every rank returns the same metrics for 1/N of the work.
+    Every rank must call it together, with the same labels and ``block_distances``.
     """
     num_q, num_g = (int(n) for n in shape)
     if num_q == 0 or num_g == 0:
@@ -234,7 +251,10 @@ def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shap
     aps: List[np.ndarray] = []
     inps: List[np.ndarray] = []
     cuhk_cmc: List[np.ndarray] = []
-    for res in _ordered_parallel(block, range(0, num_q, int(chunk_size)), num_workers):
+    starts = range(0, num_q, int(chunk_size))
+    results = (_sharded_blocks(block, list(starts), num_workers) if shard_queries and distributed.world_size() > 1
+               else _ordered_parallel(block, starts, num_workers))
+    for res in results:
         firsts.append(res.first_rank)
         aps.append(res.ap)
         inps.append(res.inp)

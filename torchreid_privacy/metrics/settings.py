@@ -74,7 +74,8 @@ def _parse_setting(setting: str) -> Tuple[str, str]:
 
 def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids: ArrayLike, g_pids: ArrayLike,
                       q_camids: ArrayLike, g_camids: ArrayLike, settings: Sequence[str] = SETTINGS,
-                      ranks: Sequence[int] = (1, 5, 10), chunk_size: int = 256) -> Dict[str, Dict[str, float]]:
+                      ranks: Sequence[int] = (1, 5, 10), chunk_size: int = 256,
+                      shard_queries: bool = False) -> Dict[str, Dict[str, float]]:
     """Rank-k, mAP and mINP (fractions in [0, 1]) for each ``"QUERY->GALLERY"`` setting.
 
     Args:
@@ -89,6 +90,9 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
             each block of queries gets its distances when it is ranked, and blocks are made
             smaller for large galleries (:func:`streamed_chunk`), so memory stays at about
             ``2 x BLOCK_BYTES`` above the features at any size.
+        shard_queries: under torchrun, every rank calls this with the same features and ranks
+            1/N of the query blocks (:func:`~torchreid_privacy.metrics.rank.evaluate_rank_blocks`);
+            all ranks return the same scores.
 
     Returns:
         ``{"O->P": {"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}, ...}``
@@ -117,7 +121,8 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
                              f"query's {q.shape[1]}")
         cmc, m_ap, m_inp = evaluate_rank_blocks(lambda start, stop: normalized_distance(q[start:stop], g),
                                                 (len(q), len(g)), q_pids, g_pids, q_camids, g_camids,
-                                                max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size))
+                                                max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size),
+                                                shard_queries=shard_queries)
         scores = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in ranks}
         scores.update(mAP=m_ap, mINP=m_inp)
         results[setting] = scores
