@@ -250,3 +250,42 @@ def test_label_parsing_and_top_k():
     assert idx.tolist() == [[1, 3, 2]] and vals[0].tolist() == pytest.approx([0.1, 0.1, 0.2])
     idx, vals = top_k(d, 4, exclude=np.array([[False, True, True, False]]))
     assert idx.tolist() == [[3, 0, -1, -1]] and np.isinf(vals[0, 2:]).all()
+
+
+def test_torchrun_ranks_share_the_feature_extraction(trained_run, tiny_root, test_scores, tmp_path):
+    """Two ranks each embed half the images into their own cache shard; rank 0 ranks alone, with the
+    single process's metrics."""
+    import socket
+    import subprocess
+    import sys
+
+    query, gallery = _split_dirs(tiny_root)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def torchrun(*args):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+               "-m", "torchreid_privacy", "search", "--checkpoint", trained_run, "--query", str(query),
+               "--gallery", str(gallery), "--no-png", *map(str, args)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1"))
+
+    out = tmp_path / "out"
+    proc = torchrun("--output", out, "--protect-gallery")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("O->P: rank-1") == 1  # printed by rank 0 only
+    doc = json.loads((out / "ranks.json").read_text())
+    for metric in ("R1", "mAP"):
+        assert doc["metrics"][metric] == pytest.approx(test_scores["O->P"][metric], abs=1e-6), metric
+    for kind in ("raw", "anonymized"):  # one shard per rank, together every image once
+        folder = next((out / "cache").glob(f"features-*-{kind}"))
+        shards = sorted(p.name for p in folder.glob("*.keys.npy"))
+        assert sorted(name.split(".")[0].split("-")[1] for name in shards) == ["r0", "r1"], shards
+        rows = [len(np.load(folder / name)) for name in shards]
+        expected = (len(list(query.iterdir())) if kind == "raw" else
+                    sum(1 for p in gallery.iterdir() if not p.name.startswith("-1_")))  # junk left out
+        assert abs(rows[0] - rows[1]) <= 1 and sum(rows) == expected
+    refused = torchrun("--output", tmp_path / "nocache", "--no-cache")
+    assert refused.returncode != 0 and "--no-cache: under torchrun the ranks hand their features over" in \
+        refused.stderr

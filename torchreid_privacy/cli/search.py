@@ -43,16 +43,24 @@ def add_parsers(sub) -> None:
 
 
 def search(args: argparse.Namespace) -> int:
+    """Under torchrun the ranks share the feature extraction (each writes its cache shard); rank 0 ranks."""
     from torchreid_privacy.tools.search import search as run_search
+    from torchreid_privacy.utils import distributed
 
     if args.cache and args.no_cache:
         raise ValueError("--cache and --no-cache exclude each other")
-    res = run_search(args.checkpoint, args.query, args.gallery, args.output, topk=args.topk,
-                     gallery_protected=args.gallery_protected, protect_gallery=args.protect_gallery,
-                     batch_size=args.batch_size, device=args.device,
-                     cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png,
-                     index=args.index, nprobe=args.nprobe)
-    print("\n".join(res.summary_lines()))
+    if distributed.launched_by_torchrun():
+        distributed.init_from_env(use_gpu=str(args.device).startswith("cuda"))
+    try:
+        res = run_search(args.checkpoint, args.query, args.gallery, args.output, topk=args.topk,
+                         gallery_protected=args.gallery_protected, protect_gallery=args.protect_gallery,
+                         batch_size=args.batch_size, device=args.device,
+                         cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png,
+                         index=args.index, nprobe=args.nprobe)
+    finally:
+        distributed.shutdown()
+    if res is not None:  # rank 0 (or a single process)
+        print("\n".join(res.summary_lines()))
     return 0
 
 

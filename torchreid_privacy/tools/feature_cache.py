@@ -7,7 +7,8 @@ normalization, input size, publication channel and image kind ("raw": the file a
 "anonymized": G of it), so another checkpoint never reads stale features.
 
 Layout: ``features-FINGERPRINT-KIND/NNNNN.keys.npy`` (the shard's sha256 digests, uint8 rows) and
-``NNNNN.feats.npy`` (its float32 features), plain ``.npy`` read with ``allow_pickle=False``.
+``NNNNN.feats.npy`` (its float32 features), plain ``.npy`` read with ``allow_pickle=False``;
+torchrun ranks extracting one gallery write ``NNNNN-rRANK.*`` side by side.
 Features are memory-mapped, not loaded: a gallery of millions costs its digests in memory, and
 each feature is read when asked for. ``save`` appends what is new as one more shard (features
 first, then keys, each written atomically: a shard counts once its keys exist), so adding images
@@ -132,13 +133,18 @@ class FeatureCache:
             if digest not in self._where:
                 self._pending[digest] = feature
 
-    def save(self) -> None:
-        """Append what is new as one shard (features, then keys: both atomic)."""
+    def save(self, writer: str = "") -> None:
+        """Append what is new as one shard (features, then keys: both atomic).
+
+        ``writer`` (e.g. ``r1`` for torchrun rank 1) goes into the shard's name,
+        ``NNNNN-r1.feats.npy``: processes saving into one cache at once never pick the same name.
+        """
         if not self._pending:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        taken = [int(p.name.split(".")[0]) for p in self.path.glob("*.keys.npy") if p.name.split(".")[0].isdigit()]
-        stem = f"{max(taken, default=-1) + 1:05d}"
+        numbers = [p.name.split(".")[0].split("-")[0] for p in self.path.glob("*.keys.npy")]
+        taken = [int(n) for n in numbers if n.isdigit()]
+        stem = f"{max(taken, default=-1) + 1:05d}" + (f"-{writer}" if writer else "")
         # digests as uint8 rows: numpy's "S32" would strip a digest's trailing zero bytes
         keys = np.frombuffer(b"".join(self._pending), dtype=np.uint8).reshape(-1, 32)
         feats = np.stack(list(self._pending.values())).astype(np.float32)

@@ -32,7 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from torchreid_privacy.utils import atomic
+from torchreid_privacy.utils import atomic, distributed
 from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
 from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.tools.folders import list_images, read_rgb
@@ -221,8 +221,11 @@ def _named(names: Sequence[str], limit: int = 5) -> str:
 def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: str, *, topk: int = 10,
            gallery_protected: bool = False, protect_gallery: bool = False, batch_size: int = 64,
            device: Union[str, torch.device] = "cpu", cache: Union[bool, str] = True, pngs: bool = True,
-           cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16) -> SearchResult:
+           cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16) -> Optional[SearchResult]:
     """Rank ``gallery`` for every image of ``query`` with the run's C and write the results.
+
+    Under torchrun (a process group of N ranks) every rank embeds 1/N of the images into the
+    feature cache (its own shard), then rank 0 ranks and writes alone; the other ranks return None.
 
     Args:
         model: a checkpoint (file or run directory) or a loaded ``PrivacyModel``.
@@ -261,13 +264,36 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
 
         model = load(model, device=device)
     cache_root = (out / "cache") if cache is True else (Path(cache_dir).expanduser() if cache_dir else None)
-    caches = {}
-    if cache_root is not None:
-        for kind in ("raw", "anonymized") if protect_gallery else ("raw",):
-            caches[kind] = FeatureCache(cache_root, model_fingerprint(model, kind), kind)
+    kinds = ("raw", "anonymized") if protect_gallery else ("raw",)
+    caches = {kind: FeatureCache(cache_root, model_fingerprint(model, kind), kind) for kind in kinds} \
+        if cache_root is not None else {}
+    if distributed.world_size() > 1:
+        if cache_root is None:
+            raise ValueError("--no-cache: under torchrun the ranks hand their features over through the feature "
+                             "cache; drop --no-cache (or give --cache DIR)")
+        with eval_mode(model):
+            _extract_shard(model, q_root, g_root, q_names, g_names, caches, protect_gallery, batch_size)
+        if not distributed.is_main():
+            return None
+        caches = {kind: FeatureCache(cache_root, model_fingerprint(model, kind), kind) for kind in kinds}
     with eval_mode(model):
         return _search(model, q_root, g_root, out, q_names, g_names, dataset, notes, caches, cache_root, topk,
                        gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, nprobe)
+
+
+def _extract_shard(model: PrivacyModel, q_root: Path, g_root: Path, q_names: List[str], g_names: List[str],
+                   caches: Dict[str, FeatureCache], protect_gallery: bool, batch_size: int) -> None:
+    """Under torchrun: this rank embeds every world-size-th image and saves them as its own cache shard;
+    after the barrier rank 0 finds every feature in the cache and ranks alone."""
+    rank, world = distributed.rank(), distributed.world_size()
+    g_kind = "anonymized" if protect_gallery else "raw"
+    for root, names, kind, anonymize, desc in ((q_root, q_names, "raw", False, "query"),
+                                               (g_root, g_names, g_kind, protect_gallery, "gallery")):
+        folder_features(model, root, names[rank::world], anonymize=anonymize, batch_size=batch_size,
+                        cache=caches[kind], desc=f"{desc} (rank {rank}/{world})")
+    for cache in caches.values():
+        cache.save(writer=f"r{rank}")
+    distributed.barrier()
 
 
 def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Path,
