@@ -11,7 +11,7 @@ from torchreid_privacy.tools.demo import KEYED, SEALED, run_demo
 def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
     out = tmp_path / "demo"
     res = run_demo(str(out), modes=["progressive", SEALED], overrides=[*TINY, "train.max_epoch", "1"],
-                   attack_pairs=[4, 8], attack_steps=5)
+                   attack_pairs=[4, 8], attack_steps=5, third_party_epochs=1)
     printed = capsys.readouterr().out
     for title in ("PSNR/SSIM O-R", "third-party ReID", "inversion attack", "attacker on M, 8 pairs",
                   "sealed recovery on", "views of the progressive run", "wall time: total"):
@@ -22,7 +22,7 @@ def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
         assert saved[mode]["publish"] == {"format": "jpeg", "quality": 95}
         assert set(saved[mode]["rank_unpublished"]) == {"O->P", "P->O", "P->P"}
     assert "unpublished O->P/P->O/P->P" in printed and "jpeg95" in printed
-    assert saved["attack"]["victim"] == SEALED
+    assert saved["attack"]["victim"] == SEALED and saved["attack"]["reid"]["epochs"] == 1
     for setting in ("O->O", "O->P", "P->P", "O->M"):
         r = saved["attack"]["reid"][setting]
         assert 0 <= r["R1"] <= 1 and 0 <= r["mAP"] <= 1
@@ -44,7 +44,7 @@ def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
 def test_demo_keyed_run(tmp_path, capsys):
     out = tmp_path / "demo"
     run_demo(str(out), modes=["progressive", KEYED], overrides=[*TINY, "train.max_epoch", "1"],
-             attack_pairs=[4], attack_steps=2, views=False)
+             attack_pairs=[4], attack_steps=2, views=False, third_party_epochs=1)
     assert "keyed recovery O-R" in capsys.readouterr().out
     saved = json.load(open(out / "results.json"))
     assert saved["attack"]["victim"] == KEYED

@@ -7,7 +7,7 @@ from .common import add_config_args, int_list
 
 
 def add_parsers(sub) -> None:
-    from torchreid_privacy.tools.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES
+    from torchreid_privacy.tools.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES, THIRD_PARTY_EPOCHS
 
     p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-sealed, "
                                     "attack the sealed run and M, check sealed recovery, print the tables")
@@ -19,6 +19,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--attack-pairs", default=",".join(map(str, ATTACK_PAIRS)),
                    help="leaked pair counts of the inversion attack")
     p.add_argument("--attack-steps", type=int, default=ATTACK_STEPS, help="inversion attacker training steps")
+    p.add_argument("--third-party-epochs", type=int, default=THIRD_PARTY_EPOCHS,
+                   help=f"training epochs of the raw-trained third-party ReID model (default {THIRD_PARTY_EPOCHS})")
     add_config_args(p)
     p.set_defaults(func=demo)
 
@@ -80,7 +82,7 @@ def demo(args: argparse.Namespace) -> int:
     run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
              config_file=args.config_file, overrides=args.opts, attacks=not args.no_attacks,
              attack_pairs=int_list("--attack-pairs", args.attack_pairs), attack_steps=args.attack_steps,
-             views=not args.no_views)
+             views=not args.no_views, third_party_epochs=args.third_party_epochs)
     return 0
 
 

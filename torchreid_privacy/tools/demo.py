@@ -84,7 +84,7 @@ class _Clock:
 def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] = DEFAULT_MODES,
              config_file: Optional[str] = None, overrides: Sequence[str] = (), attacks: bool = True,
              attack_pairs: Sequence[int] = ATTACK_PAIRS, attack_steps: int = ATTACK_STEPS,
-             views: bool = True) -> Dict[str, Any]:
+             views: bool = True, third_party_epochs: int = THIRD_PARTY_EPOCHS) -> Dict[str, Any]:
     """Train every mode, attack the sealed (else keyed, else progressive) run, print and save the tables."""
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
@@ -113,7 +113,8 @@ def run_demo(output: str, data_root: Optional[str] = None, modes: Sequence[str] 
     victim = next((m for m in (SEALED, KEYED, "progressive", "joint") if m in results), None)
     if attacks and victim:
         results["attack"] = clock.run("attacks", _attack, os.path.join(output, victim),
-                                      key if victim == KEYED else None, attack_pairs, attack_steps)
+                                      key if victim == KEYED else None, attack_pairs, attack_steps,
+                                      third_party_epochs)
         results["attack"]["victim"] = victim
     if SEALED in results:
         from torchreid_privacy.attacks.sealed import sealed_check
@@ -147,10 +148,11 @@ def _train(mode: str, output: str, data_root: str, config_file: Optional[str], o
                               print_freq=cfg.train.print_freq)
 
 
-def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int) -> Dict[str, Any]:
+def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int,
+            third_party_epochs: int = THIRD_PARTY_EPOCHS) -> Dict[str, Any]:
     from torchreid_privacy.attacks import recovery_attack, reid_attack
 
-    reid = reid_attack(None, run, os.path.join(run, "attack-reid"), key=key, max_epoch=THIRD_PARTY_EPOCHS)
+    reid = reid_attack(None, run, os.path.join(run, "attack-reid"), key=key, max_epoch=third_party_epochs)
     print(f"[attack reid] O->O {100 * reid['O->O']['R1']:.1f}, O->P {100 * reid['O->P']['R1']:.1f}, "
           f"O->M {100 * reid['O->M']['R1']:.1f}", flush=True)
     recover = recovery_attack(run, pairs, steps=steps, key=key)
@@ -207,7 +209,7 @@ def _json_shape(results: Dict[str, Any]) -> Dict[str, Any]:
                           if isinstance(v, dict) and "psnr" in v}
         out["attack"] = {
             "victim": results["attack"]["victim"],
-            "reid": {s: reid[s] for s in (*SETTINGS, "O->M")},
+            "reid": {**{s: reid[s] for s in (*SETTINGS, "O->M")}, "epochs": reid["epochs"]},
             "recover": {**pick(rec), "M": pick(rec["M"]), "steps": rec["steps"], "vs_m_db": rec["vs_m_db"]},
         }
     if "keyed_recovery" in results:
