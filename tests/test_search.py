@@ -289,3 +289,22 @@ def test_torchrun_ranks_share_the_feature_extraction(trained_run, tiny_root, tes
     refused = torchrun("--output", tmp_path / "nocache", "--no-cache")
     assert refused.returncode != 0 and "--no-cache: under torchrun the ranks hand their features over" in \
         refused.stderr
+
+
+def test_test_features_are_the_shards_search_reads(trained_run, tiny_root, test_scores, tmp_path, capsys):
+    """``test --features DIR`` keeps the evaluation's features; ``search --cache DIR`` embeds nothing new."""
+    feats = tmp_path / "features"
+    for attempt in range(2):  # the second test finds every image already there: no new shard
+        assert main(["test", "--checkpoint", trained_run, "--output", str(tmp_path / f"test{attempt}"),
+                     "--features", str(feats)]) == 0
+        assert "features (anonymized):" in capsys.readouterr().out
+        for kind in ("raw", "anonymized"):
+            assert len(list(next(feats.glob(f"features-*-{kind}")).glob("*.keys.npy"))) == 1
+    query, gallery = _split_dirs(tiny_root)
+    assert _search("--checkpoint", trained_run, "--query", query, "--gallery", gallery, "--output", tmp_path / "s",
+                   "--protect-gallery", "--cache", feats, "--no-png") == 0
+    printed = capsys.readouterr().out
+    doc = json.loads((tmp_path / "s" / "ranks.json").read_text())
+    assert "features: 0 image(s) embedded" in printed  # query (raw) and gallery (P) all from test's shards
+    for metric in ("R1", "mAP"):
+        assert doc["metrics"][metric] == pytest.approx(test_scores["O->P"][metric], abs=1e-6), metric

@@ -28,6 +28,9 @@ def add_parsers(sub) -> None:
     add_weights_args(p, "ReID backbone weights that replace the checkpoint's C (e.g. a third-party model "
                         "trained on raw images), evaluated with the checkpoint's G and G_R")
     add_key_arg(p, "without it a keyed decoder's O-R is not measured")
+    p.add_argument("--features", metavar="DIR", help="keep the features the evaluation computes (C on O, C on P "
+                                                      "as published) as memory-mapped shards in DIR, appended "
+                                                      "by file content; search --cache DIR reuses them")
     add_config_args(p)
     p.set_defaults(func=test)
 
@@ -125,8 +128,19 @@ def test(args: argparse.Namespace) -> int:
         load_backbone_weights(run.model.reid, replacement)
         results["weights"] = replacement
     out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(run.path))), "test")
+    caches = {}
+    if args.features:
+        from pathlib import Path
+
+        from torchreid_privacy.tools.feature_cache import evaluation_hook
+
+        caches, hook = evaluation_hook(run.model, Path(args.features).expanduser())
+        run.evaluator.batch_hooks.append(hook)
     for target in run.test_targets:
         results["test"][target] = run.evaluate(target, os.path.join(out, f"grid-{target}.png"))
+    for kind, cache in caches.items():
+        cache.save()
+        print(f"features ({kind}): {len(cache)} in {cache.path}")
     atomic.write_json(os.path.join(out, "results.json"), results)
     print_results({run.config.privacy.mode: results})
     print(f"results: {os.path.join(out, 'results.json')}")

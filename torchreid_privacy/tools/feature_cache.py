@@ -22,7 +22,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -157,3 +157,21 @@ class FeatureCache:
         for row, digest in enumerate(self._pending):
             self._where[digest] = (shard, row)
         self._pending = {}
+
+
+def evaluation_hook(model: torch.nn.Module, folder: Path) -> Tuple[Dict[str, "FeatureCache"], Callable]:
+    """Caches ``raw`` and ``anonymized`` under ``folder`` and an evaluator batch hook that fills them.
+
+    Why: ``test --features DIR`` keeps the features the evaluation computed (C on O; C on P as
+    published) in the same shards ``search --cache DIR`` reads, keyed by file content and model,
+    so a later search of the test images (or a larger gallery holding them) embeds only what is
+    new. Call ``save()`` on each cache after the evaluation.
+    """
+    caches = {kind: FeatureCache(folder, model_fingerprint(model, kind), kind) for kind in KINDS}
+
+    def hook(split: str, data: Dict, images: Dict[str, torch.Tensor]) -> None:
+        digests = [content_digest(Path(p).read_bytes()) for p in data["impath"]]
+        for kind, name in (("raw", "f O"), ("anonymized", "f P")):
+            caches[kind].put(zip(digests, images[name].detach().cpu().numpy()))
+
+    return caches, hook
