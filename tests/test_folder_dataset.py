@@ -133,3 +133,16 @@ def test_train_on_a_folder_with_one_override(tiny_root, tmp_path):
     assert main(["attack", "reid", "--checkpoint", str(tmp_path / "run"), "--output", str(tmp_path / "attack"),
                  "--max-epoch", "1"]) == 0
     assert sorted(p.relative_to(crops) for p in crops.rglob("*")) == before  # the input folder is only read
+
+
+def test_torchreid_python_habit_any_name(tiny_root, tmp_path):
+    """``register_folder_dataset(name, path)``, then torchreid's own ImageDataManager by that name."""
+    import torchreid_privacy.data as data
+
+    crops = _identity_copy(tiny_root, tmp_path / "crops")
+    data.register_folder_dataset("my_cams", crops)
+    dm = bridge.ImageDataManager(root=str(tmp_path), sources="my_cams", height=64, width=32, workers=0,
+                                 batch_size_train=8, batch_size_test=8, transforms=None)
+    parts = read_folder(crops)
+    assert dm.num_train_pids == len({pid for _, pid, _ in parts["train"]})
+    assert len(dm.test_loader["my_cams"]["query"].dataset) == len(parts["query"])

@@ -10,8 +10,9 @@ from .common import add_key_arg, default_device, read_key
 
 
 def add_parsers(sub) -> None:
-    for name, helptext in (("anonymize", "apply the encoder G to a folder (O -> P)"),
-                           ("recover", "apply the recovery decoder G_R to a folder (P -> R)")):
+    for name, helptext in (("anonymize", "apply the encoder G to a folder, or to every pedestrian of a video (O -> P)"),
+                           ("recover", "apply the recovery decoder G_R to a folder (P -> R), or unseal a video's "
+                                       "original crops")):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--input", required=True, help="folder of images, or a video file (never written to)" + (
             "" if name == "anonymize" else "; for a video: the anonymized video beside its .sealed sidecar"))
