@@ -10,7 +10,7 @@ import pytest
 from torchreid_privacy import bridge
 from torchreid_privacy.data.folder import (FolderLayoutError, read_folder, register_folder_dataset,
                                            register_folder_names)
-from tests.tiny_config import TINY
+from tiny_config import TINY
 
 
 def _market_dir(tiny_root: str) -> Path:

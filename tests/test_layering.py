@@ -155,3 +155,20 @@ def test_bridge_is_where_the_internals_are():
         assert f".{name}" in source, name
     for name in TORCHREID_PRIVATE_NAMES:
         assert name in source, name
+
+
+def test_tests_import_their_helpers_as_plain_pytest_finds_them():
+    """``pytest`` (as CI runs it) puts ``tests/`` on sys.path, not the repository root: a test that
+    imports ``tests.tiny_config`` passes under ``python -m pytest`` and fails to collect in CI."""
+    tests_dir = os.path.join(ROOT, "tests")
+    offenders = []
+    for dirpath, _, files in os.walk(tests_dir):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                tree = ast.parse(open(path, encoding="utf-8").read(), path)
+                offenders += [f"{os.path.relpath(path, ROOT)}:{node.lineno}" for node in ast.walk(tree)
+                              if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tests"
+                              or isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests"
+                                                                      for a in node.names)]
+    assert not offenders, f"import from 'tests.' (write 'from tiny_config import ...'): {offenders}"
