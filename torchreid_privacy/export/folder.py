@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.utils.images import resize_rgb
 from torchreid_privacy.publish import PublishChannel
 from torchreid_privacy.tools.folders import FolderReport, check_folders, list_images, output_names, output_path, read_rgb
 from torchreid_privacy.export.runtime import OnnxAnonymizer
@@ -58,7 +59,6 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
             report.skipped_existing += 1
         else:
             todo.append((f, rel))
-    size = (anonymizer.width, anonymizer.height)
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
         for chunk in _chunks(todo, batch_size):
             arrays, names = [], []
@@ -69,7 +69,7 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
                     report.skipped_unreadable.append(str(f))
                     log.warning("skipping unreadable image %s: %s", f, exc)
                     continue
-                arrays.append(np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR)))
+                arrays.append(resize_rgb(arr, anonymizer.height, anonymizer.width))
                 names.append(rel)
             if arrays:
                 x = np.stack(arrays).transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from torchreid_privacy.publish import PublishChannel, to_uint8
 from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.utils.images import resize_rgb, to_batch01
 from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, AuthenticationFailed, SealError, check_seal_key,
                                                is_sealed, neutral_name, seal, sidecar_path, unseal_record)
 
@@ -189,13 +190,12 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
                     report.skipped_unreadable.append(str(f))
                     log.warning("skipping unreadable image %s: %s", f, exc)
                     continue
-                img = Image.fromarray(arr).resize((width, height), Image.BILINEAR)
-                tensors.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
+                tensors.append(resize_rgb(arr, height, width))
                 names.append(rel)
                 original_name = f.relative_to(src).as_posix() if neutral_names else f.name
                 raws.append(None if raw is None else (raw, original_name))
             if tensors:
-                x = torch.stack(tensors).to(device=device, dtype=torch.float32) / 255.0
+                x = to_batch01(tensors, device)
                 with torch.no_grad():
                     y = to_uint8(fn(x))
                 for rel, arr, raw in zip(names, y, raws):

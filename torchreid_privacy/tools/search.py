@@ -29,10 +29,11 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.utils import atomic, distributed
+from torchreid_privacy.utils.images import resize_rgb, to_batch01
 from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
 from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.tools.folders import list_images, read_rgb
@@ -63,16 +64,7 @@ def parse_labels(names: Sequence[str]) -> Optional[Tuple[str, np.ndarray, np.nda
 def load_image(data: Union[bytes, Path], height: int, width: int) -> np.ndarray:
     """(H, W, 3) uint8 at the model's size, resized as torchreid's test transform does
     (``Resize((h, w))`` on a PIL image is PIL's bilinear resize)."""
-    arr = read_rgb(data if isinstance(data, bytes) else Path(data))
-    if arr.shape[:2] == (height, width):
-        return arr
-    return np.asarray(Image.fromarray(arr).resize((width, height), Image.BILINEAR))
-
-
-def to_batch01(arrays: Sequence[np.ndarray], device: Union[str, torch.device]) -> torch.Tensor:
-    """uint8 HWC arrays -> (N, 3, H, W) float in [0,1] (``ToTensor``'s arithmetic)."""
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return x.to(device=device, dtype=torch.float32).div(255)
+    return resize_rgb(read_rgb(data if isinstance(data, bytes) else Path(data)), height, width)
 
 
 @dataclass

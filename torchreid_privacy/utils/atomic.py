@@ -85,7 +85,17 @@ def write_new(path: PathLike, data: bytes) -> Path:
     if os.path.lexists(path):  # the common case, without touching the folder
         raise FileExistsError(f"{path} already exists; it is never overwritten")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_beside(path, data)
+    return link_into_place(_temp_beside(path, data), path)
+
+
+def link_into_place(tmp: PathLike, path: PathLike) -> Path:
+    """Give the finished temp file ``tmp`` the name ``path``, only if ``path`` does not exist.
+
+    A hard link creates ``path`` atomically or fails (FileExistsError, nothing replaced); on a
+    file system without hard links, check, then rename. ``tmp`` is gone afterwards either way.
+    Streamed outputs (a video, its sealed sidecar) are written to a temp file and end here too.
+    """
+    tmp, path = Path(tmp), Path(path)
     try:
         try:
             os.link(tmp, path)  # atomic and exclusive: fails if path exists
@@ -96,8 +106,7 @@ def write_new(path: PathLike, data: bytes) -> Path:
                 raise FileExistsError(f"{path} already exists; it is never overwritten") from None
             os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     return path
 
 

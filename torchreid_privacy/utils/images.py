@@ -1,17 +1,36 @@
-"""Conversions between torchreid's normalized batches, [0,1] images and GAN space [-1,1].
+"""Conversions between image files' uint8 arrays, torchreid's normalized batches, [0,1] images
+and GAN space [-1,1].
 
 torchreid feeds ``(x - mean) / std``; desensitizers and image metrics work on [0,1];
 pix2pix generators and discriminators work on [-1,1]. Keeping the three spaces explicit
-avoids the classic bug of computing PSNR on normalized tensors.
+avoids the classic bug of computing PSNR on normalized tensors. Every tool that feeds a model
+image files (folders, search, ONNX folders, video boxes) resizes and batches them here, as
+torchreid's test transform does, so their P and features are the evaluation's.
 """
 from __future__ import annotations
 
 import os
 from typing import Sequence, Union
 
+import numpy as np
 import torch
+from PIL import Image
 
 MeanStd = Union[Sequence[float], torch.Tensor]
+
+
+def resize_rgb(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) uint8 at ``height x width`` as torchreid's test transform resizes (``Resize((h, w))``
+    on a PIL image is PIL's bilinear resize); an image already that size is returned as it is."""
+    if arr.shape[:2] == (height, width):
+        return arr
+    return np.asarray(Image.fromarray(np.ascontiguousarray(arr)).resize((width, height), Image.BILINEAR))
+
+
+def to_batch01(arrays: Sequence[np.ndarray], device: Union[str, torch.device]) -> torch.Tensor:
+    """uint8 HWC arrays -> (N, 3, H, W) float in [0,1] (``ToTensor``'s arithmetic)."""
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    return x.to(device=device, dtype=torch.float32).div(255)
 
 
 def _as_tensor(v: MeanStd, like: torch.Tensor) -> torch.Tensor:

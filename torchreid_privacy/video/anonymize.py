@@ -31,18 +31,16 @@ from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
 from torchreid_privacy.publish import PublishChannel, to_uint8
 from torchreid_privacy.sealing.payload import sidecar_path
-from torchreid_privacy.utils.atomic import write_new
+from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside, write_new
+from torchreid_privacy.utils.images import resize_rgb, to_batch01
 
 from .detect import Detector, FileDetections, make_detector
 from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_frames
-from .mot import TRACK, MotFormatError
-from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside
-
+from .mot import TRACK, MotFormatError, pixel_boxes
 from .sealed_crops import SealedCropsWriter, encode_png
 
 log = logging.getLogger(__name__)
@@ -121,11 +119,9 @@ def anonymizer(model) -> Callable[[torch.Tensor], torch.Tensor]:
 def clip_boxes(boxes: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
     """``(keep, xyxy)``: which of the ``(N, 4+)`` boxes cover a pixel once clipped to the frame, and
     those as ``(M, 4)`` int64 whole-pixel boxes (top-left floored, bottom-right ceiled)."""
-    b = np.asarray(boxes, dtype=np.float64)[:, :4]
-    top_left = np.clip(np.floor(b[:, :2]), 0, [width, height])
-    bottom_right = np.clip(np.ceil(b[:, 2:]), 0, [width, height])
-    keep = (bottom_right > top_left).all(axis=1)
-    return keep, np.concatenate([top_left, bottom_right], axis=1)[keep].astype(np.int64)
+    xyxy = pixel_boxes(boxes, width, height)
+    keep = (xyxy[:, 2:] > xyxy[:, :2]).all(axis=1)
+    return keep, xyxy[keep]
 
 
 def crop_name(track: int, frame: int, k: int, suffix: str) -> str:
@@ -168,22 +164,14 @@ def _chunks(frames: Iterator[_Frame], batch_size: int) -> Iterator[List[_Frame]]
         yield chunk
 
 
-def _model_input(rgb: np.ndarray, box: np.ndarray, height: int, width: int) -> torch.Tensor:
-    """One box at the model's input size, resized as a folder's image is (PIL bilinear): HWC uint8."""
-    x1, y1, x2, y2 = box
-    resized = Image.fromarray(rgb[y1:y2, x1:x2]).resize((width, height), Image.BILINEAR)
-    return torch.from_numpy(np.array(resized))  # a writable copy, as torch wants
-
-
 def _published(chunk: List[_Frame], fn: Callable[[torch.Tensor], torch.Tensor], height: int, width: int,
                channel: PublishChannel, batch_size: int, device: str) -> List[bytes]:
     """The published P file of every box of ``chunk``, in frame then box order."""
-    crops = [_model_input(f.rgb, box, height, width) for f in chunk for box in f.boxes]
+    crops = [resize_rgb(f.rgb[y1:y2, x1:x2], height, width) for f in chunk for x1, y1, x2, y2 in f.boxes]
     out: List[bytes] = []
     for i in range(0, len(crops), batch_size):
-        x = torch.stack(crops[i:i + batch_size]).permute(0, 3, 1, 2).to(device=device, dtype=torch.float32) / 255.0
         with torch.no_grad():
-            out.extend(channel.encode(a) for a in to_uint8(fn(x)))
+            out.extend(channel.encode(a) for a in to_uint8(fn(to_batch01(crops[i:i + batch_size], device))))
     return out
 
 
@@ -191,8 +179,7 @@ def _pasted(frame: _Frame, published: List[bytes], channel: PublishChannel) -> n
     """The frame with each box replaced by its published P, resized back to the box."""
     out = frame.rgb.copy()
     for (x1, y1, x2, y2), data in zip(frame.boxes, published):
-        p = Image.fromarray(channel.decode(data)).resize((int(x2 - x1), int(y2 - y1)), Image.BILINEAR)
-        out[y1:y2, x1:x2] = np.asarray(p)
+        out[y1:y2, x1:x2] = resize_rgb(channel.decode(data), int(y2 - y1), int(x2 - x1))
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from torchreid_privacy.utils.atomic import new_temp
+from torchreid_privacy.utils.atomic import link_into_place, new_temp
 
 PathLike = Union[str, os.PathLike]
 
@@ -136,16 +136,10 @@ class VideoWriter:
                     self._container.mux(packet)
         finally:
             self._container.close()
-        try:
-            if not keep:
-                return None
-            try:
-                os.link(self._tmp, self.path)  # atomic, and fails if the path appeared meanwhile
-            except FileExistsError:
-                raise FileExistsError(f"{self.path}: already exists; refusing to overwrite it") from None
-            return self.path
-        finally:
+        if not keep:
             self._tmp.unlink(missing_ok=True)
+            return None
+        return link_into_place(self._tmp, self.path)  # fails if the path appeared meanwhile
 
     def __enter__(self) -> "VideoWriter":
         return self

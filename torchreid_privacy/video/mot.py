@@ -76,6 +76,18 @@ def write_mot(path: PathLike, boxes: Dict[int, np.ndarray], gt: bool = False) ->
     return write_new(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 
+def pixel_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``(N, 4)`` int64 whole-pixel boxes covering the ``(N, 4+)`` float boxes, clipped to the frame.
+
+    The top-left is floored and the bottom-right ceiled, so no pixel a detector boxed is left out:
+    what ``anonymize`` replaces and ``make-data`` crops. A box outside the frame becomes empty.
+    """
+    b = np.asarray(boxes, dtype=np.float64)[:, :4]
+    top_left = np.clip(np.floor(b[:, :2]), 0, [width, height])
+    bottom_right = np.clip(np.ceil(b[:, 2:]), 0, [width, height])
+    return np.concatenate([top_left, bottom_right], axis=1).astype(np.int64)
+
+
 def tracks_of(boxes: Dict[int, np.ndarray]) -> Dict[int, Dict[int, np.ndarray]]:
     """``{track: {frame: xyxy}}`` of boxes that carry a track id (gt.txt)."""
     out: Dict[int, Dict[int, np.ndarray]] = {}

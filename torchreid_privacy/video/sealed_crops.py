@@ -53,7 +53,8 @@ from PIL import Image
 
 from torchreid_privacy.sealing.payload import (NONCE_BYTES, TAG_BYTES, AuthenticationFailed, NotSealed, SealError,
                                                aead_for, padded_size, sidecar_path)
-from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside, new_temp, write_new
+from torchreid_privacy.utils.atomic import (check_new_folder, link_into_place, move_into_place, new_folder_beside,
+                                            new_temp, write_new)
 
 PathLike = Union[str, "os.PathLike[str]"]
 Box = Tuple[int, int, int, int]
@@ -166,13 +167,7 @@ class SealedCropsWriter:
 
     def publish(self) -> Path:
         """Link the finished sidecar into place; never over an existing file."""
-        try:
-            os.link(self._tmp, self.path)
-        except FileExistsError:
-            raise FileExistsError(f"{self.path}: already exists; refusing to overwrite it") from None
-        finally:
-            self._tmp.unlink(missing_ok=True)
-        return self.path
+        return link_into_place(self._tmp, self.path)
 
     def discard(self) -> None:
         if not self._file.closed:
@@ -183,12 +178,9 @@ class SealedCropsWriter:
 # -------------------------------------------------------------------------------------------- reading
 
 def count_frames(path: PathLike) -> int:
-    """Frames of ``path``'s first video stream, counted from its packets (nothing decoded)."""
+    """Frames of the video ``path`` (already probed), counted from its packets (nothing decoded)."""
     import av
 
-    from .io import probe
-
-    probe(path)  # a VideoError naming the file if it is no video
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)
@@ -274,37 +266,35 @@ def open_sealed_crops(video_path: PathLike, key: bytes) -> Tuple[VideoBinding, I
 
 
 def _records(f: BinaryIO, aead, footer: _Footer, label: str) -> Iterator[SealedCrop]:
+    """Each record, decrypted as it is read; the count and digest checked at the end; ``f`` closed."""
     with f:
-        yield from _read_records(f, aead, footer, label)
-
-
-def _read_records(f: BinaryIO, aead, footer: _Footer, label: str) -> Iterator[SealedCrop]:
-    digest = hashlib.sha256()
-    pos, index = len(MAGIC) + 1, 0
-    f.seek(pos)
-    while pos < footer.records_end:
-        damaged = f"{label}: authentication failed (damaged crop record {index})"
-        if pos + 4 > footer.records_end:
-            raise AuthenticationFailed(damaged)
-        raw_len = f.read(4)
-        n, = _U32.unpack(raw_len)
-        if n < _RECORD.size + NONCE_BYTES + TAG_BYTES or pos + 4 + n > footer.records_end:
-            raise AuthenticationFailed(damaged)
-        body = f.read(n)
-        digest.update(raw_len + body)
-        head, nonce = body[:_RECORD.size], body[_RECORD.size:_RECORD.size + NONCE_BYTES]
-        frame, k, *box = _RECORD.unpack(head)
-        try:
-            plaintext = aead.decrypt(nonce, body[_RECORD.size + NONCE_BYTES:], _record_ad(footer.binding, index, head))
-        except InvalidTag:
-            raise AuthenticationFailed(f"{label}: authentication failed (crop record {index}, frame {frame} box {k}, "
-                                       "was changed or moved)") from None
-        size, = _U64.unpack_from(plaintext)
-        yield SealedCrop(frame, k, (box[0], box[1], box[2], box[3]), plaintext[8:8 + size])
-        pos, index = pos + 4 + n, index + 1
-    if index != footer.crops or digest.hexdigest() != footer.records_sha256:
-        raise AuthenticationFailed(f"{label}: authentication failed (crop records removed, reordered or added: "
-                                   f"{index} found, {footer.crops} sealed)")
+        digest = hashlib.sha256()
+        pos, index = len(MAGIC) + 1, 0
+        f.seek(pos)
+        while pos < footer.records_end:
+            damaged = f"{label}: authentication failed (damaged crop record {index})"
+            if pos + 4 > footer.records_end:
+                raise AuthenticationFailed(damaged)
+            raw_len = f.read(4)
+            n, = _U32.unpack(raw_len)
+            if n < _RECORD.size + NONCE_BYTES + TAG_BYTES or pos + 4 + n > footer.records_end:
+                raise AuthenticationFailed(damaged)
+            body = f.read(n)
+            digest.update(raw_len + body)
+            head, nonce = body[:_RECORD.size], body[_RECORD.size:_RECORD.size + NONCE_BYTES]
+            frame, k, *box = _RECORD.unpack(head)
+            try:
+                plaintext = aead.decrypt(nonce, body[_RECORD.size + NONCE_BYTES:],
+                                         _record_ad(footer.binding, index, head))
+            except InvalidTag:
+                raise AuthenticationFailed(f"{label}: authentication failed (crop record {index}, frame {frame} "
+                                           f"box {k}, was changed or moved)") from None
+            size, = _U64.unpack_from(plaintext)
+            yield SealedCrop(frame, k, (box[0], box[1], box[2], box[3]), plaintext[8:8 + size])
+            pos, index = pos + 4 + n, index + 1
+        if index != footer.crops or digest.hexdigest() != footer.records_sha256:
+            raise AuthenticationFailed(f"{label}: authentication failed (crop records removed, reordered or added: "
+                                       f"{index} found, {footer.crops} sealed)")
 
 
 # ------------------------------------------------------------------------------------------- recovery

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from torchreid_privacy.utils.atomic import check_new_folder, new_folder, write_j
 
 from .detect import Detector, make_detector
 from .io import VideoInfo, probe, read_frames
-from .mot import TRACK, read_mot, tracks_of, write_mot
+from .mot import TRACK, pixel_boxes, read_mot, tracks_of, write_mot
 from .tracklets import TrackLinker, evaluate_tracklets
 
 PathLike = Union[str, os.PathLike]
@@ -191,13 +190,6 @@ def _track(video: PathLike, info: VideoInfo, detector: Detector, linker: TrackLi
     return tracked, {"frames_read": frames, "boxes_detected": boxes, "boxes_tracked": n_tracked}
 
 
-def _pixel_box(xyxy: np.ndarray, width: int, height: int) -> Box:
-    """The integer pixel box covering ``xyxy``, clipped to the frame."""
-    x1, y1 = (int(math.floor(min(max(v, 0.0), lim))) for v, lim in ((xyxy[0], width), (xyxy[1], height)))
-    x2, y2 = (int(math.ceil(min(max(v, 0.0), lim))) for v, lim in ((xyxy[2], width), (xyxy[3], height)))
-    return x1, y1, x2, y2
-
-
 def _identities(tracked: Dict[int, List[Tuple[int, int, np.ndarray]]], info: VideoInfo, every: int,
                 min_height: int, min_images: int) -> Tuple[List[Identity], int]:
     """The tracklets with >= ``min_images`` crops (tall enough, every ``every``-th frame) as identities
@@ -205,12 +197,12 @@ def _identities(tracked: Dict[int, List[Tuple[int, int, np.ndarray]]], info: Vid
     kept, too_small = [], 0
     for tid in sorted(tracked, key=lambda t: (tracked[t][0][0], t)):
         crops = []
-        for frame, row, xyxy in tracked[tid]:
-            box = _pixel_box(xyxy, info.width, info.height)
+        boxes = pixel_boxes(np.stack([xyxy for _, _, xyxy in tracked[tid]]), info.width, info.height)
+        for (frame, row, _), box in zip(tracked[tid], boxes.tolist()):
             if box[3] - box[1] < min_height or box[2] <= box[0]:
                 too_small += 1
             elif frame % every == 0:
-                crops.append(Crop(frame, row, box))
+                crops.append(Crop(frame, row, tuple(box)))
         if len(crops) >= min_images:
             kept.append(Identity(len(kept) + 1, tid, crops, [(f, b) for f, _, b in tracked[tid]]))
     return kept, too_small
