@@ -24,6 +24,7 @@ setup(
         "torchreid_privacy.tools",
         "torchreid_privacy.utils",
         "torchreid_privacy.video",
+        "torchreid_privacy.video.detectors",
         "torchreid_privacy.visualization",
         "torchreid_privacy.plugins",
         "torchreid_privacy.plugins.engine",

@@ -24,10 +24,12 @@ from torchreid_privacy.video.io import VideoWriter, probe, read_frames
 from torchreid_privacy.video.mot import read_mot
 from torchreid_privacy.video.sealed_crops import encode_png, recover_video_crops
 from torchreid_privacy.video.synthetic import make_synthetic_video
+from torchreid_privacy.video.temporal import TemporalSettings
 
 FRAMES, WIDTH, HEIGHT, FPS = 24, 320, 240, 10
 CHANGED = 8.0  # mean |P - O| inside every box, 8-bit levels (measured >= 34 with the tiny run)
 MP4_MEAN, MP4_P99 = 2.5, 24  # H.264 CRF 12 outside boxes + 4 px: measured 1.4 and 13 (a plain re-encode: 1.8, 25)
+EXACT = ["--max-gap", "0", "--extend", "0", "--box-margin", "0"]  # the gt boxes exactly: nothing filled or widened
 CROP_NAME = re.compile(r"^(-?\d+)_c1s1_(\d{6})_(\d{2})\.jpg$")
 
 
@@ -57,7 +59,7 @@ def anonymized(street, trained_run):
     """One lossless run through the CLI: gt boxes, sealed originals, P crops."""
     out, crops = street["dir"] / "anon.mkv", street["dir"] / "crops"
     rc, stdout, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(out),
-                            "--checkpoint", trained_run, "--detections", str(street["info"].gt_path),
+                            "--checkpoint", trained_run, "--detections", str(street["info"].gt_path), *EXACT,
                             "--seal-key", str(street["key"]), "--crops", str(crops)])
     assert rc == 0, err
     return {"video": out, "crops": crops, "stdout": stdout, "frames": list(read_frames(out))}
@@ -67,7 +69,7 @@ def anonymized(street, trained_run):
 def anonymized_mp4(street, trained_run):
     out = street["dir"] / "anon.mp4"
     rc, _, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(out),
-                       "--checkpoint", trained_run, "--detections", str(street["info"].gt_path)])
+                       "--checkpoint", trained_run, "--detections", str(street["info"].gt_path), *EXACT])
     assert rc == 0, err
     return {"video": out, "frames": list(read_frames(out))}
 
@@ -283,7 +285,8 @@ def test_baseline_run_pastes_m_and_a_run_with_neither_g_nor_m_is_refused(street,
     model = load(trained_run)
     model.generator = None  # a baseline run: P is the conventional M (mosaic)
     detector = video_detector(street["info"].gt_path)
-    report = anonymize_video(street["info"].path, tmp_path / "m.mkv", model, detector, PublishChannel("png"))
+    report = anonymize_video(street["info"].path, tmp_path / "m.mkv", model, detector, PublishChannel("png"),
+                             temporal=TemporalSettings(max_gap=0, extend=0, margin=0.0))
     assert (report.frames, report.boxes) == (FRAMES, street["info"].boxes)
     assert min(_inside_change(street, list(read_frames(tmp_path / "m.mkv")))) > 1.0  # mosaic keeps the mean colour
     model.desensitizer = ""

@@ -89,6 +89,7 @@ ANONYMIZERS = Registry("anonymizer")
 DISCRIMINATORS = Registry("discriminator")
 LOSSES = Registry("loss")
 ENGINES = Registry("engine")
+DETECTORS = Registry("detector")
 
 ALL_REGISTRIES = {
     "desensitizers": DESENSITIZERS,
@@ -96,10 +97,12 @@ ALL_REGISTRIES = {
     "discriminators": DISCRIMINATORS,
     "losses": LOSSES,
     "engines": ENGINES,
+    "detectors": DETECTORS,
 }
 
 # discovered by name (as entry points are), not imported: the registry sits below its plugins
-BUILTIN_PLUGIN_MODULES = ("torchreid_privacy.plugins", "torchreid_privacy.plugins.engine")
+BUILTIN_PLUGIN_MODULES = ("torchreid_privacy.plugins", "torchreid_privacy.plugins.engine",
+                          "torchreid_privacy.video.detectors")
 _loaded = False
 
 

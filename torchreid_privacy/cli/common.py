@@ -83,3 +83,27 @@ def default_device() -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     except Exception:  # pragma: no cover - torch import problems surface elsewhere
         return "cpu"
+
+
+def add_video_detection_args(p: argparse.ArgumentParser, only: str = "video only") -> None:
+    """``--detector`` and its companions, shared by ``anonymize --input VIDEO`` and ``make-data --from-video``
+    (``only``: the help's prefix naming when the flags apply). Unset flags stay None."""
+    from torchreid_privacy.video.detectors import DEFAULT_DETECTOR
+
+    p.add_argument("--detector", metavar="SPEC",
+                   help=f"{only}: who finds the people: hog, motion, torchvision:NAME, onnx:FILE, file:det.txt, "
+                        f"several joined with + (the union of their boxes); default {DEFAULT_DETECTOR}")
+    p.add_argument("--detections", metavar="FILE",
+                   help=f"{only}: pedestrian boxes as a MOTChallenge det.txt/gt.txt (frames 1-based); an alias "
+                        "of --detector file:FILE")
+    p.add_argument("--detector-threshold", type=float, metavar="SCORE",
+                   help=f"{only}: the detectors' score threshold (each detector's own default otherwise)")
+    p.add_argument("--detector-weights", metavar="FILE",
+                   help=f"{only}: a torchvision:NAME detector's state dict (its own weights API otherwise, "
+                        "which needs a network)")
+    p.add_argument("--hog-min-height", type=float, metavar="PX",
+                   help=f"{only}: the smallest person a hog detector looks for (upscaled pyramid levels, slower "
+                        "below 128; default 40 for --detector hog, 128 in the default motion+hog)")
+    p.add_argument("--skip-bad-boxes", action="store_true", default=None,
+                   help=f"{only}: count and skip det.txt/gt.txt rows with NaN/inf or empty boxes instead of "
+                        "refusing the file")

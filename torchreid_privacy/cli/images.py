@@ -6,7 +6,14 @@ import argparse
 
 from torchreid_privacy.publish.channel import FORMATS
 
-from .common import add_key_arg, default_device, read_key
+from torchreid_privacy.video.temporal import TemporalSettings
+
+from .common import add_key_arg, add_video_detection_args, default_device, read_key
+
+TEMPORAL = TemporalSettings()
+VIDEO_ONLY = ("--detector", "--detections", "--detector-threshold", "--detector-weights", "--hog-min-height",
+              "--skip-bad-boxes",
+              "--ground-truth", "--max-gap", "--extend", "--box-margin", "--fail-closed", "--crops")
 
 
 def add_parsers(sub) -> None:
@@ -36,9 +43,22 @@ def add_parsers(sub) -> None:
                            help="file format of P (default: the run's privacy.publish.format, jpeg unless "
                                 "configured; the suffix follows it: a.png -> a.jpg)")
             p.add_argument("--quality", type=int, help="JPEG/WebP quality 1-100 (default: privacy.publish.quality)")
-            p.add_argument("--detections", metavar="FILE",
-                           help="video only: pedestrian boxes as a MOTChallenge det.txt/gt.txt (frames 1-based); "
-                                "default: OpenCV's HOG people detector")
+            add_video_detection_args(p)
+            p.add_argument("--ground-truth", metavar="GT.txt",
+                           help="video only: a MOT gt.txt of the video; report the privacy recall (people whose "
+                                "head band is >= 90%% and box >= 70%% under anonymized pixels), the worst frame, and "
+                                "write OUTPUT.recall.json and the missed boxes as OUTPUT.missed.txt")
+            p.add_argument("--max-gap", type=int, metavar="FRAMES",
+                           help=f"video only: fill a track's gaps up to this many frames (default {TEMPORAL.max_gap})")
+            p.add_argument("--extend", type=int, metavar="FRAMES",
+                           help=f"video only: cover a track this many frames before its first and after its last "
+                                f"box (default {TEMPORAL.extend})")
+            p.add_argument("--box-margin", type=float, metavar="SHARE",
+                           help=f"video only: grow every box by this share of its width/height on each side "
+                                f"(default {TEMPORAL.margin})")
+            p.add_argument("--fail-closed", action="store_true",
+                           help="video only: desensitize a frame whole when its moving area (background "
+                                "subtraction) is not covered by boxes; frames whose detector fails always are")
             p.add_argument("--crops", metavar="DIR",
                            help="video only: also write each box's published P as a ReID image set in this new "
                                 "folder (Market-style names TRACK_c1s1_FRAME_K, for search --gallery)")
@@ -71,7 +91,7 @@ def _video_input(args: argparse.Namespace, video_only: tuple = ()) -> bool:
     if is_video(args.input):
         return True
     for flag in video_only:
-        if getattr(args, flag.lstrip("-").replace("-", "_")):
+        if getattr(args, flag.lstrip("-").replace("-", "_")) not in (None, False):
             raise ValueError(f"{flag}: only for a video --input; {args.input} is not a video file")
     return False
 
@@ -80,7 +100,7 @@ def anonymize(args: argparse.Namespace) -> int:
     from torchreid_privacy.tools.folders import process_folder
     from torchreid_privacy.inference import load
 
-    if _video_input(args, video_only=("--detections", "--crops")):
+    if _video_input(args, video_only=VIDEO_ONLY):
         return _anonymize_video(args)
     _check(args)
     if args.onnx or not args.checkpoint:
@@ -113,7 +133,8 @@ def _anonymize_video(args: argparse.Namespace) -> int:
     """``anonymize --input VIDEO``: each detected box through the run's G (M for a baseline run),
     published as the run's P files are; ``--seal-key`` seals the original crops beside the video."""
     from torchreid_privacy.inference import load
-    from torchreid_privacy.video.anonymize import anonymize_video, check_video_paths, video_detector
+    from torchreid_privacy.video.anonymize import (anonymize_video, check_video_paths, read_ground_truth,
+                                                   video_detector)
 
     for flag, value in (("--onnx", args.onnx), ("--neutral-names", args.neutral_names)):
         if value:
@@ -122,24 +143,37 @@ def _anonymize_video(args: argparse.Namespace) -> int:
         raise ValueError("--checkpoint: required for a video --input")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {args.batch_size}")
-    check_video_paths(args.input, args.output, args.crops, sealed=bool(args.seal_key))  # before loading anything
+    check_video_paths(args.input, args.output, args.crops, sealed=bool(args.seal_key),
+                      recall=bool(args.ground_truth))  # before loading anything
     seal_key = None
     if args.seal_key:
         from torchreid_privacy.sealing.keys import read_key_file
 
         seal_key = read_key_file(args.seal_key, flag="--seal-key")
-    detector = video_detector(args.detections)
+    temporal = TemporalSettings(**{k: v for k, v in (("max_gap", args.max_gap), ("extend", args.extend),
+                                                      ("margin", args.box_margin)) if v is not None})
+    if args.ground_truth:
+        read_ground_truth(args.ground_truth)  # a bad file is refused before the model loads
+    detector = video_detector(args.detections, args.detector, **detector_options(args))
     model = load(args.checkpoint, device=args.device)
     channel = publish_channel(args, model.channel)
     report = anonymize_video(args.input, args.output, model, detector, channel, batch_size=args.batch_size,
-                             device=args.device, seal_key=seal_key, crops_dir=args.crops)
-    print(f"boxes written as {channel.label} P into {report.output}")
+                             device=args.device, seal_key=seal_key, crops_dir=args.crops, temporal=temporal,
+                             fail_closed=args.fail_closed, ground_truth=args.ground_truth)
+    print(f"people found by {detector.name}; boxes written as {channel.label} P into {report.output}")
     if report.sidecar is not None:
         print(f"original crops sealed in {report.sidecar} (recover --input {report.output} --key-file KEYFILE)")
     if report.crops_dir is not None:
         print(f"{report.boxes} P crop(s) written to {report.crops_dir}")
-    print(report.line())
+    for line in report.lines():
+        print(line)
     return 0
+
+
+def detector_options(args: argparse.Namespace) -> dict:
+    """``build_detector``'s keyword arguments from the detection flags."""
+    return {"threshold": args.detector_threshold, "weights": args.detector_weights, "device": args.device,
+            "skip_bad_boxes": bool(args.skip_bad_boxes), "hog_min_height": args.hog_min_height}
 
 
 def _anonymize_onnx(args: argparse.Namespace) -> int:

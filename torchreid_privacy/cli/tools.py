@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_config_args, int_list
+from .common import add_config_args, add_video_detection_args, int_list
 
 
 def add_parsers(sub) -> None:
@@ -29,8 +29,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("bench", help="benchmarks: `bench kernels` checks and times every Triton kernel (GPU); "
                                      "`bench step` times the whole training step (eager, compile, Triton, AMP); "
-                                     "`bench scale` times evaluation and search at MSMT17 size and a million images")
-    p.add_argument("what", choices=["kernels", "step", "scale"])
+                                     "`bench scale` times evaluation and search at MSMT17 size and a million images; "
+                                     "`bench video` measures each video detector's privacy recall and speed")
+    p.add_argument("what", choices=["kernels", "step", "scale", "video"])
     p.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark (see --help after 'kernels' "
                                                           "or 'step')")
     p.set_defaults(func=bench)
@@ -47,12 +48,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--ids", type=int, help="--root: number of identities (default: the generator's)")
     p.add_argument("--style", choices=["plain", "hard"],
                    help="--root: plain (default): flat cartoon figures (ROOT/market1501); hard: textured clothing, "
-                        "clutter, occlusion, strong camera nuisances (ROOT/market1501_hard)")
+                        "clutter, occlusion, strong camera nuisances (ROOT/market1501_hard). --synthetic-video: "
+                        "plain (default): flat cartoon walkers of similar size; hard: a street in perspective "
+                        "(people 7-35%% of the frame height), people standing still, groups occluding each other, "
+                        "textured people, street furniture, brightness drift and sensor noise (gt.txt with "
+                        "visibilities)")
     p.add_argument("--output", metavar="DIR", help="--from-video: the new dataset folder (must not exist, or be empty)")
-    p.add_argument("--detections", metavar="FILE", help="--from-video: MOTChallenge det.txt of the video "
-                                                        "(default: OpenCV's HOG people detector)")
+    add_video_detection_args(p, "--from-video")
     p.add_argument("--ground-truth", metavar="GT.txt", help="--from-video: MOT gt.txt, to measure the tracklets' "
-                                                            "purity and coverage")
+                                                            "purity and coverage and the detector's privacy recall")
     p.add_argument("--every", type=int, help="--from-video: keep crops from every N-th frame (default 1)")
     p.add_argument("--min-height", type=int, metavar="PX", help="--from-video: smallest crop height (default 64)")
     p.add_argument("--min-images", type=int, metavar="N", help="--from-video: fewest crops an identity needs "
@@ -60,9 +64,6 @@ def add_parsers(sub) -> None:
     p.add_argument("--segments", type=int, metavar="K", help="--from-video: time parts of each identity, labelled "
                                                              "cameras c1..cK (default 2)")
     p.add_argument("--test-ratio", type=float, help="--from-video: share of identities in the test set (default 0.5)")
-    p.add_argument("--hog-min-score", type=float, help="--from-video: HOG detector score threshold (default 0.5)")
-    p.add_argument("--hog-upscale", type=float, help="--from-video: upscale frames for HOG, which sees people "
-                                                     ">= 128 px tall (default 1)")
     p.add_argument("--frames", type=int, help="--synthetic-video: number of frames (default 80)")
     p.add_argument("--people", type=int, help="--synthetic-video: number of walkers (default 6)")
     p.set_defaults(func=make_data)
@@ -101,8 +102,9 @@ def list_components(args: argparse.Namespace) -> int:
 MAKE_DATA_FLAGS = {
     "root": ("ids", "style"),
     "from_video": ("output", "detections", "ground_truth", "every", "min_height", "min_images", "segments",
-                   "test_ratio", "hog_min_score", "hog_upscale"),
-    "synthetic_video": ("frames", "people"),
+                   "test_ratio", "detector", "detector_threshold", "detector_weights", "hog_min_height",
+                   "skip_bad_boxes"),
+    "synthetic_video": ("frames", "people", "style"),
 }
 
 
@@ -110,7 +112,7 @@ def make_data(args: argparse.Namespace) -> int:
     mode = next(m for m in MAKE_DATA_FLAGS if getattr(args, m) is not None)
     for other, flags in MAKE_DATA_FLAGS.items():
         for flag in flags:
-            if other != mode and getattr(args, flag) is not None:
+            if other != mode and flag not in MAKE_DATA_FLAGS[mode] and getattr(args, flag) is not None:
                 raise ValueError(f"--{flag.replace('_', '-')}: only with --{other.replace('_', '-')}, "
                                  f"not --{mode.replace('_', '-')}")
     return {"root": _make_market, "from_video": _make_from_video, "synthetic_video": _make_video}[mode](args)
@@ -132,7 +134,8 @@ def _make_video(args: argparse.Namespace) -> int:
 
     kwargs = {k: getattr(args, k) for k in MAKE_DATA_FLAGS["synthetic_video"] if getattr(args, k) is not None}
     made = make_synthetic_video(args.synthetic_video, seed=args.seed, **kwargs)
-    print(f"video: {made.path} ({made.frames} frames, {made.people} people, {made.boxes} boxes)")
+    print(f"video: {made.path} ({made.frames} frames, {made.people} people, {made.boxes} boxes, "
+          f"{args.style or 'plain'} style)")
     print(f"ground truth: {made.gt_path}")
     print(f"detections: {made.det_path}")
     return 0
@@ -143,9 +146,12 @@ def _make_from_video(args: argparse.Namespace) -> int:
 
     if args.output is None:
         raise ValueError("--output: required with --from-video (the new dataset folder)")
+    options = {"threshold": args.detector_threshold, "weights": args.detector_weights,
+               "skip_bad_boxes": bool(args.skip_bad_boxes), "hog_min_height": args.hog_min_height}
     kwargs = {k: getattr(args, k) for k in MAKE_DATA_FLAGS["from_video"]
-              if k != "output" and getattr(args, k) is not None}
-    report = video_to_dataset(args.from_video, args.output, seed=args.seed, **kwargs)
+              if k not in ("output", "detector_threshold", "detector_weights", "skip_bad_boxes", "hog_min_height")
+              and getattr(args, k) is not None}
+    report = video_to_dataset(args.from_video, args.output, seed=args.seed, detector_options=options, **kwargs)
     c = report.counts
     print(f"ReID set from {args.from_video} at {report.output}: {c['tracklets_kept']} identities "
           f"({c['train_identities']} train, {c['query_identities']} test), {c['boxes_kept']} crops "
@@ -156,6 +162,9 @@ def _make_from_video(args: argparse.Namespace) -> int:
         t = report.tracking
         print(f"tracklets vs ground truth: purity {t['purity']:.3f}, coverage {t['coverage']:.3f}, "
               f"precision {t['precision']:.3f}, {t['id_switches']} id switches")
+        from torchreid_privacy.video.privacy_recall import summary_line
+
+        print(f"detector {summary_line(t['privacy_recall'])} (its boxes, before temporal filling)")
     print(f"details: {report.json_path}")
     return 0
 
@@ -179,6 +188,10 @@ def bench(args: argparse.Namespace) -> int:
         from torchreid_privacy.tools import bench_scale
 
         return bench_scale.main(args.args)
+    if args.what == "video":
+        from torchreid_privacy.tools import bench_video
+
+        return bench_video.main(args.args)
     from torchreid_privacy.tools import bench_kernels as bench_module
 
     return bench_module.main(args.args)

@@ -11,16 +11,26 @@ left half-written by a killed run; every writer in the package goes through here
   a hard link creates the target atomically or fails, so a file appearing between the caller's
   check and the write is still kept. No fsync per file: folders hold many images, and rename
   atomicity is what keeps them whole.
+
+Temporary names carry the writing process's id (``.NAME.PID.XXXXXXXX.tmp`` beside a file,
+``.NAME-PID-XXXXXXXX.partial`` beside a folder): a run killed outright (SIGKILL, power loss) runs
+no cleanup, and :func:`sweep_stale` lets the next writer of the same target remove what it left,
+without touching a live run's temporaries or anything else.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Tuple, Union
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 UMASK = os.umask(0o022)  # read once (os.umask has no getter), put straight back
@@ -35,10 +45,14 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+_RANDOM = "[a-z0-9_]{8}"  # what tempfile.mkstemp/mkdtemp put between prefix and suffix
+
+
 def new_temp(path: str, suffix: str = ".tmp") -> Tuple[int, str]:
-    """A new temp file beside ``path``: an unpredictable name, created exclusively (``O_EXCL``, so a
-    symlink planted in the folder is never followed), the permissions a plain ``open`` would give."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix,
+    """A new temp file beside ``path``, ``.NAME.PID.XXXXXXXX{suffix}``: an unpredictable name, created
+    exclusively (``O_EXCL``, so a symlink planted in the folder is never followed), the permissions a
+    plain ``open`` would give. ``suffix``: ``.tmp``, or ``path``'s own (:func:`sweep_stale` knows both)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.{os.getpid()}.", suffix=suffix,
                                dir=os.path.dirname(os.path.abspath(path)))
     os.fchmod(fd, 0o666 & ~UMASK)
     return fd, tmp
@@ -122,12 +136,91 @@ def check_new_folder(path: PathLike, flag: str) -> Path:
     return p
 
 
-def new_folder_beside(path: Path) -> Path:
-    """A fresh hidden folder beside ``path``, to fill and then rename into place (:func:`move_into_place`)."""
+def new_folder_beside(path: Path, *, private: bool = False) -> Path:
+    """A fresh hidden folder ``.NAME-PID-XXXXXXXX.partial`` beside ``path``, to fill and then rename
+    into place (:func:`move_into_place`); what killed runs left for ``path`` is swept first.
+
+    Its mode is what a plain mkdir gives, or 0700 with ``private`` (decrypted originals: until it is
+    renamed, and if a killed run leaves it behind, only the owner can list or read it; renaming
+    keeps the mode, so the output folder stays 0700 too).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{path.name}-", suffix=".partial", dir=path.parent)
-    os.chmod(tmp, 0o777 & ~UMASK)  # the mode a plain mkdir gives, not mkdtemp's 0700
+    sweep_stale(path)
+    tmp = tempfile.mkdtemp(prefix=f".{path.name}-{os.getpid()}-", suffix=".partial", dir=path.parent)
+    if not private:
+        os.chmod(tmp, 0o777 & ~UMASK)  # the mode a plain mkdir gives, not mkdtemp's 0700
     return Path(tmp)
+
+
+def _temp_patterns(path: Path) -> Tuple["re.Pattern[str]", "re.Pattern[str]"]:
+    """The names :func:`new_temp` (file) and :func:`new_folder_beside` (folder) give ``path``'s temporaries."""
+    name = re.escape(path.name)
+    suffixes = {".tmp", path.suffix.lower()} - {""}
+    ends = "|".join(re.escape(x) for x in sorted(suffixes))
+    return (re.compile(rf"\.{name}\.([0-9]+)\.{_RANDOM}(?:{ends})"),
+            re.compile(rf"\.{name}-([0-9]+)-{_RANDOM}\.partial"))
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running (and writing its temporaries): only a
+    ProcessLookupError says no; a process of another user (PermissionError) counts as alive."""
+    if pid <= 0:  # 0 and negative ids name process groups, never a writer
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, OSError):  # PermissionError: another user's process
+        return True
+    return True
+
+
+def sweep_stale(path: PathLike) -> int:
+    """Remove the temporaries of ``path`` (a file's or a folder's) left by processes no longer running.
+
+    Only entries whose name is exactly one of ``path``'s temp names (:func:`new_temp`,
+    :func:`new_folder_beside`), that are what that name's writer makes (a regular file, a real
+    folder; never a symbolic link) and that belong to this user are considered; of these, those whose
+    PID is alive (or may be: another user's, a recycled id) are kept. Each removal is logged; returns
+    how many were removed. A folder that cannot be listed sweeps nothing.
+    """
+    path = Path(path).expanduser().absolute()
+    file_name, folder_name = _temp_patterns(path)
+    try:
+        entries = os.listdir(path.parent)
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        for pattern, is_dir in ((file_name, False), (folder_name, True)):
+            match = pattern.fullmatch(entry)
+            if match is None:
+                continue
+            stale = path.parent / entry
+            try:
+                st = os.lstat(stale)
+            except OSError:
+                continue
+            kind_ok = stat.S_ISDIR(st.st_mode) if is_dir else stat.S_ISREG(st.st_mode)
+            pid = int(match.group(1))
+            if not kind_ok or st.st_uid != os.geteuid() or _alive(pid):
+                continue
+            try:
+                if is_dir:
+                    shutil.rmtree(stale)
+                else:
+                    os.unlink(stale)
+            except FileNotFoundError:  # another run swept it meanwhile
+                continue
+            except OSError as exc:
+                log.warning("%s: cannot remove this temporary left by process %d, no longer running (%s)",
+                            stale, pid, exc)
+                continue
+            removed += 1
+            log.warning("%s: removed; a temporary %s left by process %d, which is no longer running",
+                        stale, "folder" if is_dir else "file", pid)
+    return removed
 
 
 def move_into_place(tmp: Path, path: Path, flag: str) -> Path:

@@ -25,23 +25,28 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from torchreid_privacy.desensitize import resolve_desensitizer
 from torchreid_privacy.publish import PublishChannel, to_uint8
 from torchreid_privacy.sealing.payload import sidecar_path
-from torchreid_privacy.utils.atomic import check_new_folder, move_into_place, new_folder_beside, write_new
+from torchreid_privacy.utils.atomic import (check_new_folder, move_into_place, new_folder_beside, write_json,
+                                            write_new)
 from torchreid_privacy.utils.images import resize_rgb, to_batch01
 
-from .detect import Detector, FileDetections, make_detector
+from .detectors import Detector, build_detector
 from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_frames
-from .mot import TRACK, MotFormatError, pixel_boxes
+from .mot import pixel_boxes, write_mot
+from .plan import VideoPlan, plan_video, read_ground_truth, video_detector  # noqa: F401 (re-exported)
+from .privacy_recall import PrivacyRecall
 from .sealed_crops import SealedCropsWriter, encode_png
+from .temporal import TemporalSettings
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ MAX_PENDING_FRAMES = 16  # frames held while a batch of boxes fills (bounds memo
 
 @dataclass(frozen=True)
 class VideoReport:
-    """What ``anonymize_video`` wrote."""
+    """What ``anonymize_video`` wrote, and what it hid."""
 
     output: Path
     frames: int
@@ -59,13 +64,38 @@ class VideoReport:
     seconds: float
     sidecar: Optional[Path] = None
     crops_dir: Optional[Path] = None
+    counts: Dict[str, int] = field(default_factory=dict)  # the plan's (detected, filled, outside, whole frames)
+    recall: Optional[dict] = None  # PrivacyRecall.report() with a ground truth
+    recall_path: Optional[Path] = None
+    missed_path: Optional[Path] = None
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def frames_whole(self) -> int:
+        return int(self.counts.get("frames_whole", 0))
+
     def line(self) -> str:
         return f"frames {self.frames}, boxes replaced {self.boxes}, {self.fps:.1f} frames/s"
+
+    def lines(self) -> List[str]:
+        """The report a user reads: what was replaced, filled, desensitized whole, skipped, hidden."""
+        c = self.counts
+        out = [self.line(),
+               f"boxes: {c.get('boxes_detected', 0)} detected, {c.get('interpolated', 0)} interpolated and "
+               f"{c.get('extended', 0)} extended by the tracks, {c.get('boxes_clipped', 0)} clipped to the frame, "
+               f"{c.get('boxes_outside', 0)} wholly outside it (nothing to hide)"]
+        if self.frames_whole:
+            out.append(f"frames desensitized whole (fail closed): {self.frames_whole} "
+                       f"({c.get('detector_errors', 0)} detector error(s), {c.get('anonymizer_errors', 0)} "
+                       f"anonymizer error(s), the rest --fail-closed)")
+        if self.recall is not None:
+            from .privacy_recall import summary_line
+
+            out.append(summary_line(self.recall) + f"; missed boxes in {self.missed_path}")
+        return out
 
 
 @dataclass
@@ -74,12 +104,19 @@ class _Frame:
     rgb: np.ndarray  # the decoded input frame (never modified)
     boxes: np.ndarray  # (M, 4) int64 x1, y1, x2, y2 inside the frame
     tracks: np.ndarray  # (M,) int64 tracklet ids, -1 untracked
+    whole: Optional[str] = None  # why the whole frame is desensitized (fail closed), or None
 
 
 # ---------------------------------------------------------------------------------------- checks
 
+def report_paths(out: PathLike) -> Tuple[Path, Path]:
+    """Where a run with ``--ground-truth`` writes its privacy-recall report and its missed boxes."""
+    out = Path(out)
+    return out.with_name(out.name + ".recall.json"), out.with_name(out.name + ".missed.txt")
+
+
 def check_video_paths(inp: PathLike, out: PathLike, crops_dir: Optional[PathLike] = None,
-                      sealed: bool = False) -> VideoInfo:
+                      sealed: bool = False, recall: bool = False) -> VideoInfo:
     """The input's size and rate; refuses, naming the flag, every output that cannot be written
     (before a model is loaded): an unsupported suffix, the input itself, an existing file."""
     out = Path(out)
@@ -89,7 +126,8 @@ def check_video_paths(inp: PathLike, out: PathLike, crops_dir: Optional[PathLike
                          f"{', '.join(sorted(WRITE_CODECS))}")
     if out.resolve() == Path(inp).resolve():
         raise ValueError(f"--output: {out} is the input video; choose a new file")
-    for path in (out, sidecar_path(out)) if sealed else (out,):
+    paths = [out] + ([sidecar_path(out)] if sealed else []) + (list(report_paths(out)) if recall else [])
+    for path in paths:
         if path.exists() or path.is_symlink():
             raise FileExistsError(f"--output: {path} already exists; refusing to overwrite it")
     if crops_dir is not None:
@@ -98,14 +136,6 @@ def check_video_paths(inp: PathLike, out: PathLike, crops_dir: Optional[PathLike
         return probe(inp)
     except VideoError as exc:
         raise VideoError(f"--input: {exc}") from None
-
-
-def video_detector(detections: Optional[PathLike] = None) -> Detector:
-    """``make_detector``, its file errors named as ``--detections``'s."""
-    try:
-        return make_detector(str(detections) if detections else None)
-    except MotFormatError as exc:
-        raise ValueError(f"--detections: {exc}") from None
 
 
 def anonymizer(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -131,23 +161,10 @@ def crop_name(track: int, frame: int, k: int, suffix: str) -> str:
 
 # ---------------------------------------------------------------------------------------- frames
 
-def _tracker(detector: Detector, fps: float) -> Callable[[int, np.ndarray], np.ndarray]:
-    """Track ids per box: the MOT file's own (gt.txt) when it has them, else ``TrackLinker``'s."""
-    if isinstance(detector, FileDetections) and any((b[:, TRACK] >= 0).any() for b in detector.boxes.values()):
-        return lambda index, boxes: boxes[:, TRACK]
-    from .tracklets import TrackLinker
-
-    linker = TrackLinker(float(fps))
-    return lambda index, boxes: linker.update(index, boxes)[:, TRACK]
-
-
-def _frames(inp: PathLike, detector: Detector, info: VideoInfo,
-            track: Optional[Callable[[int, np.ndarray], np.ndarray]]) -> Iterator[_Frame]:
+def _frames(inp: PathLike, plan: VideoPlan) -> Iterator[_Frame]:
     for index, rgb in enumerate(read_frames(inp)):
-        det = np.asarray(detector(index, rgb), dtype=np.float64).reshape(-1, 6)
-        keep, boxes = clip_boxes(det, info.width, info.height)
-        tracks = np.full(len(det), -1, dtype=np.int64) if track is None else np.asarray(track(index, det))
-        yield _Frame(index, rgb, boxes, tracks[keep].astype(np.int64))
+        p = plan[index]
+        yield _Frame(index, rgb, p.boxes, p.tracks, p.whole)
 
 
 def _chunks(frames: Iterator[_Frame], batch_size: int) -> Iterator[List[_Frame]]:
@@ -183,6 +200,32 @@ def _pasted(frame: _Frame, published: List[bytes], channel: PublishChannel) -> n
     return out
 
 
+def whole_frame_desensitizer(model) -> Callable[[np.ndarray], np.ndarray]:
+    """Frame -> the run's conventional M over every pixel (mosaic 24 for a run without one): what a
+    frame that fails closed becomes.
+
+    M works at the model's scale: its block size or blur radius is set for a person filling the
+    model's ``height`` rows, so the frame is first brought to that height (aspect kept), desensitized,
+    and brought back (bilinear). People in the frame are smaller than it, so they are hidden at least
+    as strongly as a crop's M hides its person. Any frame size works, down to 1 x 1.
+    """
+    if getattr(model, "desensitizer", None):
+        fn = model.conventional
+    else:
+        fn = resolve_desensitizer("mosaic", {})
+    height = int(getattr(model, "height", 256))
+
+    def whole(rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        small_h = max(1, min(h, height))
+        small = resize_rgb(rgb, small_h, max(1, round(w * small_h / h)))
+        with torch.no_grad():
+            m = to_uint8(fn(to_batch01([small], "cpu")))[0]
+        return resize_rgb(np.ascontiguousarray(m), h, w)
+
+    return whole
+
+
 # ---------------------------------------------------------------------------------------- outputs
 
 class _Outputs:
@@ -192,6 +235,7 @@ class _Outputs:
                  channel: PublishChannel) -> None:
         self.channel, self.crops_dir = channel, crops_dir
         self.sealer = self.crops_tmp = self.writer = None
+        self.size = (info.width, info.height)
         try:
             if seal_key is not None:
                 self.sealer = SealedCropsWriter(out, seal_key, info.width, info.height, info.fps)
@@ -209,6 +253,12 @@ class _Outputs:
             if self.crops_tmp is not None:
                 write_new(self.crops_tmp / crop_name(track, frame.index, k, self.channel.suffix), data)
         self.writer.write(_pasted(frame, published, self.channel))
+
+    def write_whole(self, frame: _Frame, desensitized: np.ndarray) -> None:
+        """A frame that failed closed: M over every pixel; its sealed record is the whole original frame."""
+        if self.sealer is not None:
+            self.sealer.add(frame.index, 0, (0, 0, *self.size), encode_png(frame.rgb))
+        self.writer.write(desensitized)
 
     def publish(self) -> None:
         """Crops folder, then sidecar, then video (no P video without its payload); undone on failure."""
@@ -242,42 +292,104 @@ class _Outputs:
 
 def anonymize_video(inp: PathLike, out: PathLike, model, detector: Detector, channel: PublishChannel, *,
                     batch_size: int = 32, device: str = "cpu", seal_key: Optional[bytes] = None,
-                    crops_dir: Optional[PathLike] = None) -> VideoReport:
-    """Write ``out``: ``inp`` with every box ``detector`` finds replaced by ``model``'s published P.
+                    crops_dir: Optional[PathLike] = None, temporal: TemporalSettings = TemporalSettings(),
+                    fail_closed: bool = False, ground_truth: Optional[PathLike] = None,
+                    progress: bool = True) -> VideoReport:
+    """Write ``out``: ``inp`` with every person ``detector`` finds replaced by ``model``'s published P.
 
-    ``model``: a ``PrivacyModel`` (``anonymize``, ``height``, ``width``); ``batch_size``: boxes per
-    forward pass. With ``seal_key`` also ``out.sealed``, with ``crops_dir`` the P crops (module
-    docstring). Nothing is left behind on failure; an existing file is never replaced.
+    Two passes over the video: :func:`.plan.plan_video` detects, tracks and fills the boxes
+    (``temporal``; ``fail_closed`` adds whole frames whose moving area is uncovered), then each
+    frame is written with its boxes through G (M for a baseline run) and the channel, or, for a
+    frame that failed closed, with M over every pixel. ``model``: a ``PrivacyModel``;
+    ``batch_size``: boxes per forward pass. With ``seal_key`` also ``out.sealed``, with
+    ``crops_dir`` the P crops (module docstring), with ``ground_truth`` (a MOT gt.txt) the privacy
+    recall of the output, written to ``out.recall.json`` with the missed boxes in ``out.missed.txt``.
+    Nothing is left behind on failure; an existing file is never replaced.
     """
     if batch_size < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
     out, crops_dir = Path(out), None if crops_dir is None else Path(crops_dir)
-    info = check_video_paths(inp, out, crops_dir, sealed=seal_key is not None)
+    info = check_video_paths(inp, out, crops_dir, sealed=seal_key is not None, recall=ground_truth is not None)
     fn = anonymizer(model)
-    track = _tracker(detector, info.fps) if crops_dir is not None else None
-    start, boxes = time.perf_counter(), 0
+    truth = read_ground_truth(ground_truth) if ground_truth is not None else None
+    start = time.perf_counter()
+    motion = build_detector("motion") if fail_closed else None
+    plan = plan_video(inp, info, detector, temporal, fail_closed=fail_closed, motion=motion, progress=progress)
+    _warn_unused(detector, plan.frames)
+    recall = PrivacyRecall(truth, info.width, info.height) if truth is not None else None
+    whole = whole_frame_desensitizer(model)
+    anonymizer_errors = whole_frames = boxes = 0
     outputs = _Outputs(out, info, seal_key, crops_dir, channel)
     try:
-        with tqdm(total=info.frames or None, desc="anonymize", unit="frame", disable=None, dynamic_ncols=True) as bar:
-            for chunk in _chunks(_frames(inp, detector, info, track), batch_size):
-                published = iter(_published(chunk, fn, model.height, model.width, channel, batch_size, device))
+        with tqdm(total=plan.frames, desc="anonymize", unit="frame", disable=None if progress else True,
+                  dynamic_ncols=True) as bar:
+            for chunk in _chunks(_frames(inp, plan), batch_size):
+                try:
+                    published = iter(_published([f for f in chunk if not f.whole], fn, model.height, model.width,
+                                                channel, batch_size, device))
+                except Exception as exc:  # G failed on these boxes: their frames fail closed, never raw
+                    anonymizer_errors += 1
+                    log.warning("the anonymizer failed on frames %d-%d (%s: %s); each desensitized whole",
+                                chunk[0].index, chunk[-1].index, type(exc).__name__, exc)
+                    for frame in chunk:
+                        frame.whole = frame.whole or f"anonymizer error ({type(exc).__name__})"
+                    published = iter(())
                 for frame in chunk:
-                    outputs.write(frame, [next(published) for _ in frame.boxes])
-                    boxes += len(frame.boxes)
+                    if frame.whole:
+                        outputs.write_whole(frame, whole(frame.rgb))
+                        whole_frames += 1
+                    else:
+                        outputs.write(frame, [next(published) for _ in frame.boxes])
+                        boxes += len(frame.boxes)
+                    if recall is not None:
+                        recall.add(frame.index, _hidden_mask(frame, info))
                 bar.update(len(chunk))
         frames = outputs.writer.frames
-        _warn_unused(detector, frames)
+        if frames != plan.frames:
+            raise VideoError(f"--input: {inp} decoded {frames} frame(s) on the second pass and {plan.frames} on "
+                             "the first; is the file being written to?")
         sidecar = outputs.sealer.path if outputs.sealer is not None else None
         outputs.publish()
     except BaseException:
         outputs.discard()
         raise
-    return VideoReport(out, frames, boxes, time.perf_counter() - start, sidecar, crops_dir)
+    counts = dict(plan.counts, anonymizer_errors=anonymizer_errors, frames_whole=whole_frames)
+    report = VideoReport(out, frames, boxes, time.perf_counter() - start, sidecar, crops_dir, counts)
+    if recall is not None:
+        report = _write_recall(report, recall, detector, temporal)
+    return report
+
+
+def _hidden_mask(frame: _Frame, info: VideoInfo) -> np.ndarray:
+    """The pixels of ``frame`` the output anonymized: its pasted boxes, or all of it."""
+    mask = np.zeros((info.height, info.width), bool)
+    if frame.whole:
+        mask[:] = True
+        return mask
+    for x1, y1, x2, y2 in frame.boxes.tolist():
+        mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def _write_recall(report: VideoReport, recall: PrivacyRecall, detector: Detector,
+                  temporal: TemporalSettings) -> VideoReport:
+    """``OUT.recall.json`` (the summary, settings and missed boxes) and ``OUT.missed.txt`` (MOT gt form)."""
+    from dataclasses import replace
+
+    summary = recall.report()
+    json_path, missed_path = report_paths(report.output)
+    write_mot(missed_path, recall.missed_boxes(), gt=True)
+    write_json(json_path, {"video": str(report.output), "detector": {"name": detector.name,
+                                                                    "settings": detector.settings()},
+                           "temporal": temporal.as_dict(), "counts": report.counts, **summary})
+    return replace(report, recall=summary, recall_path=json_path, missed_path=missed_path)
 
 
 def _warn_unused(detector: Detector, frames: int) -> None:
-    """A detections file with boxes past the video's end is likely another video's."""
-    if isinstance(detector, FileDetections) and detector.boxes and max(detector.boxes) >= frames:
+    """A detections file naming frames past the video's end is likely another video's, or the video is cut."""
+    last = getattr(detector, "last_frame", None)
+    if last is not None and last >= frames:
         late = sum(len(b) for f, b in detector.boxes.items() if f >= frames)
-        log.warning("--detections: %s has %d box(es) on frames past the video's last (%d frames): is it this "
-                    "video's file?", detector.path, late, frames)
+        log.warning("--detections: %s names %d frame(s) but the video decoded %d; %d box(es) on the missing "
+                    "frames were not used: is it this video's file, or is the video cut short?",
+                    detector.path, last + 1, frames, late)

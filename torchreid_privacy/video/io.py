@@ -6,6 +6,7 @@ format, so an anonymized video keeps the input's size and rate exactly.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,7 +15,9 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
-from torchreid_privacy.utils.atomic import link_into_place, new_temp
+from torchreid_privacy.utils.atomic import link_into_place, new_temp, sweep_stale
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -68,22 +71,58 @@ def probe(path: PathLike) -> VideoInfo:
     """Size, frame rate and stated frame count of ``path``'s first video stream."""
     with _open(path) as container:
         stream = container.streams.video[0]
+        # a file cut inside its header opens with a stream that has no codec parameters (PyAV then
+        # has no width attribute at all, or a zero size)
+        width, height = getattr(stream, "width", 0) or 0, getattr(stream, "height", 0) or 0
+        if width <= 0 or height <= 0:
+            raise VideoError(f"{path}: its video stream has no frame size (a damaged or cut file)")
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        return VideoInfo(str(path), int(stream.width), int(stream.height), Fraction(rate), int(stream.frames or 0))
+        return VideoInfo(str(path), int(width), int(height), Fraction(rate), int(stream.frames or 0))
 
 
 def read_frames(path: PathLike) -> Iterator[np.ndarray]:
-    """Every frame of ``path`` in order, as ``H x W x 3`` uint8 RGB."""
+    """Every frame of ``path`` in order, as ``H x W x 3`` uint8 RGB.
+
+    A damaged file never ends quietly: a decoding error raises :class:`VideoError` naming the file
+    and how many frames decoded before it; a stream that yields no frame at all (an empty video,
+    a file cut after its header) raises :class:`VideoError` when the iteration ends; fewer frames
+    than the container states (a file cut short) logs a warning naming both counts.
+    """
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stated, decoded = int(stream.frames or 0), 0
+        implied = 0 if stated else _frames_from_duration(container, stream)
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                rgb = frame.to_ndarray(format="rgb24")
+                decoded += 1
+                yield rgb
         except Exception as exc:
             if exc.__class__.__module__.startswith("av"):
-                raise VideoError(f"{path}: decoding failed ({exc})") from None
+                raise VideoError(f"{path}: decoding failed after {decoded} frame(s)"
+                                 f"{f' of the {stated} it states' if stated else ''} ({exc})") from None
             raise
+    if decoded == 0:
+        why = f"its container states {stated}: a damaged file" if stated else "an empty video, or a file cut short"
+        raise VideoError(f"{path}: decoded no frame ({why})")
+    if 0 < stated and decoded < stated:
+        log.warning("%s: decoded %d frame(s), but its container states %d: the file is likely cut short",
+                    path, decoded, stated)
+    elif implied and decoded + max(1, implied // 100) < implied:  # a little slack: a duration is not a count
+        log.warning("%s: decoded %d frame(s), but its container's duration implies about %d: the file is likely "
+                    "cut short", path, decoded, implied)
+
+
+def _frames_from_duration(container, stream) -> int:
+    """The frame count a container that states none implies by its duration and rate (Matroska keeps
+    its duration in the header, so a cut file still tells its full length); 0 when unknown."""
+    rate = stream.average_rate or stream.guessed_rate
+    if not container.duration or not rate or container.duration <= 0:
+        return 0
+    import av
+
+    return int(round(container.duration / av.time_base * float(rate)))
 
 
 class VideoWriter:
@@ -105,6 +144,7 @@ class VideoWriter:
         if self.path.exists():
             raise FileExistsError(f"{self.path}: already exists; refusing to overwrite it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.path)  # what a killed writer of this same file left
         codec, pix_fmt, options = WRITE_CODECS[suffix]
         if pix_fmt == "yuv420p" and (width % 2 or height % 2):
             pix_fmt = "yuv444p"  # 4:2:0 needs even sides
@@ -113,11 +153,16 @@ class VideoWriter:
         self._tmp = Path(tmp)
         self.width, self.height = int(width), int(height)
         self.frames = 0
-        self._container = av.open(str(self._tmp), mode="w")
-        self._stream = self._container.add_stream(codec, rate=Fraction(fps))
-        self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
-        self._stream.options = dict(options)
+        self._container = None
         self._av = av
+        try:
+            self._container = av.open(str(self._tmp), mode="w")
+            self._stream = self._container.add_stream(codec, rate=Fraction(fps))
+            self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
+            self._stream.options = dict(options)
+        except BaseException:
+            self.close(keep=False)
+            raise
 
     def write(self, rgb: np.ndarray) -> None:
         if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
@@ -129,14 +174,22 @@ class VideoWriter:
         self.frames += 1
 
     def close(self, keep: bool = True) -> Optional[Path]:
-        """Flush and link the video into place (``keep``), or discard it; returns the path kept."""
+        """Flush and link the video into place (``keep``), or discard it; returns the path kept.
+
+        The temporary file is gone afterwards whatever happens (a failed flush discards it)."""
+        container, self._container = self._container, None
         try:
-            if keep:
-                for packet in self._stream.encode():
-                    self._container.mux(packet)
-        finally:
-            self._container.close()
-        if not keep:
+            try:
+                if keep and container is not None:
+                    for packet in self._stream.encode():
+                        container.mux(packet)
+            finally:
+                if container is not None:
+                    container.close()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        if not keep or container is None:
             self._tmp.unlink(missing_ok=True)
             return None
         return link_into_place(self._tmp, self.path)  # fails if the path appeared meanwhile

@@ -54,7 +54,7 @@ from PIL import Image
 from torchreid_privacy.sealing.payload import (NONCE_BYTES, TAG_BYTES, AuthenticationFailed, NotSealed, SealError,
                                                aead_for, padded_size, sidecar_path)
 from torchreid_privacy.utils.atomic import (check_new_folder, link_into_place, move_into_place, new_folder_beside,
-                                            new_temp, write_new)
+                                            new_temp, sweep_stale, write_new)
 
 PathLike = Union[str, "os.PathLike[str]"]
 Box = Tuple[int, int, int, int]
@@ -133,12 +133,17 @@ class SealedCropsWriter:
         self._aead = aead_for(key)  # a bad key fails before any file is made
         self.binding = VideoBinding(Path(video_path).name, int(width), int(height), Fraction(fps))
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.path)  # what a killed writer of this same sidecar left
         fd, tmp = new_temp(str(self.path))  # exclusive, unpredictable, the mode a plain open gives
         self._tmp = Path(tmp)
         self._file: BinaryIO = os.fdopen(fd, "wb")
         self._digest = hashlib.sha256()
         self.crops = 0
-        self._file.write(MAGIC + bytes((VERSION,)))
+        try:
+            self._file.write(MAGIC + bytes((VERSION,)))
+        except BaseException:
+            self.discard()
+            raise
 
     def add(self, frame: int, k: int, box: Box, png: bytes) -> None:
         """Seal one original crop's PNG bytes, bound to its frame, ``k``, box and this video."""
@@ -315,11 +320,15 @@ def recover_video_crops(video_path: PathLike, key: bytes, output: PathLike) -> R
     Files: ``frame{idx:06d}_box{k:02d}.png`` (the sealed PNG bytes unchanged) and ``boxes.json``
     (the video's binding and, per crop, its frame, ``k``, box ``[x1, y1, x2, y2]`` and file name).
     Everything goes to a temporary folder first, renamed to ``output`` only when every crop
-    authenticated: a wrong key, a changed sidecar or another video's sidecar leaves nothing.
+    authenticated: a wrong key, a changed sidecar or another video's sidecar leaves nothing. That
+    folder is mode 0700 (decrypted originals: only the owner can list or read them, in ``output``
+    too), and an interrupted run removes it; what a killed run (SIGKILL) left beside ``output`` is
+    swept when the next recovery to ``output`` starts.
     """
     out = check_new_folder(output, "--output")
+    sweep_stale(out)  # a killed run's decrypted originals go first, whatever happens to this run
     binding, crops = open_sealed_crops(video_path, key)  # key and binding checked before any folder is made
-    tmp = new_folder_beside(out)
+    tmp = new_folder_beside(out, private=True)
     try:
         entries = _write_crops(tmp, crops)
         write_new(tmp / BOXES_JSON, json.dumps({

@@ -44,8 +44,10 @@ from PIL import Image
 
 from torchreid_privacy.utils.atomic import check_new_folder, new_folder, write_json, write_new
 
-from .detect import Detector, make_detector
+from .detectors import Detector
 from .io import VideoInfo, probe, read_frames
+from .plan import PRIME_FRAMES, read_ground_truth, sample_frames, video_detector
+from .privacy_recall import PrivacyRecall
 from .mot import TRACK, pixel_boxes, read_mot, tracks_of, write_mot
 from .tracklets import TrackLinker, evaluate_tracklets
 
@@ -88,15 +90,18 @@ class VideoDatasetReport:
 
 def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[PathLike] = None, every: int = 1,
                      min_height: int = 64, min_images: int = 8, segments: int = 2, test_ratio: float = 0.5,
-                     seed: int = 0, ground_truth: Optional[PathLike] = None, hog_min_score: float = 0.5,
-                     hog_upscale: float = 1.0, lost_frames: Optional[int] = None,
+                     seed: int = 0, ground_truth: Optional[PathLike] = None, detector: Optional[str] = None,
+                     detector_options: Optional[dict] = None, lost_frames: Optional[int] = None,
                      progress: bool = True) -> VideoDatasetReport:
     """Write the ReID set of ``video`` under the new folder ``output`` (see the module docstring).
 
-    ``detections``: a MOT det.txt for the video (else HOG, tuned by ``hog_min_score`` and
-    ``hog_upscale``); ``min_height``: smallest crop height in pixels; ``min_images``: fewest
-    crops an identity needs; ``ground_truth``: a MOT gt.txt, to measure the tracklets;
-    ``lost_frames``: :class:`.tracklets.TrackLinker`'s (default: one second).
+    ``detections``: a MOT det.txt for the video (an alias of ``detector="file:PATH"``);
+    ``detector``: a detector spec (:func:`.detectors.build_detector`, default the package's),
+    ``detector_options`` its keyword arguments; ``min_height``: smallest crop height in pixels;
+    ``min_images``: fewest crops an identity needs; ``ground_truth``: a MOT gt.txt, to measure the
+    tracklets and the detector's privacy recall (the people its boxes cover, as ``anonymize`` with
+    the same detector would hide them before temporal filling); ``lost_frames``:
+    :class:`.tracklets.TrackLinker`'s (default: one second).
     Every refusal (bad value, existing output, unreadable video, no person, too few
     tracklets) happens before anything is written.
     """
@@ -104,11 +109,13 @@ def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[Pat
     _check_settings(every, min_height, min_images, segments, test_ratio)
     output = check_new_folder(output, "--output")
     info = probe(video)
-    detector = make_detector(str(detections) if detections else None, min_score=hog_min_score,
-                             upscale=hog_upscale)
+    detector = video_detector(detections, detector, **(detector_options or {}))
     truth = _read_ground_truth(ground_truth) if ground_truth else None
+    recall = PrivacyRecall(read_ground_truth(ground_truth), info.width, info.height) if ground_truth else None
     linker = TrackLinker(float(info.fps), lost_frames=lost_frames)
-    tracked, counts = _track(video, info, detector, linker, progress)
+    if hasattr(detector, "prime"):
+        detector.prime(sample_frames(video, PRIME_FRAMES, info.frames))
+    tracked, counts = _track(video, info, detector, linker, progress, recall)
     if counts["boxes_detected"] == 0:
         raise ValueError(_no_person(video, detector, counts["frames_read"]))
     identities, counts["boxes_too_small"] = _identities(tracked, info, every, min_height, min_images)
@@ -123,6 +130,8 @@ def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[Pat
     plan = _plan(identities, segments)
     counts.update(_split_counts(plan))
     tracking = evaluate_tracklets({i.tracklet: i.tracked for i in identities}, truth) if truth else None
+    if recall is not None:
+        tracking["privacy_recall"] = {k: v for k, v in recall.report().items() if k != "missed_boxes"}
     with new_folder(output, "--output") as folder:
         _write_crops(video, info, plan, folder, progress)
         write_mot(folder / "boxes.txt", _boxes_by_frame(plan), gt=True)
@@ -158,10 +167,9 @@ def _read_ground_truth(path: PathLike) -> Dict[int, Dict[int, np.ndarray]]:
 
 def _no_person(video: PathLike, detector: Detector, frames: int) -> str:
     settings = ", ".join(f"{k} {v}" for k, v in detector.settings().items())
-    if detector.name == "opencv-hog":
+    if not detector.name.startswith("file"):
         return (f"no person detected in {video} (detector {detector.name}: {settings}; {frames} frames); pass "
-                f"--detections det.txt, or lower --hog-min-score, or raise --hog-upscale (HOG sees people "
-                f">= 128 px tall)")
+                f"--detections det.txt, or another --detector, or a lower --detector-threshold")
     return (f"no person detected in {video} (detector {detector.name}: {settings}): none of its boxes falls "
             f"on the video's {frames} frames; pass the --detections file made for this video")
 
@@ -174,14 +182,20 @@ def _frames(video: PathLike, info: VideoInfo, desc: str, progress: bool) -> Iter
                                   disable=not progress, leave=False))
 
 
-def _track(video: PathLike, info: VideoInfo, detector: Detector, linker: TrackLinker,
-           progress: bool) -> Tuple[Dict[int, List[Tuple[int, int, np.ndarray]]], Dict[str, int]]:
-    """``{tracklet: [(frame, row, xyxy)]}`` of the whole video, and the frame and box counts."""
+def _track(video: PathLike, info: VideoInfo, detector: Detector, linker: TrackLinker, progress: bool,
+           recall: Optional[PrivacyRecall] = None) -> Tuple[Dict[int, List[Tuple[int, int, np.ndarray]]], Dict[str, int]]:
+    """``{tracklet: [(frame, row, xyxy)]}`` of the whole video, and the frame and box counts; with
+    ``recall``, each frame's ground-truth people scored against the detected boxes."""
     tracked: Dict[int, List[Tuple[int, int, np.ndarray]]] = {}
     frames = boxes = 0
     for index, rgb in _frames(video, info, "detect + track", progress):
-        found = detector(index, rgb)
+        found = np.asarray(detector(index, rgb), dtype=np.float64).reshape(-1, 6)
         boxes += len(found)
+        if recall is not None:
+            mask = np.zeros(rgb.shape[:2], bool)
+            for x1, y1, x2, y2 in pixel_boxes(found, info.width, info.height).tolist():
+                mask[y1:y2, x1:x2] = True
+            recall.add(index, mask)
         for row, det in enumerate(linker.update(index, found)):
             if det[TRACK] >= 1:
                 tracked.setdefault(int(det[TRACK]), []).append((index, row, det[:4].copy()))
