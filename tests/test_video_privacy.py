@@ -13,13 +13,14 @@ from torchreid_privacy.inference import load
 from torchreid_privacy.publish import PublishChannel
 from torchreid_privacy.video.anonymize import (anonymize_video, report_paths, video_detector,
                                                whole_frame_desensitizer)
-from torchreid_privacy.video.io import VideoWriter, read_frames
+from torchreid_privacy.video.io import read_frames
 from torchreid_privacy.video.mot import read_mot
 from torchreid_privacy.video.synthetic import make_synthetic_video
 from torchreid_privacy.video.temporal import TemporalSettings
 
 FRAMES, WIDTH, HEIGHT = 20, 320, 240
 EXACT = TemporalSettings(max_gap=0, extend=0, margin=0.0)  # the boxes as given, nothing filled or widened
+EXACT_FLAGS = ["--max-gap", "0", "--extend", "0", "--box-margin", "0"]
 DEFAULT_RECALL_MIN = 0.9  # default detector on the short hard street (measured: see the README's video table)
 
 
@@ -219,3 +220,46 @@ def test_detections_past_the_video_warn_with_both_counts(street, model, tmp_path
     with caplog.at_level(logging.WARNING):
         _run(street, model, tmp_path, video_detector(det), temporal=EXACT)
     assert f"names {FRAMES + 30} frame(s) but the video decoded {FRAMES}" in caplog.text
+
+
+# ------------------------------------------------------------------------------------ each detector kind, end to end
+
+def test_a_torchvision_detector_from_a_weights_file_runs_the_whole_path(street, trained_run, tmp_path):
+    torch = pytest.importorskip("torch")
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.get_model("ssdlite320_mobilenet_v3_large", weights=None, weights_backbone=None,
+                                       num_classes=91)
+    weights = tmp_path / "ssdlite.pt"
+    torch.save(net.state_dict(), weights)
+    out = tmp_path / "tv.mkv"
+    rc, stdout, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(out),
+                            "--checkpoint", trained_run, "--detector", "torchvision:ssdlite320_mobilenet_v3_large",
+                            "--detector-weights", str(weights), "--detector-threshold", "0.0",
+                            "--ground-truth", str(street["info"].gt_path)])
+    assert rc == 0, err
+    assert "people found by torchvision:ssdlite320_mobilenet_v3_large" in stdout
+    saved = json.loads(report_paths(out)[0].read_text())
+    assert saved["detector"]["name"] == "torchvision:ssdlite320_mobilenet_v3_large" and saved["people"] > 0
+    assert len(list(read_frames(out))) == FRAMES
+
+
+def test_an_onnx_yolo_detector_runs_the_whole_path_and_its_box_is_replaced(street, trained_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from test_video_detectors import _yolo_graph
+
+    # one person box the stub graph always outputs: x 40..120, y 50..210 of the 320x240 frame, letterboxed
+    # into 64x64 (scale 0.2, 8 px of grey on top)
+    box = np.array([40, 50, 120, 210]) * 0.2 + [0, 8, 0, 8]
+    row = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1], 0.9, 0.05]
+    graph = _yolo_graph(tmp_path / "yolo.onnx", [row] + [[0, 0, 0, 0, 0, 0]] * 7)  # YOLO's 1 x (4+2) x 8
+    out = tmp_path / "yolo.mkv"
+    rc, stdout, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(out),
+                            "--checkpoint", trained_run, "--detector", f"onnx:{graph}", *EXACT_FLAGS])
+    assert rc == 0, err
+    frames = list(read_frames(out))
+    for f in (0, FRAMES - 1):
+        inside = np.abs(frames[f][50:210, 40:120].astype(int) - street["frames"][f][50:210, 40:120]).mean()
+        outside = np.abs(frames[f][:, 200:].astype(int) - street["frames"][f][:, 200:]).max()
+        assert inside > 8 and outside == 0, (f, inside, outside)

@@ -1,11 +1,15 @@
 """``anonymize --input VIDEO``: every pedestrian box replaced by its published P, the rest untouched.
 
-Per frame, each detected box (clipped to the frame, widened to whole pixels: ``floor`` of the
-top-left, ``ceil`` of the bottom-right, so no detected pixel stays visible) is cut out, resized
+The first pass (:func:`.plan.plan_video`) decides what to hide: each frame's boxes, detected,
+tracked, filled through missed frames and widened, or the whole frame where that failed. This
+module is the second pass. Per frame, each planned box (clipped to the frame, widened to whole
+pixels: ``floor`` of the top-left, ``ceil`` of the bottom-right, so no detected pixel stays
+visible) is cut out, resized
 to the model's input size (PIL bilinear, as a folder's images are), anonymized (G, or the
 conventional M of a baseline run), published through the run's channel exactly as a folder's P
-file is (8-bit, ``PublishChannel.encode`` then ``decode``), resized back into its box and pasted.
-Pixels outside every box are the decoded input's. Boxes of several frames go through the model
+file is (8-bit, ``PublishChannel.encode`` then ``decode``), resized back into its box and pasted;
+a frame planned whole gets the run's M over every pixel. Pixels outside every box are the decoded
+input's. Boxes of several frames go through the model
 as one batch. The video is written with the input's size and frame rate, codec by the output's
 suffix (``video.io.WRITE_CODECS``: ``.mkv`` is lossless, so the untouched pixels stay exact).
 
@@ -42,8 +46,8 @@ from torchreid_privacy.utils.images import resize_rgb, to_batch01
 
 from .detectors import Detector, build_detector
 from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_frames
-from .mot import pixel_boxes, write_mot
-from .plan import VideoPlan, plan_video, read_ground_truth, video_detector  # noqa: F401 (re-exported)
+from .mot import write_mot
+from .plan import VideoPlan, clip_boxes, plan_video, read_ground_truth, video_detector  # noqa: F401 (re-exported)
 from .privacy_recall import PrivacyRecall
 from .sealed_crops import SealedCropsWriter, encode_png
 from .temporal import TemporalSettings
@@ -144,14 +148,6 @@ def anonymizer(model) -> Callable[[torch.Tensor], torch.Tensor]:
         raise ValueError("--checkpoint: the run has neither a generator G nor a desensitizer M; nothing to "
                          "anonymize the boxes with")
     return model.anonymize
-
-
-def clip_boxes(boxes: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``(keep, xyxy)``: which of the ``(N, 4+)`` boxes cover a pixel once clipped to the frame, and
-    those as ``(M, 4)`` int64 whole-pixel boxes (top-left floored, bottom-right ceiled)."""
-    xyxy = pixel_boxes(boxes, width, height)
-    keep = (xyxy[:, 2:] > xyxy[:, :2]).all(axis=1)
-    return keep, xyxy[keep]
 
 
 def crop_name(track: int, frame: int, k: int, suffix: str) -> str:

@@ -206,6 +206,14 @@ def plan_video(path: PathLike, info: VideoInfo, detector, temporal: TemporalSett
     return VideoPlan(counts["frames"], plans, counts, errors)
 
 
+def clip_boxes(boxes: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(keep, xyxy)``: which of the ``(N, 4+)`` boxes cover a pixel once clipped to the frame, and
+    those as ``(M, 4)`` int64 whole-pixel boxes (top-left floored, bottom-right ceiled)."""
+    xyxy = pixel_boxes(boxes, width, height)
+    keep = (xyxy[:, 2:] > xyxy[:, :2]).all(axis=1)
+    return keep, xyxy[keep]
+
+
 def _clip(boxes: Dict[int, np.ndarray], width: int, height: int,
           outside: int = 0) -> Tuple[Dict[int, FramePlan], Dict[str, int]]:
     """Whole-pixel boxes clipped to the frame; boxes with no pixel inside counted (with the ``outside``
@@ -214,13 +222,12 @@ def _clip(boxes: Dict[int, np.ndarray], width: int, height: int,
     clipped = 0
     for index in sorted(boxes):
         rows = boxes[index]
-        xyxy = pixel_boxes(rows, width, height)
-        keep = (xyxy[:, 2:] > xyxy[:, :2]).all(axis=1)
+        keep, xyxy = clip_boxes(rows, width, height)
         raw = rows[:, :4]
         clipped += int((keep & ((raw[:, :2] < 0).any(axis=1) | (raw[:, 2] > width) | (raw[:, 3] > height))).sum())
         outside += int((~keep & ~is_filled(rows)).sum())  # a track carried past the frame's edge is no loss
         if keep.any():
-            plans[index] = FramePlan(xyxy[keep], rows[keep, TRACK].astype(np.int64))
+            plans[index] = FramePlan(xyxy, rows[keep, TRACK].astype(np.int64))
     if outside:
         log.warning("%d box(es) lie wholly outside the %dx%d frame and hide nothing: are the detections made "
                     "for this video's resolution?", outside, width, height)
