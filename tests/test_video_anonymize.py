@@ -229,6 +229,23 @@ def test_sidecar_of_another_video_is_refused(anonymized, street, tmp_path):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
+def test_anonymize_binds_the_sidecar_to_the_videos_content(anonymized, street, tmp_path):
+    """The same name, size, rate and frame count, one pixel changed (lossless re-encode): refused."""
+    side = f"{anonymized['video']}.sealed"
+    with open(side, "rb") as f:
+        assert f.read(5)[4] == 2  # version 2: the footer holds the video's digest
+    changed = tmp_path / "changed" / "anon.mkv"
+    frames = [f.copy() for f in anonymized["frames"]]
+    frames[FRAMES // 2][HEIGHT // 2, WIDTH // 2, 0] ^= 1
+    with VideoWriter(changed, WIDTH, HEIGHT, FPS) as writer:
+        for frame in frames:
+            writer.write(frame)
+    shutil.copy(side, f"{changed}.sealed")
+    with pytest.raises(SealError, match=r"anon\.mkv\.sealed: belongs to another video, or the video was changed"):
+        recover_video_crops(changed, read_key_file(str(street["key"])), tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
 def test_recover_a_video_needs_the_key_file(anonymized, tmp_path):
     rc, _, err = _cli(["recover", "--input", str(anonymized["video"]), "--output", str(tmp_path / "o")])
     assert rc == 1 and "--key-file: required" in err and f"{anonymized['video']}.sealed" in err

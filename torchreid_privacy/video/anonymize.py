@@ -49,7 +49,7 @@ from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_fr
 from .mot import write_mot
 from .plan import VideoPlan, clip_boxes, plan_video, read_ground_truth, video_detector  # noqa: F401 (re-exported)
 from .privacy_recall import PrivacyRecall
-from .sealed_crops import SealedCropsWriter, encode_png
+from .sealed_crops import SealedCropsWriter, encode_png, video_digest
 from .temporal import TemporalSettings
 
 log = logging.getLogger(__name__)
@@ -257,16 +257,18 @@ class _Outputs:
         self.writer.write(desensitized)
 
     def publish(self) -> None:
-        """Crops folder, then sidecar, then video (no P video without its payload); undone on failure."""
+        """Crops folder, then the video finished under its temporary name, the sidecar bound to its
+        digest and linked, then the video linked (no P video without its payload); undone on failure."""
         crops = sidecar = None
         try:
             if self.crops_tmp is not None:
                 crops, self.crops_tmp = move_into_place(self.crops_tmp, self.crops_dir, "--crops"), None
+            finished = self.writer.finish()  # complete, still under its temporary name
             if self.sealer is not None:
-                self.sealer.finish(self.writer.frames)
+                self.sealer.finish(self.writer.frames, video_digest(finished))
                 sidecar, self.sealer = self.sealer.publish(), None
             writer, self.writer = self.writer, None
-            writer.close(keep=True)
+            writer.close(keep=True)  # links the finished file into place
         except BaseException:
             if sidecar is not None:
                 sidecar.unlink(missing_ok=True)

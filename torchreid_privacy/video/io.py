@@ -154,6 +154,7 @@ class VideoWriter:
         self.width, self.height = int(width), int(height)
         self.frames = 0
         self._container = None
+        self._finished = False
         self._av = av
         try:
             self._container = av.open(str(self._tmp), mode="w")
@@ -173,23 +174,39 @@ class VideoWriter:
             self._container.mux(packet)
         self.frames += 1
 
+    def finish(self) -> Path:
+        """Flush the encoder and close the file, still under its temporary name (returned): a finished
+        video that can be read (e.g. digested for its sealed sidecar) before :meth:`close` links it
+        into place. A failed flush discards it."""
+        container, self._container = self._container, None
+        if container is None:
+            raise VideoError(f"{self.path}: already closed")
+        try:
+            try:
+                for packet in self._stream.encode():
+                    container.mux(packet)
+            finally:
+                container.close()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            raise
+        self._finished = True
+        return self._tmp
+
     def close(self, keep: bool = True) -> Optional[Path]:
         """Flush and link the video into place (``keep``), or discard it; returns the path kept.
 
         The temporary file is gone afterwards whatever happens (a failed flush discards it)."""
+        if keep and self._container is not None:
+            self.finish()
         container, self._container = self._container, None
-        try:
+        if container is not None:  # discarded before it was finished
             try:
-                if keep and container is not None:
-                    for packet in self._stream.encode():
-                        container.mux(packet)
-            finally:
-                if container is not None:
-                    container.close()
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        if not keep or container is None:
+                container.close()
+            except BaseException:
+                self._tmp.unlink(missing_ok=True)
+                raise
+        if not keep or not self._finished:
             self._tmp.unlink(missing_ok=True)
             return None
         return link_into_place(self._tmp, self.path)  # fails if the path appeared meanwhile
