@@ -255,17 +255,13 @@ def test_label_parsing_and_top_k():
 def test_torchrun_ranks_share_the_feature_extraction(trained_run, tiny_root, test_scores, tmp_path):
     """Two ranks each embed half the images into their own cache shard; rank 0 ranks alone, with the
     single process's metrics."""
-    import socket
     import subprocess
     import sys
 
     query, gallery = _split_dirs(tiny_root)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
 
-    def torchrun(*args):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(port),
+    def torchrun(*args):  # --standalone: a rendezvous port the kernel picks (no free-port race)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
                "-m", "torchreid_privacy", "search", "--checkpoint", trained_run, "--query", str(query),
                "--gallery", str(gallery), "--no-png", *map(str, args)]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300,

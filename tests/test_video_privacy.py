@@ -263,3 +263,11 @@ def test_an_onnx_yolo_detector_runs_the_whole_path_and_its_box_is_replaced(stree
         inside = np.abs(frames[f][50:210, 40:120].astype(int) - street["frames"][f][50:210, 40:120]).mean()
         outside = np.abs(frames[f][:, 200:].astype(int) - street["frames"][f][:, 200:]).max()
         assert inside > 8 and outside == 0, (f, inside, outside)
+
+
+@pytest.mark.parametrize("output, crops", [("cr/a.mkv", "cr"), ("cr/sub/a.mkv", "cr"), ("a.mkv", "a.mkv/crops")])
+def test_a_crops_folder_holding_the_output_is_refused_before_any_work(street, trained_run, tmp_path, output, crops):
+    rc, _, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(tmp_path / output),
+                       "--checkpoint", trained_run, "--crops", str(tmp_path / crops)])
+    assert rc == 1 and "--crops: " in err and "apart from the video" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--query", required=True, help="folder of query images (raw O; never written to)")
     p.add_argument("--gallery", required=True, help="folder of gallery images (never written to)")
     p.add_argument("--output", required=True, help="gets ranks.json, ranks.csv, ranklists/*.png (must be "
-                                                   "outside the input folders)")
+                                                   "outside the input folders; no symbolic links)")
+    p.add_argument("--overwrite", action="store_true", help="replace the ranks.json, ranks.csv and ranklists/ a "
+                                                            "previous search left in OUTPUT (removed before the run; "
+                                                            "its cache/ is kept); without it such an OUTPUT is refused")
     p.add_argument("--topk", type=int, default=10, help="gallery images listed per query (default 10)")
     p.add_argument("--gallery-protected", action="store_true", help="the gallery holds P already (O->P)")
     p.add_argument("--protect-gallery", action="store_true", help="apply G to the gallery first (O->P)")
@@ -56,7 +59,7 @@ def search(args: argparse.Namespace) -> int:
                          gallery_protected=args.gallery_protected, protect_gallery=args.protect_gallery,
                          batch_size=args.batch_size, device=args.device,
                          cache=False if args.no_cache else (args.cache or True), pngs=not args.no_png,
-                         index=args.index, nprobe=args.nprobe)
+                         index=args.index, nprobe=args.nprobe, overwrite=args.overwrite)
     finally:
         distributed.shutdown()
     if res is not None:  # rank 0 (or a single process)

@@ -117,6 +117,9 @@ def test(args: argparse.Namespace) -> int:
     from torchreid_privacy.trained_run import TrainedRun
 
     replacement = weights_path(args)  # before building: a bad file or hash fails fast
+    features = None
+    if args.features:  # before any work: a file, a link or a file on the way is refused naming the flag
+        features = atomic.safe_output_dir(args.features, "--features")
     run = TrainedRun.open(args.checkpoint, args.opts, config_file=args.config_file)
     key = read_key(args, run.model.keyed, required=False)
     if key is not None:
@@ -129,12 +132,10 @@ def test(args: argparse.Namespace) -> int:
         results["weights"] = replacement
     out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(run.path))), "test")
     caches = {}
-    if args.features:
-        from pathlib import Path
-
+    if features is not None:
         from torchreid_privacy.tools.feature_cache import evaluation_hook
 
-        caches, hook = evaluation_hook(run.model, Path(args.features).expanduser())
+        caches, hook = evaluation_hook(run.model, features)  # its shards are checked here, before the evaluation
         run.evaluator.batch_hooks.append(hook)
     for target in run.test_targets:
         results["test"][target] = run.evaluate(target, os.path.join(out, f"grid-{target}.png"))

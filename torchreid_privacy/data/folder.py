@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from torchreid_privacy import bridge
+from torchreid_privacy.utils.images import UNREADABLE_IMAGE
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,13 @@ def _images(folder: Path) -> List[Path]:
 
 
 def _readable(path: Path) -> bool:
-    """Whether PIL recognises the file's header (cheap: the pixels are not decoded)."""
+    """Whether PIL recognises the file's header (cheap: the pixels are not decoded); a decompression
+    bomb (more pixels than PIL decodes: ``DecompressionBombError``) is unreadable too."""
     try:
         with Image.open(path) as img:
             return img.size[0] > 0 and img.size[1] > 0
-    except (OSError, UnidentifiedImageError, ValueError):
+    except UNREADABLE_IMAGE as exc:
+        log.debug("folder: unreadable image %s: %s", path, exc)
         return False
 
 
@@ -73,7 +76,8 @@ class _Skips:
 
     def log(self, root: Path) -> None:
         for reason, paths in self.by_reason.items():
-            log.warning("folder:%s: skipped %d %s (first: %s)", root, len(paths), reason, paths[0])
+            more = f", ... ({len(paths) - 5} more)" if len(paths) > 5 else ""
+            log.warning("folder:%s: skipped %d %s (first: %s%s)", root, len(paths), reason, ", ".join(paths[:5]), more)
 
     @property
     def total(self) -> int:

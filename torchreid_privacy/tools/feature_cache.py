@@ -13,8 +13,13 @@ Features are memory-mapped, not loaded: a gallery of millions costs its digests 
 each feature is read when asked for. ``save`` appends what is new as one more shard (features
 first, then keys, each written atomically: a shard counts once its keys exist), so adding images
 to a gallery never rewrites what is there, and a killed run leaves every earlier shard intact.
-A damaged shard (a missing or unreadable file, rows or dimensions that do not match) is an error
-naming the file, never silently mixed in.
+Every shard is checked when the cache opens: both files load (plain ``.npy``, no pickle), the keys
+are (rows, 32) uint8 digests, the features (rows, dim) float32 with the keys' rows and the other
+shards' dim, every value finite. A damaged shard (a missing, empty or unreadable file, another
+dtype, rows or dimensions that do not match, a NaN or infinite feature) is an error naming the
+file and the shard to delete (its features are then recomputed), never silently mixed in: a cache
+that changes ranks without a word is worse than one that stops.
+The cache's folders and files are never written through a symbolic link (``atomic.safe_child``).
 """
 from __future__ import annotations
 
@@ -70,7 +75,9 @@ class FeatureCache:
     """Features of one (model, kind) under ``folder``; ``get`` / ``put`` then ``save``."""
 
     def __init__(self, folder: Path, fingerprint: str, kind: str) -> None:
-        self.path = Path(folder) / f"features-{fingerprint}-{kind}"
+        self.root = Path(folder)
+        # a link here would send the shards elsewhere (an input folder): refused before any work
+        self.path = atomic.safe_child(self.root, f"features-{fingerprint}-{kind}")
         self._where: Dict[bytes, Tuple[int, int]] = {}  # digest -> (shard, row)
         self._shards: List[np.ndarray] = []  # memory-mapped (rows, dim) float32
         self._pending: Dict[bytes, np.ndarray] = {}
@@ -78,7 +85,31 @@ class FeatureCache:
         self._load()
 
     def _fail(self, path: Path, why: str) -> FeatureCacheError:
-        return FeatureCacheError(f"feature cache: {path} {why}; delete {self.path} to recompute the features")
+        stem = path.name.split(".")[0]
+        return FeatureCacheError(f"feature cache: {path} {why}; delete its shard ({stem}.keys.npy and "
+                                 f"{stem}.feats.npy in {self.path}) and its features are recomputed")
+
+    def _read(self, path: Path, mmap: bool) -> np.ndarray:
+        """One ``.npy`` file of a shard; anything else (empty, truncated, pickled, ``.npz``) is an error naming it."""
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # an empty file is an EOFError
+            raise self._fail(path, f"is unreadable ({str(exc) or type(exc).__name__})") from None
+        if not isinstance(arr, np.ndarray):  # np.load gives an NpzFile for a zip
+            if hasattr(arr, "close"):
+                arr.close()
+            raise self._fail(path, "is unreadable (not a .npy array)")
+        return arr
+
+    def _check_finite(self, path: Path, feats: np.ndarray, block_bytes: int = 64 << 20) -> None:
+        """Every feature finite: a NaN row would rank anywhere without a word. Block by block (the
+        shard is memory-mapped: a large one is read once, never held in memory)."""
+        rows = max(1, block_bytes // max(1, 4 * feats.shape[1]))
+        for start in range(0, len(feats), rows):
+            bad = ~np.isfinite(feats[start:start + rows]).all(axis=1)
+            if bad.any():
+                row = start + int(np.flatnonzero(bad)[0])
+                raise self._fail(path, f"holds a NaN or infinite feature (row {row})")
 
     def _load(self) -> None:
         if not self.path.is_dir():
@@ -87,17 +118,15 @@ class FeatureCache:
             feats_path = keys_path.with_name(keys_path.name.replace(".keys.npy", ".feats.npy"))
             if not feats_path.is_file():
                 raise self._fail(feats_path, "is missing (its shard's keys are there)")
-            try:
-                keys = np.load(keys_path, allow_pickle=False)
-                feats = np.load(feats_path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise self._fail(keys_path if "keys" in str(exc) else feats_path, f"is unreadable ({exc})") from exc
+            keys = self._read(keys_path, mmap=False)
             if keys.dtype != np.uint8 or keys.ndim != 2 or keys.shape[1] != 32:
                 raise self._fail(keys_path, f"holds {keys.dtype} {keys.shape}, not (rows, 32) uint8 digests")
-            if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(keys):
+            feats = self._read(feats_path, mmap=True)
+            if feats.dtype != np.float32 or feats.ndim != 2 or len(feats) != len(keys) or feats.shape[1] < 1:
                 raise self._fail(feats_path, f"holds {feats.dtype} {feats.shape}, not ({len(keys)}, dim) float32")
             if self.dim is not None and feats.shape[1] != self.dim:
                 raise self._fail(feats_path, f"has {feats.shape[1]}-d features, the cache's others {self.dim}-d")
+            self._check_finite(feats_path, feats)
             self.dim = int(feats.shape[1])
             shard = len(self._shards)
             self._shards.append(feats)
@@ -130,6 +159,9 @@ class FeatureCache:
                 raise FeatureCacheError(f"feature cache: a {len(feature)}-d feature for {self.path}, whose features "
                                         f"are {self.dim}-d")
             self.dim = len(feature)
+            if not np.isfinite(feature).all():  # never stored: the cache would refuse its shard when it opens
+                log.warning("feature cache: a NaN or infinite feature is not cached (%s)", self.path)
+                continue
             if digest not in self._where:
                 self._pending[digest] = feature
 
@@ -141,6 +173,7 @@ class FeatureCache:
         """
         if not self._pending:
             return
+        atomic.safe_child(self.root, self.path.name)  # no link planted since the cache opened
         self.path.mkdir(parents=True, exist_ok=True)
         numbers = [p.name.split(".")[0].split("-")[0] for p in self.path.glob("*.keys.npy")]
         taken = [int(n) for n in numbers if n.isdigit()]
@@ -151,7 +184,7 @@ class FeatureCache:
         for suffix, arr in ((".feats.npy", feats), (".keys.npy", keys)):
             buf = io.BytesIO()
             np.save(buf, arr, allow_pickle=False)
-            atomic.write_bytes(self.path / f"{stem}{suffix}", buf.getvalue())
+            atomic.write_bytes(atomic.safe_child(self.path, f"{stem}{suffix}"), buf.getvalue())
         shard = len(self._shards)
         self._shards.append(np.load(self.path / f"{stem}.feats.npy", mmap_mode="r", allow_pickle=False))
         for row, digest in enumerate(self._pending):

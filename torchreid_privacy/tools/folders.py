@@ -23,12 +23,13 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Un
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
 from torchreid_privacy.publish import PublishChannel, to_uint8
-from torchreid_privacy.utils.atomic import write_new
-from torchreid_privacy.utils.images import resize_rgb, to_batch01
+from torchreid_privacy.utils.atomic import UnsafeOutput  # noqa: F401  (re-exported: a link in the output's way)
+from torchreid_privacy.utils.atomic import safe_child, safe_output_dir, write_new
+from torchreid_privacy.utils.images import UNREADABLE_IMAGE, bombs_unreadable, resize_rgb, to_batch01
 from torchreid_privacy.sealing.payload import (SIDECAR_SUFFIX, AuthenticationFailed, SealError, check_seal_key,
                                                is_sealed, neutral_name, seal, sidecar_path, unseal_record)
 
@@ -61,24 +62,15 @@ class FolderReport:
         log.warning("%s", reason)
 
 
-class UnsafeOutput(OSError):
-    """The output path passes through a symbolic link inside the output folder."""
-
-
 def output_path(dst: Path, rel: Union[str, PurePosixPath]) -> Path:
-    """``dst / rel``, refusing a path through a symbolic link below ``dst``: a link planted in the
-    output folder would send the write elsewhere, possibly into the input folder."""
-    path = dst
-    for part in PurePosixPath(rel).parts:
-        path = path / part
-        if path.is_symlink():
-            raise UnsafeOutput(f"{dst / rel}: {path} is a symbolic link; outputs are never written through links")
-    return path
+    """``dst / rel``, refusing (:class:`UnsafeOutput`) a path through a symbolic link below ``dst``:
+    a link planted in the output folder would send the write elsewhere, possibly into the input folder."""
+    return safe_child(dst, rel)
 
 
 def check_folders(inp: str, out: str) -> Tuple[Path, Path]:
     """--input must exist; --output must be neither the input, nor inside it (it would be re-read),
-    nor around it (outputs would land inside the input folder)."""
+    nor around it (outputs would land inside the input folder), nor a symbolic link or a file."""
     src = Path(inp).resolve()
     dst = Path(out).resolve()
     if not src.is_dir():
@@ -88,6 +80,7 @@ def check_folders(inp: str, out: str) -> Tuple[Path, Path]:
     if dst in src.parents:
         raise ValueError(f"--output: {out} contains the input folder {inp}, so outputs could land inside it; "
                          "choose a folder outside the input")
+    safe_output_dir(out, "--output")
     return src, dst
 
 
@@ -97,8 +90,9 @@ def list_images(root: Path) -> List[Path]:
 
 def read_rgb(path: Union[Path, bytes]) -> np.ndarray:
     """8-bit RGB array from any PIL-readable image file or its bytes (16-bit and float are rescaled,
-    alpha dropped)."""
-    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
+    alpha dropped). A decompression bomb is :class:`~torchreid_privacy.utils.images.ImageTooLarge`,
+    a ValueError like the other unreadable images."""
+    with bombs_unreadable(), Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
         im.load()
         if im.mode in ("I;16", "I;16B", "I;16L", "I"):
             arr = np.asarray(im, dtype=np.float64)
@@ -186,7 +180,7 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
                     # read once when sealing: the bytes sealed are the bytes decoded
                     raw = f.read_bytes() if seal_key is not None else None
                     arr = read_rgb(f if raw is None else raw)
-                except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                except UNREADABLE_IMAGE as exc:
                     report.skipped_unreadable.append(str(f))
                     log.warning("skipping unreadable image %s: %s", f, exc)
                     continue

@@ -14,7 +14,11 @@ search finds the same neighbours:
   galleries whose features do not fit in memory as float32.
 
 The index is saved beside the feature cache (``INDEX_DIR``) with the digest of the features it
-was built from and rebuilt only when they change; a file that cannot be read is an error naming it.
+was built from and rebuilt only when they change; a file that cannot be read, metadata that is not
+what ``open_or_build`` writes, or an index of another faiss type or metric than its name promises
+(an ``ivf`` index copied over ``flat.faiss`` would hand out approximate lists as exact ones) is an
+error naming the file, to delete so that the index is rebuilt. Nothing is written through a
+symbolic link (``atomic.safe_child``).
 """
 from __future__ import annotations
 
@@ -127,7 +131,47 @@ def _pq_subvectors(d: int) -> int:
 
 
 def _paths(folder: Path, kind: str) -> Tuple[Path, Path]:
-    return folder / f"{kind}.faiss", folder / f"{kind}.json"
+    return atomic.safe_child(folder, f"{kind}.faiss"), atomic.safe_child(folder, f"{kind}.json")
+
+
+# what each kind is built as (``build``): the faiss class ``read_index`` gives back, inner-product metric
+FAISS_TYPES = {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ"}
+META_FIELDS = {"format": int, "kind": str, "digest": str, "size": int, "dim": int, "nlist": int, "pq_m": int}
+
+
+def _read_meta(meta_path: Path, kind: str) -> Dict[str, Any]:
+    """``KIND.json`` as ``open_or_build`` writes it, or a ValueError naming the file."""
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"--index: cannot read {meta_path} ({exc}); delete it to rebuild the index") from exc
+    if not isinstance(meta, dict):
+        why = f"holds a JSON {type(meta).__name__}, not an object"
+    else:
+        wrong = [k for k, t in META_FIELDS.items()
+                 if not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool)]
+        why = (f"lacks or mistypes {', '.join(wrong)}" if wrong else
+               f"describes a {meta['kind']!r} index, not {kind!r}" if meta["kind"] != kind else "")
+    if why:
+        raise ValueError(f"--index: {meta_path} {why}, not the description of a saved {kind} index; delete it to "
+                         "rebuild the index")
+    return meta
+
+
+def _check_loaded(index: Any, index_path: Path, meta_path: Path, kind: str, meta: Dict[str, Any], size: int,
+                  dim: int) -> None:
+    """The loaded index is what ``build`` makes for ``kind`` over this gallery, or a ValueError naming the file."""
+    faiss = import_faiss()
+    found = type(index).__name__
+    if found != FAISS_TYPES[kind] or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"--index: {index_path} holds a faiss {found} (metric {index.metric_type}), not the {kind} "
+                         f"index its name promises ({FAISS_TYPES[kind]}, inner product); delete it to rebuild")
+    if index.ntotal != size or index.d != dim:
+        raise ValueError(f"--index: {index_path} holds {index.ntotal} x {index.d} features, not the "
+                         f"gallery's {size} x {dim}; delete it to rebuild")
+    if kind != "flat" and (index.nlist != meta["nlist"] or not index.is_trained):
+        raise ValueError(f"--index: {index_path} has {index.nlist} cells (trained: {index.is_trained}), "
+                         f"{meta_path} says {meta['nlist']}; delete both to rebuild")
 
 
 def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.ndarray, kind: str,
@@ -138,28 +182,22 @@ def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.nda
     if folder is not None:
         index_path, meta_path = _paths(folder, kind)
         if meta_path.exists() and index_path.exists():
-            try:
-                meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise ValueError(f"--index: cannot read {meta_path} ({exc}); delete it to rebuild the index") from exc
-            wanted = {"format": FORMAT, "digest": digest, "nlist": int(nlist or meta.get("nlist", 0)),
-                      "pq_m": int(pq_m or meta.get("pq_m", 0))}
+            meta = _read_meta(meta_path, kind)
+            wanted = {"format": FORMAT, "digest": digest, "nlist": int(nlist or meta["nlist"]),
+                      "pq_m": int(pq_m or meta["pq_m"]), "size": len(names), "dim": int(features.shape[1])}
             if all(meta.get(key) == value for key, value in wanted.items()):
                 try:
                     index = faiss.read_index(str(index_path))
                 except RuntimeError as exc:
                     raise ValueError(f"--index: cannot read {index_path} ({str(exc).splitlines()[0]}); delete it "
                                      "to rebuild the index") from exc
-                if index.ntotal != len(names) or index.d != features.shape[1]:
-                    raise ValueError(f"--index: {index_path} holds {index.ntotal} x {index.d} features, not the "
-                                     f"gallery's {len(names)} x {features.shape[1]}; delete it to rebuild")
-                return GalleryIndex(kind, index, digest, len(names), features.shape[1], int(meta.get("nlist", 0)),
-                                    reused=True)
+                _check_loaded(index, index_path, meta_path, kind, meta, len(names), features.shape[1])
+                return GalleryIndex(kind, index, digest, len(names), features.shape[1], meta["nlist"], reused=True)
             log.info("search: the gallery's features changed since %s was built; rebuilding it", index_path)
     built = build(features, kind, digest, nlist=nlist, pq_m=pq_m)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        index_path, meta_path = _paths(folder, kind)
+        index_path, meta_path = _paths(folder, kind)  # checked again: no link planted meanwhile
         atomic.write_bytes(index_path, faiss.serialize_index(built.index).tobytes())
         atomic.write_json(meta_path, {"format": FORMAT, "kind": kind, "digest": digest, "size": built.size,
                                       "dim": built.dim, "nlist": built.nlist, "pq_m": int(pq_m),

@@ -15,13 +15,24 @@ Example::
     res = search("log/run", "photos/query", "protected/gallery", "results", gallery_protected=True)
     res.metrics            # {"R1": .., "mAP": ..} or None without labels
     res.files["json"]      # results/ranks.json
+
+Outputs are whole or absent: the rank-list PNGs are written into a temporary folder, then
+``ranks.csv`` and ``ranks.json``, then the folder is renamed to ``ranklists/``; a failure removes
+what the run wrote. An ``--output`` holding a previous search's results is refused unless
+``overwrite`` (``--overwrite``) removes them first (only those: its ``cache/`` is kept). Nothing is
+written through a symbolic link (``--output``, ``--cache`` or anything below them:
+``atomic.safe_output_dir``). Files whose name is not valid UTF-8 are skipped, counted and named
+(escaped) in the notes.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
+import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +40,14 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from torchreid_privacy.utils import atomic, distributed
-from torchreid_privacy.utils.images import resize_rgb, to_batch01
+from torchreid_privacy.utils.images import UNREADABLE_IMAGE, resize_rgb, to_batch01
 from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
 from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.tools.folders import list_images, read_rgb
+from torchreid_privacy.tools.gallery_index import INDEX_DIR
 from torchreid_privacy.inference import PrivacyModel
 from torchreid_privacy.metrics.ranking import eval_mode, rank_metrics_features, top_k_features
 
@@ -45,7 +56,9 @@ log = logging.getLogger(__name__)
 # (dataset, file-name pattern giving (pid, camera)); pid -1 = junk, 0 = distractor (torchreid's Market1501)
 NAME_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (("market1501", re.compile(r"^([-\d]+)_c(\d)")),)
 PNG_DIR = "ranklists"
-UNREADABLE = (UnidentifiedImageError, OSError, ValueError, SyntaxError)
+RANKS_JSON, RANKS_CSV = "ranks.json", "ranks.csv"
+CACHE_DIR = "cache"  # the default feature cache, inside --output
+UNREADABLE = UNREADABLE_IMAGE  # PIL's decompression bomb included: skipped, counted, named
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -145,6 +158,7 @@ class SearchResult:
     files: Dict[str, str]
     timings: Dict[str, float]
     index: Optional[Dict[str, object]] = None
+    not_utf8: Dict[str, List[str]] = field(default_factory=dict)  # skipped file names (escaped), per flag
 
     def summary_lines(self) -> List[str]:
         """What the CLI prints: notes, counts, throughput, metrics, output paths."""
@@ -179,9 +193,12 @@ def _input_dir(path: str, flag: str) -> Path:
     return p
 
 
-def check_paths(query: str, gallery: str, output: str, cache_dir: Optional[str] = None) -> Tuple[Path, Path, Path]:
+def check_paths(query: str, gallery: str, output: str, cache_dir: Optional[str] = None,
+                default_cache: bool = False) -> Tuple[Path, Path, Path]:
     """Inputs must be folders; nothing we write (``--output``, ``--cache``) may be in an input
-    folder, be one, or contain one."""
+    folder, be one, or contain one, be a symbolic link, or hold one where we write (``ranklists/``,
+    ``cache/`` with ``default_cache``, the cache's ``index/``: a link there would send the files
+    elsewhere, into an input folder as well)."""
     q, g = _input_dir(query, "--query"), _input_dir(gallery, "--gallery")
     out = Path(output).expanduser().resolve()
     targets = [("--output", out, output)]
@@ -196,14 +213,89 @@ def check_paths(query: str, gallery: str, output: str, cache_dir: Optional[str] 
                 raise ValueError(f"{flag}: {given} contains {src_flag} {src}; choose a folder outside the inputs")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--output: {output} exists and is not a folder")
+    indexes = tuple(f"{INDEX_DIR}/{kind}" for kind in ("raw", "anonymized"))
+    atomic.safe_output_dir(output, "--output", (RANKS_JSON, RANKS_CSV, PNG_DIR) +
+                           (tuple(f"{CACHE_DIR}/{i}" for i in indexes) if default_cache else ()))
+    if cache_dir:
+        atomic.safe_output_dir(cache_dir, "--cache", indexes)
     return q, g, out
 
 
-def _names(root: Path, flag: str) -> List[str]:
-    names = [p.relative_to(root).as_posix() for p in list_images(root)]
+def previous_outputs(out: Path) -> List[Path]:
+    """The files a previous search left in ``out`` (``ranks.json``, ``ranks.csv``, ``ranklists/*.png``,
+    ``ranklists/`` itself last): what ``--overwrite`` removes. Anything else there (a folder named
+    ``ranks.json``, a file of another kind in ``ranklists/``) is refused, naming it: never removed."""
+    found: List[Path] = []
+    for name in (RANKS_JSON, RANKS_CSV):
+        path = atomic.safe_child(out, name, "--output")
+        if path.is_dir():
+            raise ValueError(f"--output: {path} is a folder, not a search's {name}; move it away")
+        if path.exists():
+            found.append(path)
+    folder = atomic.safe_child(out, PNG_DIR, "--output")
+    if folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"--output: {folder} is a file, not a search's rank-list folder; move it away")
+        for entry in sorted(folder.iterdir()):
+            ours = entry.is_file() and not entry.is_symlink() and (
+                entry.suffix == ".png" or (entry.name.startswith(".") and entry.name.endswith(".tmp")))
+            if not ours:
+                raise ValueError(f"--output: {entry} is not a rank-list PNG search wrote; move it away (--overwrite "
+                                 "removes only a previous search's files)")
+            found.append(entry)
+        found.append(folder)
+    return found
+
+
+def check_previous(out: Path, output: str, overwrite: bool) -> List[Path]:
+    """What ``--overwrite`` will remove; without it, an ``out`` holding a previous search's results is refused
+    (the old PNGs would stand beside the new ranks)."""
+    found = previous_outputs(out)
+    if found and not overwrite:
+        shown = sorted({p.relative_to(out).parts[0] for p in found})
+        raise FileExistsError(f"--output: {output} holds a previous search's results ({', '.join(shown)}); give "
+                              "--overwrite to replace them, or choose another folder")
+    return found
+
+
+def remove_previous(found: Sequence[Path]) -> None:
+    """Remove what :func:`previous_outputs` listed (files, then the emptied ``ranklists/``)."""
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()  # ranklists/, emptied just before
+        else:
+            path.unlink(missing_ok=True)
+    if found:
+        log.info("--overwrite: removed %d file(s) of a previous search", sum(1 for p in found if p.name != PNG_DIR))
+
+
+def shown_name(name: str) -> str:
+    """A file name as text that prints and encodes anywhere: bytes that are not UTF-8 as ``\\xff``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _names(root: Path, flag: str) -> Tuple[List[str], List[str]]:
+    """(images' relative names, those skipped because their name is not valid UTF-8, shown escaped).
+
+    Such a name cannot go into ranks.csv or the rank lists' titles, nor be printed everywhere: it is
+    skipped, counted and named now, never a failure after the work."""
+    names, bad = [], []
+    for p in list_images(root):
+        name = p.relative_to(root).as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(shown_name(name))
+            log.warning("%s: skipping %s: its name is not valid UTF-8 (rename it to search it)", flag,
+                        shown_name(str(root / name)))
+            continue
+        names.append(name)
     if not names:
+        if bad:
+            raise ValueError(f"{flag}: no image in {shown_name(str(root))} has a valid UTF-8 name "
+                             f"({len(bad)} skipped: {_named(bad)})")
         raise ValueError(f"{flag}: no images in {root}")
-    return names
+    return names, bad
 
 
 def _named(names: Sequence[str], limit: int = 5) -> str:
@@ -213,7 +305,8 @@ def _named(names: Sequence[str], limit: int = 5) -> str:
 def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: str, *, topk: int = 10,
            gallery_protected: bool = False, protect_gallery: bool = False, batch_size: int = 64,
            device: Union[str, torch.device] = "cpu", cache: Union[bool, str] = True, pngs: bool = True,
-           cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16) -> Optional[SearchResult]:
+           cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16,
+           overwrite: bool = False) -> Optional[SearchResult]:
     """Rank ``gallery`` for every image of ``query`` with the run's C and write the results.
 
     Under torchrun (a process group of N ranks) every rank embeds 1/N of the images into the
@@ -230,6 +323,8 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
             ``nprobe`` cells searched; :mod:`gallery_index`), saved under the cache's ``index/``
             and rebuilt only when the gallery's features change. None: every query against every
             gallery feature, one block of queries at a time.
+        overwrite: remove a previous search's ``ranks.json``, ``ranks.csv`` and ``ranklists/`` from
+            ``output`` first (without it such an ``output`` is refused before any work).
     """
     if gallery_protected and protect_gallery:
         raise ValueError("--gallery-protected and --protect-gallery exclude each other: the gallery is either "
@@ -247,15 +342,25 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
     if int(nprobe) < 1:
         raise ValueError(f"--nprobe: expected >= 1, got {nprobe}")
     cache_dir = None if cache is False or cache is None else (None if cache is True else str(cache))
-    q_root, g_root, out = check_paths(query, gallery, output, cache_dir)
-    q_names, g_names = _names(q_root, "--query"), _names(g_root, "--gallery")
+    q_root, g_root, out = check_paths(query, gallery, output, cache_dir, default_cache=cache is True)
+    previous = check_previous(out, output, overwrite)
     notes: List[str] = []
+    not_utf8: Dict[str, List[str]] = {}
+    (q_names, not_utf8["query"]), (g_names, not_utf8["gallery"]) = _names(q_root, "--query"), _names(g_root,
+                                                                                                      "--gallery")
+    for flag, bad in (("--query", not_utf8["query"]), ("--gallery", not_utf8["gallery"])):
+        if bad:
+            notes.append(f"{flag}: skipped {len(bad)} file(s) whose name is not valid UTF-8 (rename them to search "
+                         f"them): {_named(bad)}")
     q_names, g_names, dataset = _drop_junk(q_names, g_names, q_root, g_root, notes)
     if not isinstance(model, PrivacyModel):
         from torchreid_privacy.inference import load
 
         model = load(model, device=device)
-    cache_root = (out / "cache") if cache is True else (Path(cache_dir).expanduser() if cache_dir else None)
+    cache_root = (out / CACHE_DIR) if cache is True else (Path(cache_dir).expanduser().absolute() if cache_dir
+                                                          else None)
+    if previous and distributed.is_main():  # --overwrite: the old results go before the work, never beside new ones
+        remove_previous(previous)
     kinds = ("raw", "anonymized") if protect_gallery else ("raw",)
     caches = {kind: FeatureCache(cache_root, model_fingerprint(model, kind), kind) for kind in kinds} \
         if cache_root is not None else {}
@@ -270,7 +375,7 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
         caches = {kind: FeatureCache(cache_root, model_fingerprint(model, kind), kind) for kind in kinds}
     with eval_mode(model):
         return _search(model, q_root, g_root, out, q_names, g_names, dataset, notes, caches, cache_root, topk,
-                       gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, nprobe)
+                       gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, nprobe, not_utf8)
 
 
 def _extract_shard(model: PrivacyModel, q_root: Path, g_root: Path, q_names: List[str], g_names: List[str],
@@ -312,7 +417,8 @@ def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Pat
 def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names: List[str], g_names: List[str],
             dataset: Optional[str], notes: List[str], caches: Dict[str, FeatureCache], cache_root: Optional[Path],
             topk: int, gallery_protected: bool, protect_gallery: bool, batch_size: int, pngs: bool,
-            cell_height: int, index: Optional[str] = None, nprobe: int = 16) -> SearchResult:
+            cell_height: int, index: Optional[str] = None, nprobe: int = 16,
+            not_utf8: Optional[Dict[str, List[str]]] = None) -> SearchResult:
     qf = folder_features(model, q_root, q_names, batch_size=batch_size, cache=caches.get("raw"), desc="query")
     gf = folder_features(model, g_root, g_names, anonymize=protect_gallery, batch_size=batch_size,
                          cache=caches.get("anonymized" if protect_gallery else "raw"),
@@ -333,10 +439,10 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
     t0 = time.perf_counter()
     index_info = None
     if index is not None:
-        from torchreid_privacy.tools.gallery_index import (INDEX_DIR, index_summary, normalized, open_or_build,
-                                                           search_top_k)
+        from torchreid_privacy.tools.gallery_index import index_summary, normalized, open_or_build, search_top_k
 
-        folder = None if cache_root is None else cache_root / INDEX_DIR / ("anonymized" if protect_gallery else "raw")
+        folder = None if cache_root is None else atomic.safe_child(
+            cache_root, f"{INDEX_DIR}/{'anonymized' if protect_gallery else 'raw'}", "--cache")
         gindex = open_or_build(folder, gf.names, normalized(gf.features), index)
         t0 = time.perf_counter()  # ranking time: the search, not the build (reported apart)
         idx, vals = search_top_k(gindex, qf.features, gf.features, k, nprobe, ids)
@@ -356,15 +462,43 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
     features_s = qf.seconds + gf.seconds
     timings = {"features_s": features_s, "computed": computed, "cached": qf.cached + gf.cached,
                "images_per_s": computed / features_s if computed and features_s > 0 else 0.0, "ranking_s": ranking_s}
-    res = SearchResult(setting, k, qf, gf, idx, vals, dataset, metrics, notes, {}, timings, index_info)
-    out.mkdir(parents=True, exist_ok=True)
-    res.files["json"] = _write_json(res, out, ids, gallery_protected, protect_gallery)
-    res.files["csv"] = _write_csv(res, out, ids)
+    res = SearchResult(setting, k, qf, gf, idx, vals, dataset, metrics, notes, {}, timings, index_info,
+                       dict(not_utf8 or {}))
+    _write_outputs(res, model, out, ids, gallery_protected, protect_gallery, batch_size, cell_height, pngs)
     if cache_root is not None:
         res.files["cache"] = str(cache_root)
-    if pngs:
-        res.files["pngs"] = _write_pngs(res, model, out / PNG_DIR, ids, protect_gallery, batch_size, cell_height)
     return res
+
+
+def _write_outputs(res: SearchResult, model: PrivacyModel, out: Path, ids, gallery_protected: bool,
+                   protect_gallery: bool, batch_size: int, cell_height: int, pngs: bool) -> None:
+    """``ranks.json``, ``ranks.csv`` and ``ranklists/``, all or none.
+
+    The PNGs go into a temporary folder beside ``ranklists/`` (swept by the next run if this one is
+    killed), then ``ranks.csv``, then ``ranks.json``, then the folder is renamed into place; a failure
+    (an interrupt too) removes what this run wrote. Every path is checked for symbolic links first."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path, png_dir = (atomic.safe_child(out, name, "--output") for name in (RANKS_JSON, RANKS_CSV,
+                                                                                           PNG_DIR))
+    tmp = atomic.new_folder_beside(png_dir) if pngs else None
+    written: List[str] = []
+    try:
+        if tmp is not None:
+            _write_pngs(res, model, tmp, ids, protect_gallery, batch_size, cell_height)
+        written.append(_write_csv(res, out, ids, csv_path))
+        written.append(_write_json(res, out, ids, gallery_protected, protect_gallery, json_path))
+        if tmp is not None:
+            atomic.move_into_place(tmp, png_dir, "--output")
+            res.files["pngs"] = str(png_dir)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res.files["csv"], res.files["json"] = written
 
 
 def _label_arrays(dataset: str, q_names: Sequence[str], g_names: Sequence[str]) -> Tuple[np.ndarray, ...]:
@@ -400,7 +534,8 @@ def _rows(res: SearchResult, ids) -> List[Dict[str, object]]:
     return out
 
 
-def _write_json(res: SearchResult, out: Path, ids, gallery_protected: bool, protect_gallery: bool) -> str:
+def _write_json(res: SearchResult, out: Path, ids, gallery_protected: bool, protect_gallery: bool,
+                path: Optional[Path] = None) -> str:
     doc = {
         "setting": res.setting,
         "query_dir": str(res.query.root), "gallery_dir": str(res.gallery.root),
@@ -412,14 +547,15 @@ def _write_json(res: SearchResult, out: Path, ids, gallery_protected: bool, prot
         "metrics": res.metrics,
         "index": res.index,
         "skipped": {"query": res.query.unreadable, "gallery": res.gallery.unreadable},
+        "skipped_not_utf8": {"query": res.not_utf8.get("query", []), "gallery": res.not_utf8.get("gallery", [])},
         "notes": res.notes,
         "timings": res.timings,
         "queries": _rows(res, ids),
     }
-    return atomic.write_json(out / "ranks.json", doc)
+    return atomic.write_json(path or atomic.safe_child(out, RANKS_JSON, "--output"), doc)
 
 
-def _write_csv(res: SearchResult, out: Path, ids) -> str:
+def _write_csv(res: SearchResult, out: Path, ids, path: Optional[Path] = None) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = ["query", "rank", "gallery", "distance"] + (["query_pid", "gallery_pid", "hit"] if ids is not None else [])
@@ -430,7 +566,7 @@ def _write_csv(res: SearchResult, out: Path, ids) -> str:
             if ids is not None:
                 row += [entry["pid"], item["pid"], int(item["hit"])]
             w.writerow(row)
-    return atomic.write_bytes(out / "ranks.csv", buf.getvalue().encode("utf-8"))
+    return atomic.write_bytes(path or atomic.safe_child(out, RANKS_CSV, "--output"), buf.getvalue().encode("utf-8"))
 
 
 def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: bool,
@@ -455,6 +591,7 @@ def _display(root: Path, names: Sequence[str], model: PrivacyModel, anonymize: b
 
 def _write_pngs(res: SearchResult, model: PrivacyModel, folder: Path, ids, protect_gallery: bool,
                 batch_size: int, cell_height: int, chunk: int = 32) -> str:
+    """One PNG per query into ``folder`` (a fresh temporary folder: :func:`_write_outputs` renames it)."""
     folder.mkdir(parents=True, exist_ok=True)
     q_names, g_names = res.query.names, res.gallery.names
     gallery_kind = "P" if res.setting == "O->P" else "O"
@@ -474,5 +611,5 @@ def _write_pngs(res: SearchResult, model: PrivacyModel, folder: Path, ids, prote
             img = rank_list_image([row], title=title, cell_height=cell_height, topk=res.topk)
             buf = io.BytesIO()
             img.save(buf, format="PNG")
-            atomic.write_bytes(folder / png_name(q_names[qi]), buf.getvalue())
+            atomic.write_bytes(atomic.safe_child(folder, png_name(q_names[qi])), buf.getvalue())
     return str(folder)

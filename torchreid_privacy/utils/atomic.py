@@ -243,3 +243,45 @@ def new_folder(path: PathLike, flag: str) -> Iterator[Path]:
         move_into_place(tmp, out, flag)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ output folders without symbolic links
+class UnsafeOutput(OSError):
+    """A path we would write passes through a symbolic link (the link would send the write elsewhere,
+    possibly into an input folder)."""
+
+
+def safe_child(folder: PathLike, name: PathLike, flag: str = "") -> Path:
+    """``folder / name``, refusing (:class:`UnsafeOutput`) when any part of it below ``folder``
+    (a subfolder on the way, or the file itself) is a symbolic link. ``name`` is relative, without
+    ``..``; ``flag`` (e.g. ``--output``) starts the message."""
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise ValueError(f"{flag + ': ' if flag else ''}{name}: expected a name inside {folder}")
+    path = Path(folder)
+    for part in rel.parts:
+        path = path / part
+        if path.is_symlink():
+            where = "" if path == Path(folder) / rel else f"{Path(folder) / rel}: "
+            raise UnsafeOutput(f"{flag + ': ' if flag else ''}{where}{path} is a symbolic link; outputs are never "
+                               "written through links (remove the link)")
+    return path
+
+
+def safe_output_dir(path: PathLike, flag: str, children: Tuple[PathLike, ...] = ()) -> Path:
+    """``path`` (absolute, links not resolved) if it may be an output folder: not a symbolic link
+    itself, not a file, no file on the way to it, and none of ``children`` (the names written into
+    it) passes through a link below it (:func:`safe_child`). Refuses naming ``flag``."""
+    given = path
+    p = Path(path).expanduser().absolute()
+    if p.is_symlink():
+        raise UnsafeOutput(f"{flag}: {given} is a symbolic link (to {os.path.realpath(p)}); outputs are never "
+                           "written through links: give the folder itself")
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"{flag}: {given} exists and is not a folder")
+    parent = next((q for q in p.parents if q.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{flag}: {given}: {parent} is a file, not a folder")
+    for child in children:
+        safe_child(p, child, flag)
+    return p

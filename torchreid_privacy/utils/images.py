@@ -9,14 +9,35 @@ torchreid's test transform does, so their P and features are the evaluation's.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Sequence, Union
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 MeanStd = Union[Sequence[float], torch.Tensor]
+
+
+class ImageTooLarge(ValueError):
+    """An image with more pixels than PIL agrees to decode (``PIL.Image.MAX_IMAGE_PIXELS``, twice it for
+    an error): a decompression bomb, e.g. a 24 KB 1-bit PNG of 20000 x 10000. A ValueError, so every
+    reader skips, counts and names it like any other unreadable image."""
+
+
+# what reading an image file may raise: every tool that skips unreadable images catches these
+UNREADABLE_IMAGE = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def bombs_unreadable() -> Iterator[None]:
+    """Inside the block PIL's ``DecompressionBombError`` (an ``Exception``, not an ``OSError``: callers
+    catching "unreadable" missed it, and one such file ended a whole run) is :class:`ImageTooLarge`."""
+    try:
+        yield
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"too large to decode ({exc})") from None
 
 
 def resize_rgb(arr: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -59,9 +80,14 @@ def save_grid(path: str, columns: Sequence[torch.Tensor]) -> None:
     """Save a PNG whose rows are images and whose columns are O | M | P | R ([0,1] tensors)."""
     from torchvision.utils import save_image
 
+    import io
+
+    from torchreid_privacy.utils import atomic
+
     n = min(c.shape[0] for c in columns)
     rows = torch.stack([c[:n].detach().float().cpu() for c in columns], dim=1)  # n, k, C, H, W
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp.png"
-    save_image(rows.flatten(0, 1), tmp, nrow=len(columns), padding=2)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    save_image(rows.flatten(0, 1), buf, format="PNG", nrow=len(columns), padding=2)
+    # atomic: an unpredictable temp name beside it (never a link planted there), renamed over it
+    folder, name = os.path.split(os.path.abspath(path))
+    atomic.write_bytes(atomic.safe_child(folder, name), buf.getvalue())

@@ -135,7 +135,15 @@ def check_video_paths(inp: PathLike, out: PathLike, crops_dir: Optional[PathLike
         if path.exists() or path.is_symlink():
             raise FileExistsError(f"--output: {path} already exists; refusing to overwrite it")
     if crops_dir is not None:
-        check_new_folder(crops_dir, "--crops")
+        crops = check_new_folder(crops_dir, "--crops").resolve()
+        for path in paths:  # the video, its sidecar, the recall reports
+            target = path.resolve()
+            if target == crops or crops in target.parents:
+                raise ValueError(f"--crops: {crops_dir} would hold {path} (--output); the crops folder is written "
+                                 "whole and holds only crops: choose a crops folder apart from the video")
+            if target in crops.parents:
+                raise ValueError(f"--crops: {crops_dir} is inside {path} (--output), a file; choose a crops "
+                                 "folder apart from the video")
     try:
         return probe(inp)
     except VideoError as exc:
