@@ -1,6 +1,5 @@
 """anonymize --input VIDEO (boxes through the run's G, the rest untouched), its sealed sidecar and
 recover --input VIDEO (the original crops, byte-exact), and --crops (a ReID set for search)."""
-import contextlib
 import hashlib
 import io
 import json
@@ -13,7 +12,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from torchreid_privacy.cli import main
+from cli_run import run_cli as _cli
 from torchreid_privacy.inference import load
 from torchreid_privacy.publish import PublishChannel
 from torchreid_privacy.sealing.keys import read_key_file, write_key_file
@@ -31,14 +30,6 @@ CHANGED = 8.0  # mean |P - O| inside every box, 8-bit levels (measured >= 34 wit
 MP4_MEAN, MP4_P99 = 2.5, 24  # H.264 CRF 12 outside boxes + 4 px: measured 1.4 and 13 (a plain re-encode: 1.8, 25)
 EXACT = ["--max-gap", "0", "--extend", "0", "--box-margin", "0"]  # the gt boxes exactly: nothing filled or widened
 CROP_NAME = re.compile(r"^(-?\d+)_c1s1_(\d{6})_(\d{2})\.jpg$")
-
-
-def _cli(argv):
-    """main(argv) with its stdout and stderr: (exit code, out, err)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,15 @@
 """anonymize --input VIDEO hides every person: privacy recall measured, tracks fill missed frames,
 frames fail closed, and no box is dropped in silence."""
-import contextlib
-import io
 import json
 import logging
 
 import numpy as np
 import pytest
 
-from torchreid_privacy.cli import main
+from cli_run import run_cli as _cli
 from torchreid_privacy.inference import load
 from torchreid_privacy.publish import PublishChannel
+from torchreid_privacy.video.detectors import DEFAULT_DETECTOR
 from torchreid_privacy.video.anonymize import (anonymize_video, report_paths, video_detector,
                                                whole_frame_desensitizer)
 from torchreid_privacy.video.io import read_frames
@@ -21,14 +20,7 @@ from torchreid_privacy.video.temporal import TemporalSettings
 FRAMES, WIDTH, HEIGHT = 20, 320, 240
 EXACT = TemporalSettings(max_gap=0, extend=0, margin=0.0)  # the boxes as given, nothing filled or widened
 EXACT_FLAGS = ["--max-gap", "0", "--extend", "0", "--box-margin", "0"]
-DEFAULT_RECALL_MIN = 0.9  # default detector on the short hard street (measured: see the README's video table)
-
-
-def _cli(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(argv)
-    return rc, out.getvalue(), err.getvalue()
+DEFAULT_RECALL_MIN = 0.95  # the issue's goal; measured 1.000 on this 40-frame hard street (README: 0.989-0.999)
 
 
 @pytest.fixture(scope="module")
@@ -94,13 +86,17 @@ def test_temporal_filling_covers_the_frames_the_detector_missed(street, model, t
     assert filled.counts["interpolated"] > 0 and filled.counts["extended"] > 0
 
 
-def test_default_detector_through_to_the_output_video(street, trained_run, tmp_path):
+def test_default_detector_hides_the_people_of_the_hard_street(trained_run, tmp_path):
+    """The default detector (no download) through to the output video, on the hard street at a camera's size."""
+    made = make_synthetic_video(tmp_path / "hard.mkv", frames=40, width=768, height=576, fps=10, people=8, seed=1,
+                                style="hard")
     out = tmp_path / "default.mkv"
-    rc, stdout, err = _cli(["anonymize", "--input", str(street["info"].path), "--output", str(out),
-                            "--checkpoint", trained_run, "--ground-truth", str(street["info"].gt_path)])
+    rc, stdout, err = _cli(["anonymize", "--input", str(made.path), "--output", str(out),
+                            "--checkpoint", trained_run, "--ground-truth", str(made.gt_path)])
     assert rc == 0, err
-    assert len(list(read_frames(out))) == FRAMES
+    assert len(list(read_frames(out))) == 40
     saved = json.loads(report_paths(out)[0].read_text())
+    assert saved["detector"]["name"] == DEFAULT_DETECTOR and saved["people"] == made.boxes
     assert saved["recall"] >= DEFAULT_RECALL_MIN, saved["missed_boxes"][:5]
     assert f"privacy recall {saved['recall']:.3f}" in stdout
 
