@@ -71,9 +71,10 @@ setup(
         "export": ["onnx", "onnxruntime", "onnxscript"],
         # a faiss index for search over large galleries (search --index flat|ivf|ivfpq)
         "index": ["faiss-cpu"],
-        "test": ["pytest", "pytest-benchmark", "scikit-image", "onnx", "onnxruntime", "onnxscript", "faiss-cpu"],
+        "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "onnx", "onnxruntime", "onnxscript",
+                 "faiss-cpu"],
     },
-    entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.cli:main"]},
+    entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.__main__:console"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

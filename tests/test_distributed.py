@@ -1,7 +1,6 @@
 """Multi-process training: the identity sampler, sharded evaluation, DDP on gloo (CPU), torchrun."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,6 +8,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from rendezvous_store import agent_store
 from tiny_config import TINY
 from torchreid_privacy import bridge
 from torchreid_privacy.utils import distributed
@@ -97,20 +97,13 @@ def test_sync_bn_on_cpu_is_a_clear_error(tiny_cfg):
 
 
 # ----------------------------------------------------------------------------- gloo, 2 processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _flat_params(engine) -> torch.Tensor:
     return torch.cat([p.detach().double().flatten() for n in sorted(bridge.engine_models(engine))
                       for p in bridge.engine_models(engine)[n].parameters()])
 
 
-def _worker(rank, world, port, root, out_dir, overrides):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank, world, rendezvous, root, out_dir, overrides):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), **rendezvous)
     torch.set_num_threads(1)
     from torchreid_privacy.builder import build_privacy_engine
     from torchreid_privacy.config import load_config
@@ -144,8 +137,9 @@ DDP_OVERRIDES = [*TINY, "privacy.mode", "joint", "train.max_epoch", "1", "data.t
 
 def _spawn(world, root, out_dir):
     """Run ``world`` gloo processes; a child that aborts (a signal, a non-zero exit) raises here."""
-    mp.start_processes(_worker, args=(world, _free_port(), root, str(out_dir), DDP_OVERRIDES), nprocs=world,
-                       join=True, start_method="spawn")
+    with agent_store(world) as rendezvous:  # a port bound before the workers start (no free-port race)
+        mp.start_processes(_worker, args=(world, rendezvous, root, str(out_dir), DDP_OVERRIDES), nprocs=world,
+                           join=True, start_method="spawn")
     return torch.load(os.path.join(out_dir, "out.pt"))
 
 
@@ -191,7 +185,8 @@ def test_sharded_evaluation_gives_every_rank_the_same_result(ddp_runs):
 def test_torchrun_cli_writes_outputs_from_rank_zero_only(tiny_root, tmp_path):
     run = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port", str(_free_port()),
+    # --standalone: torchrun's rendezvous store on a port the kernel picks (no free-port race)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "torchreid_privacy", "train", "--config-file",
            os.path.join(os.path.dirname(__file__), "..", "configs", "quickstart.yaml"),
            "data.root", tiny_root, "data.save_dir", str(run), *DDP_OVERRIDES]

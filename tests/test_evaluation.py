@@ -290,7 +290,11 @@ import json
 import numpy as np, torch
 torch.set_num_threads(1)
 from torchreid_privacy.metrics import settings
+from torchreid_privacy.tools.bench_scale import peak_mb, reset_peak, rss_mb
 
+if not reset_peak():  # e.g. not Linux, or /proc mounted read-only: no peak to measure
+    print(json.dumps({"skip": "cannot write /proc/self/clear_refs (no way to reset the peak-memory mark)"}))
+    raise SystemExit(0)
 settings.BLOCK_BYTES = 8 * 2**20  # small blocks, so that the test's problem stays small
 nq, ng = 4000, 20000  # the whole distance matrix: 320 MB of float32 (and 640 MB of sort order)
 g = torch.Generator().manual_seed(0)
@@ -302,8 +306,7 @@ ids = dict(q_pids=pids[:nq], g_pids=pids[nq:], q_camids=cams[:nq], g_camids=cams
 small = {"query": {"O": feats[:50]}, "gallery": {"O": feats[nq:nq + 500]}}
 settings.evaluate_settings(small, settings=("O->O",), q_pids=pids[:50], g_pids=pids[nq:nq + 500],
                            q_camids=cams[:50], g_camids=cams[nq:nq + 500])  # warm up threads and allocators
-from torchreid_privacy.tools.bench_scale import peak_mb, reset_peak, rss_mb
-assert reset_peak(), "no /proc/self/clear_refs"
+reset_peak()
 base = rss_mb()  # a new peak mark: the imports' and the warm-up's peaks do not count
 streamed = settings.evaluate_settings(features, settings=("O->O",), **ids)["O->O"]
 streamed_mb = peak_mb() - base
@@ -328,6 +331,9 @@ def test_evaluation_streams_blocks_of_queries_instead_of_the_whole_distance_matr
     r = subprocess.run([sys.executable, "-c", STREAMED_MEMORY_SCRIPT], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
+    if "skip" in out:
+        pytest.skip(out["skip"])
     assert out["streamed_mb"] < 100 < 300 < out["whole_mb"], out
-    assert out["streamed"]["R1"] == pytest.approx(out["whole"]["R1"], abs=1e-3)
-    assert out["streamed"]["mAP"] == pytest.approx(out["whole"]["mAP"], abs=1e-3)
+    # the same metrics as the whole matrix gives (the tolerance of every other such claim)
+    assert out["streamed"]["R1"] == pytest.approx(out["whole"]["R1"], abs=1e-6)
+    assert out["streamed"]["mAP"] == pytest.approx(out["whole"]["mAP"], abs=1e-6)

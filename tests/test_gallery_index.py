@@ -119,7 +119,16 @@ def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, caps
     assert sweep[1]["recall_at_10"] < sweep[0]["recall_at_10"] and "| nprobe 1 " in printed
     assert rows["flat"]["match_recall_at_10"] == pytest.approx(1.0)
     assert sweep[1]["match_recall_at_10"] < sweep[0]["match_recall_at_10"] <= 1.0
-    assert all(r["seconds"] > 0 and r["peak_mb_above_features"] >= 0 for r in rows.values())
+    n_queries, n_gallery, dim = 300, 3000, 32  # SIZES["tiny"]
+    features_mb = 2 * (n_queries + n_gallery) * dim * 4 / 2**20  # O and P, float32
+    assert all(r["features_mb"] == pytest.approx(features_mb) for r in rows.values())
+    # the old path's peak holds at least one setting's whole distance matrix (measured: 29 MB):
+    # a peak mark that was not reset, or not read, would not show it
+    assert rows["eval-whole"]["peak_mb_above_features"] >= n_queries * n_gallery * 4 / 2**20, rows["eval-whole"]
+    for name in ("search-exact", "flat", "ivf"):  # a row's time covers its index build and every search
+        r = rows[name]
+        searched = sum(s["ms_per_query"] for s in r.get("sweep", [r])) * n_queries / 1000
+        assert r["seconds"] >= r.get("build_s", 0.0) + searched > 0, r
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "scale", "--size", "tiny", "--rows", "flat,exact"])
     assert exit_.value.code == 2 and "--rows: unknown row 'exact'" in capsys.readouterr().err

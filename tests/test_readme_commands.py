@@ -1,22 +1,25 @@
 """Every command in the README's code blocks runs, in README order, on the embedded data.
 
-Commands run as written, in a scratch folder holding a small synthetic Market-1501 set at
-``reid-data`` (torchreid's ``market1501`` loader reads it too) and ``configs/``. To keep the
-suite short, training commands get test-size overrides appended (``key value`` pairs after the
-README's own win: one epoch, 64x32 images, tiny generators), as do the attacks (fewer steps);
-flags given twice take the last value; ``make-data`` writes the full default set to another
-root (the small one is already at ``reid-data``), and the generated street video is shorter. ``torchreid-privacy`` commands run in this
-process (``cli.main``), torchrun and Python blocks in their own. A README command that is neither run here nor listed in
-``NOT_RUN`` with its reason fails ``test_every_readme_command_is_covered``.
+Commands run as written, in a scratch folder that stands for the clone's root: it holds
+``configs/`` (linked) and nothing else, so every file and folder a command reads was made by an
+earlier README step (``make-data`` the data, a shell line ``photos/``, a YAML block the README
+names, e.g. "Saved as `my.yaml`:", that file). To keep the suite short, training commands get
+test-size overrides appended (``key value`` pairs after the README's own win: one epoch, 64x32
+images, tiny generators), as do the attacks (fewer steps) and ``make-data --root`` (fewer
+identities); flags given twice take the last value; the generated street video is shorter.
+``torchreid-privacy`` commands run in this process (``cli.main``), torchrun, Python blocks and
+``SHELL`` lines in their own. A README command that is neither run here nor listed in ``NOT_RUN``
+with its reason fails ``test_every_readme_command_is_covered``; a substitution that no longer
+matches the README fails ``test_every_substitution_matches_the_readme``.
 """
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -44,7 +47,13 @@ EXTRA = {  # subcommand -> extra arguments (flags repeated: the last one wins)
     "bench scale": ["--size", "tiny", "--rows", "eval-streamed,flat"],
     # one seed, two conventional points and one learned variant, on the small set
     "frontier": ["--quick", "--data-root", "reid-data", *SMALL_TRAIN],
+    # a GPU run checks every kernel: once each, compiled by Triton only
+    "bench kernels": ["--quick", "--no-compile"],
 }
+# appended to ``make-data --root``: 16 identities (8 for training, 96 images: the tests' size)
+MAKE_DATA_SMALL = ["--ids", "16"]
+# shell lines the README's set-up steps use (run by bash in the scratch folder, exit 0 expected)
+SHELL = ("mkdir", "cp")
 # what each subcommand prints when it did its job (a regex searched in stdout + stderr); a README
 # command whose subcommand is not here fails test_every_readme_command_is_covered
 KEY_OUTPUT = {
@@ -63,16 +72,18 @@ KEY_OUTPUT = {
     "attack reid": r"O->M +rank-1",
     "attack recover": r"attacker on P, \d+ pairs",
     "bench step": r"bench step: ",
-    "bench kernels": r"no CUDA device",
+    "bench kernels": r"no CUDA device" if not torch.cuda.is_available() else r"device: .+\ndtype: ",
     "bench scale": r"bench scale: scale\.json",
     "frontier": r"frontier: \S+/frontier\.json",
 }
-# README paths the test points elsewhere (command -> (text, replacement))
-PATH_SUBSTITUTIONS = {"make-data": ("reid-data", "reid-data-default")}
 # README command text the test shrinks (a shorter generated video, still enough tracklets to train)
 CMD_SUBSTITUTIONS = [("--frames 400 --people 20", "--frames 200 --people 10")]
-# commands whose documented outcome on a CPU-only machine is a non-zero exit and this message
-EXPECTED_FAILURE = {"bench kernels": (1, "no CUDA device")}
+# commands whose documented outcome here is a non-zero exit and exactly this output (one line)
+EXPECTED_FAILURE = {} if torch.cuda.is_available() else \
+    {"bench kernels": (1, "no CUDA device: kernels not benchmarked")}
+# commands run in their own process though they are torchreid-privacy commands, and why
+OWN_PROCESS = {"bench kernels": "the kernels run compiled by Triton, as a reader runs them, not in the interpreter "
+                                "that conftest.py turns on for this process (TRITON_INTERPRET)"}
 # README Python blocks: test-size substitutions (text -> replacement)
 PY_SUBSTITUTIONS = [("height=256, width=128", "height=64, width=32"), ("max_epoch=120", "max_epoch=1"),
                     ('name="resnet50"', 'name="tiny_reid"'), ("batch_size_train=64", "batch_size_train=16"),
@@ -100,14 +111,14 @@ def readme_commands():
 
 
 def readme_steps():
-    """``("bash", command)`` and ``("python", block)`` in README order."""
+    """``("bash", command)``, ``("python", block)`` and ``("yaml", block)`` in README order."""
     text = open(README, encoding="utf-8").read()
     steps = []
     for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, re.M | re.S):
         if m.group(1) == "bash":
             steps += [("bash", c) for c in _commands(m.group(2))]
-        elif m.group(1) == "python":
-            steps.append(("python", m.group(2)))
+        elif m.group(1) in ("python", "yaml"):
+            steps.append((m.group(1), m.group(2)))
     return steps
 
 
@@ -120,24 +131,22 @@ def _subcommand(words):
     else:
         return None, None
     two = " ".join(rest[:2])
-    return (two if two in EXTRA or two in EXPECTED_FAILURE else rest[0]), rest
+    return (two if two in KEY_OUTPUT else rest[0]), rest
+
+
+def _named_files():
+    """{name: text} of the README's YAML blocks that the text right before names as a file
+    ("Saved as `my.yaml`:"): what a reader saves before the commands that read it."""
+    text = open(README, encoding="utf-8").read()
+    named = re.finditer(r"as `([\w./-]+)`:\s*\n```yaml\n(.*?)^```", text, re.M | re.S)
+    return {m.group(1): m.group(2) for m in named}
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    from torchreid_privacy.data.synthetic import make_synthetic_market
-
+    """The scratch folder: the clone's ``configs/`` and nothing else."""
     ws = tmp_path_factory.mktemp("readme")
-    make_synthetic_market(ws / "reid-data", num_ids=24, train_images_per_id=8, gallery_per_id=4, num_junk=6)
     os.symlink(os.path.join(ROOT, "configs"), ws / "configs")
-    photos = ws / "photos"
-    photos.mkdir()
-    query = next((ws / "reid-data").rglob("query"))
-    for f in sorted(query.glob("*.jpg"))[:6]:
-        shutil.copy(f, photos / f.name)
-    yaml_blocks = _blocks("yaml")
-    if yaml_blocks:
-        (ws / "my.yaml").write_text(yaml_blocks[0])
     return ws
 
 
@@ -146,7 +155,7 @@ def test_every_readme_command_is_covered():
     assert cmds, "no commands found in README.md"
     assert set(NOT_RUN) <= set(cmds), f"NOT_RUN names commands the README no longer has: {set(NOT_RUN) - set(cmds)}"
     for cmd in cmds:
-        if cmd in NOT_RUN:
+        if cmd in NOT_RUN or cmd.split()[0] in SHELL:
             continue
         words = shlex.split(cmd)
         sub, _ = _subcommand(words)
@@ -154,32 +163,66 @@ def test_every_readme_command_is_covered():
         assert sub in KEY_OUTPUT, f"no expected output for README command: {cmd}"
 
 
+def test_every_substitution_matches_the_readme():
+    """A substitution that no longer matches would let the test run the README's full-size step
+    (or miss a step) without notice."""
+    cmds, blocks = readme_commands(), _blocks("python")
+    for old, _ in CMD_SUBSTITUTIONS:
+        assert any(old in c for c in cmds), f"CMD_SUBSTITUTIONS: no README command contains {old!r}"
+    for old, _ in PY_SUBSTITUTIONS:
+        assert any(old in b for b in blocks), f"PY_SUBSTITUTIONS: no README Python block contains {old!r}"
+    runnable = [c for c in cmds if c not in NOT_RUN and c.split()[0] not in SHELL]
+    subs = {_subcommand(shlex.split(c))[0] for c in runnable}
+    stale = (set(EXTRA) | set(EXPECTED_FAILURE) | set(OWN_PROCESS)) - subs
+    assert not stale, f"EXTRA / EXPECTED_FAILURE / OWN_PROCESS name commands the README no longer has: {stale}"
+    assert any(_subcommand(shlex.split(c))[0] == "make-data" and "--root" in c for c in runnable), \
+        "MAKE_DATA_SMALL: the README no longer makes a dataset with make-data --root"
+
+
 def test_readme_runs_in_order(workspace, monkeypatch, capsys):
     """One test, in README order: a Python block loads the run a command trained, a command seals
     what an earlier one anonymized, so the steps run as a reader runs them; the first failure
     names its command and what it printed."""
     monkeypatch.chdir(workspace)
+    files = _named_files()
+    used = {"cmd": set(), "py": set()}
     ran = 0
     for kind, step in readme_steps():
         if kind == "python":
-            _run_python_block(step, workspace, ran)
+            _run_python_block(step, workspace, ran, used["py"])
+        elif kind == "yaml":
+            if step in files.values():
+                (workspace / next(n for n, t in files.items() if t == step)).write_text(step)
         elif step not in NOT_RUN:
-            _run_command(step, workspace, capsys)
+            _run_command(step, workspace, capsys, used["cmd"])
         ran += 1
     assert ran > 10
+    assert used["cmd"] == {old for old, _ in CMD_SUBSTITUTIONS}, "a command substitution matched nothing"
+    assert used["py"] == {old for old, _ in PY_SUBSTITUTIONS}, "a Python substitution matched nothing"
 
 
-def _run_command(cmd, workspace, capsys):
+def _run_command(cmd, workspace, capsys, used=None):
     for old, new in CMD_SUBSTITUTIONS:
-        cmd = cmd.replace(old, new)
+        if old in cmd:
+            cmd = cmd.replace(old, new)
+            if used is not None:
+                used.add(old)
+    if cmd.split()[0] in SHELL:
+        r = subprocess.run(["bash", "-c", cmd], cwd=workspace, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"{cmd}\n{r.stderr[-2000:]}"
+        return
     words = shlex.split(cmd)
     sub, rest = _subcommand(words)
     extra = EXTRA.get(sub, EXTRA.get(sub.split()[0], []))
-    if sub in PATH_SUBSTITUTIONS:
-        old, new = PATH_SUBSTITUTIONS[sub]
-        rest = [new if w == old else w for w in rest]
+    if sub == "make-data" and "--root" in rest:
+        extra = MAKE_DATA_SMALL
     code, message = EXPECTED_FAILURE.get(sub, (0, ""))
-    if words[0] == "torchreid-privacy":
+    if sub in OWN_PROCESS:
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        r = subprocess.run([sys.executable, "-m", "torchreid_privacy", *rest, *extra], cwd=workspace,
+                           capture_output=True, text=True, timeout=600, env={**env, "TQDM_DISABLE": "1"})
+        rc, stdout, stderr = r.returncode, r.stdout, r.stderr
+    elif words[0] == "torchreid-privacy":
         from torchreid_privacy import kernels
         from torchreid_privacy.cli import main
 
@@ -196,15 +239,19 @@ def _run_command(cmd, workspace, capsys):
                            env={**os.environ, "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"})
         rc, stdout, stderr = r.returncode, r.stdout, r.stderr
     assert rc == code, f"{cmd}\n--- stderr ---\n{stderr[-3000:]}\n--- stdout ---\n{stdout[-2000:]}"
-    assert message in stdout + stderr
+    if code:  # the documented failure is exactly its one line
+        assert (stdout + stderr).strip() == message, f"{cmd}: expected only {message!r}, got\n{stdout}{stderr}"
     assert re.search(KEY_OUTPUT[sub], stdout + stderr), f"{cmd}: expected output /{KEY_OUTPUT[sub]}/ not printed\n" \
                                                          f"{(stdout + stderr)[-2000:]}"
 
 
-def _run_python_block(block, workspace, index):
+def _run_python_block(block, workspace, index, used=None):
     """A ```python block as its own script (a fresh process: registrations do not leak)."""
     for old, new in PY_SUBSTITUTIONS:
-        block = block.replace(old, new)
+        if old in block:
+            block = block.replace(old, new)
+            if used is not None:
+                used.add(old)
     script = workspace / f"readme_block_{index}.py"
     script.write_text(block)
     r = subprocess.run([sys.executable, str(script)], cwd=workspace, capture_output=True, text=True,

@@ -1,4 +1,5 @@
 """``residual_code``: P = M(O) + a bounded residual that sees O only through a quantized code."""
+import copy
 import math
 
 import pytest
@@ -78,17 +79,45 @@ def test_bad_params_name_the_key(params, culprit):
         build_generator(cfg)
 
 
-def test_the_engine_trains_the_code_as_an_identity_embedding(tiny_cfg):
+def _separation(engine, imgs, pids):
+    """(mean same-identity / mean other-identity distance between codes, leave-one-out rank-1 of
+    the codes) on a fixed set of images; G measured on a copy (its BatchNorm statistics untouched)."""
+    gen = copy.deepcopy(engine.nets["generator"]).train()
+    with torch.no_grad():
+        _, code = gen(to_gan(engine.inference.to01(imgs)), with_code=True)
+    d = torch.cdist(code, code)
+    same, eye = pids[:, None] == pids[None], torch.eye(len(pids), dtype=torch.bool)
+    ratio = float(d[same & ~eye].mean() / d[~same].mean())
+    rank1 = float((pids[d.masked_fill(eye, float("inf")).argmin(1)] == pids).float().mean())
+    return ratio, rank1
+
+
+def _trained(tiny_cfg, steps, *overrides):
+    """A residual_code engine's code separation before and after ``steps`` training steps."""
     from torchreid_privacy.builder import build_privacy_engine
 
     engine = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed",
-                                           "privacy.generator.name", "residual_code"))
+                                           "privacy.generator.name", "residual_code", *overrides))
     engine.set_model_mode("train")
-    enc = engine.nets["generator"].encoder[0].weight
-    before = enc.detach().clone()
-    out = engine.forward_backward(next(iter(engine.train_loader)))
-    assert "code" in out and out["code"] >= 0
-    assert not torch.equal(before, enc.detach())  # the code's encoder learned
+    held = [engine.parse_data_for_train(next(iter(engine.train_loader))) for _ in range(3)]
+    imgs, pids = torch.cat([h[0] for h in held]), torch.cat([h[1] for h in held])
+    before = _separation(engine, imgs, pids)
+    outs = [engine.forward_backward(next(iter(engine.train_loader))) for _ in range(steps)]
+    return before, _separation(engine, imgs, pids), outs
+
+
+def test_the_engine_trains_the_code_as_an_identity_embedding(tiny_cfg):
+    """The code term (batch-hard triplet, ``privacy.weights.code``) pulls an identity's codes
+    together: measured over 10 steps, same/other-identity distance 0.86 -> 0.34 and rank-1 of
+    the codes 0.65 -> 0.94; without the term (weight 0) 0.86 -> 0.81, rank-1 falls to 0.46."""
+    (ratio0, rank0), (ratio, rank), outs = _trained(tiny_cfg, 10)
+    assert all("code" in out and math.isfinite(out["code"]) for out in outs)
+    assert ratio < 0.6 * ratio0 and rank > rank0 + 0.15, (ratio0, ratio, rank0, rank)
+    (off0, _), (off, _), outs = _trained(tiny_cfg, 10, "privacy.weights.code", "0")
+    assert off0 == ratio0 and "code" not in outs[0]  # the same start; no code term
+    assert off > 0.85 * off0, (off0, off)  # the separation above is the code term's
+    from torchreid_privacy.builder import build_privacy_engine
+
     unet = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed"))
     unet.set_model_mode("train")
     assert "code" not in unet.forward_backward(next(iter(unet.train_loader)))  # no code to train

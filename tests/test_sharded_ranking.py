@@ -1,12 +1,12 @@
 """Under torchrun the ranks share the query blocks of the streamed evaluation (2 gloo processes)."""
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from rendezvous_store import agent_store
 from torchreid_privacy.metrics.rank import evaluate_rank_blocks
 from torchreid_privacy.metrics.settings import evaluate_settings, normalized_distance
 
@@ -40,8 +40,8 @@ def _run(shard: bool):
     return scores, (cmc.tolist(), m_ap, m_inp), sorted(ranked)
 
 
-def _worker(rank, world, port, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(rank, world, rendezvous, out_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), **rendezvous)
     torch.set_num_threads(1)
     from torchreid_privacy.utils import distributed
 
@@ -55,10 +55,8 @@ def _worker(rank, world, port, out_dir):
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_worker, args=(2, port, str(out)), nprocs=2, join=True, start_method="spawn")
+    with agent_store(2) as rendezvous:  # a port bound before the workers start (no free-port race)
+        mp.start_processes(_worker, args=(2, rendezvous, str(out)), nprocs=2, join=True, start_method="spawn")
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 

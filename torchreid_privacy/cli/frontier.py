@@ -24,7 +24,8 @@ def add_parsers(sub) -> None:
                    help="runs trained at once, each on cores/jobs threads (default 1: on 2 cores two 1-thread "
                         "runs train 0.76-0.82x as fast as one 2-thread run, measured)")
     p.add_argument("--resume", action="store_true",
-                   help="finish a sweep that stopped: reuse the finished jobs in OUTPUT (same arguments required)")
+                   help="finish a sweep that stopped: reuse the finished jobs in OUTPUT (the same arguments and "
+                        "config file content required)")
     p.set_defaults(func=frontier)
 
 

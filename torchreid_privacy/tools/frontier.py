@@ -18,8 +18,10 @@ third party's model trained on raw images only (one per seed, shared by every po
 
 A full sweep takes about an hour on 2 cores, so each finished job leaves its result beside its run
 (``point.json``, ``third_party.json``, ``third_party_eval.json``) and ``--resume`` picks the sweep
-up where it stopped, with the same arguments (``frontier_args.json``); a job that was cut off is
-moved aside (``FOLDER.incomplete-N``) and run again.
+up where it stopped, with the same arguments and the same config file content
+(``frontier_args.json`` records the file's sha256: a config edited since is refused, naming it); a
+job that was cut off is moved aside (``FOLDER.incomplete-N``) and run again. A result file that is not
+valid JSON is an error naming it.
 
 Strengths are given at the paper's 256x128 and scaled to ``data.height`` (mosaic block 24 is 6
 at 64x32); noise sigmas are not scaled.
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -240,6 +243,31 @@ def pareto(points: List[Dict[str, Any]], x: str, y: str) -> List[str]:
 ARGS_FILE = "frontier_args.json"
 
 
+def read_json(path: str, what: str = "") -> Any:
+    """A JSON file's content; a file that is not valid JSON is a one-line error naming it."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}){what}") from None
+
+
+def file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def sweep_args(config_file: str, overrides: Sequence[str] = (), seeds: int = 3, quick: bool = False,
+               variants: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
+               data_root: Optional[str] = None) -> Dict[str, Any]:
+    """What identifies a sweep (``frontier_args.json``): its arguments and the config file's content."""
+    return {"config": os.path.abspath(config_file), "config_sha256": file_sha256(config_file),
+            "overrides": list(overrides), "seeds": seeds, "quick": quick,
+            "variants": None if variants is None else list(variants), "dataset": dataset,
+            "data_root": None if data_root is None else os.path.abspath(data_root)}
+
+
 def check_output(output: str, args: Dict[str, Any], resume: bool) -> None:
     """A new sweep needs a new (or empty) folder; ``--resume`` needs the folder of the same sweep."""
     used = os.path.exists(output) and (not os.path.isdir(output) or bool(os.listdir(output)))
@@ -253,9 +281,17 @@ def check_output(output: str, args: Dict[str, Any], resume: bool) -> None:
         return  # nothing to resume: a fresh sweep
     if not os.path.isfile(saved_path):
         raise ValueError(f"--resume: {output} holds no {ARGS_FILE}; it is not a frontier folder")
-    with open(saved_path, encoding="utf-8") as f:
-        saved = json.load(f)
+    saved = read_json(saved_path, "; it records the sweep's arguments: choose a new --output")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{saved_path}: expected a JSON object (the sweep's arguments), got "
+                         f"{type(saved).__name__}; choose a new --output")
     for key in sorted(set(saved) | set(args)):
+        if key == "config_sha256" and saved.get(key) != args.get(key) and saved.get("config") == args.get("config"):
+            then = f"sha256 {str(saved[key])[:12]}... then" if saved.get(key) else "no sha256 recorded (an older sweep)"
+            now = f"{str(args[key])[:12]}... now" if args.get(key) else "none now"
+            raise ValueError(f"--resume: the config file {args.get('config')} changed since the sweep in {output} "
+                             f"started ({then}, {now}); its finished runs were trained with the old settings: "
+                             "restore the file or choose a new --output")
         if saved.get(key) != args.get(key):
             raise ValueError(f"--resume: {output} was started with {key}={saved.get(key)!r}, not {args.get(key)!r}; "
                              "resume with the same arguments or choose a new --output")
@@ -285,9 +321,7 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
         raise ValueError(f"--seeds: expected an integer >= 1, got {seeds!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
-    args = {"config": os.path.abspath(config_file), "overrides": list(overrides), "seeds": seeds, "quick": quick,
-            "variants": None if variants is None else list(variants), "dataset": dataset,
-            "data_root": None if data_root is None else os.path.abspath(data_root)}
+    args = sweep_args(config_file, overrides, seeds, quick, variants, dataset, data_root)
     check_output(output, args, resume)
     seeds = 1 if quick else seeds
     base = list(overrides) + ["privacy.enabled", "true", "data.root", data_root or os.path.join(output, "data")]
@@ -352,8 +386,7 @@ def _finished(job: Job) -> Optional[Dict[str, Any]]:
     """A job's saved result, or None; a training job cut off before it finished is moved aside."""
     path = _result_path(job)
     if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return read_json(path, "; delete it to run that job again with --resume")
     if job.what != "third_party_eval" and os.path.exists(job.folder):
         n = 1
         while os.path.exists(f"{job.folder}.incomplete-{n}"):
