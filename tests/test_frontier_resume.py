@@ -89,5 +89,10 @@ def test_a_damaged_result_file_is_named_not_reused(tmp_path, what):
     msg = str(err.value)
     assert msg.startswith(f"{folder / what}.json: not valid JSON (Expecting value: line 1 column 1") and \
         "\n" not in msg and "delete it" in msg
-    (folder / f"{what}.json").write_text(json.dumps({"seed": 0}))
-    assert frontier._finished(job) == {"seed": 0}  # a good one is reused
+    good = {"seed": 0, "weights": "tp/model.pth.tar"} if what == "third_party" else {"seed": 0}
+    if what == "third_party":  # a third-party result without its weights' path would fail the sweep later
+        (folder / f"{what}.json").write_text(json.dumps({"seed": 0}))
+        with pytest.raises(ValueError, match="not a finished job's result .*with the weights path"):
+            frontier._finished(job)
+    (folder / f"{what}.json").write_text(json.dumps(good))
+    assert frontier._finished(job) == good  # a good one is reused

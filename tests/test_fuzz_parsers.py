@@ -619,8 +619,6 @@ def fuzz(target: Target, max_examples: int, examples: Sequence[Any] = (), **extr
         test()
 
 
-# parsers that fail today: name -> (why, the smallest failing inputs, run first as @example); their test
-# is xfail(strict=True), so it fails the day the parser is fixed: then drop the entry
 def _npy(arr: np.ndarray, old: bytes = b"", new: bytes = b"") -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
@@ -628,6 +626,7 @@ def _npy(arr: np.ndarray, old: bytes = b"", new: bytes = b"") -> bytes:
 
 
 _KEYS, _FEATS = np.zeros((3, 32), np.uint8), np.zeros((3, 8), np.float32)
+# inputs that once failed, kept as fixed examples (parser -> (what was wrong, inputs))
 KNOWN: Dict[str, Tuple[str, List[Any]]] = {
     "payload-authenticated-plaintext": (
         "sealing.payload._unseal: an authenticated plaintext shorter than its length fields raises struct.error "
@@ -663,7 +662,6 @@ KNOWN: Dict[str, Tuple[str, List[Any]]] = {
 }
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n][0]))
-                                  if n in KNOWN else n for n in TARGETS])
+@pytest.mark.parametrize("name", list(TARGETS))
 def test_parser_fails_only_with_a_user_error_naming_the_file(name):
     fuzz(TARGETS[name], EXAMPLES, examples=KNOWN[name][1] if name in KNOWN else ())

@@ -201,10 +201,16 @@ def load_yaml(path: str | os.PathLike) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        with open(path, "rb") as f:
+            data = yaml.safe_load(f.read().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{path}: invalid YAML: {(str(exc).splitlines() or ['?'])[0]}") from None
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
+        # PyYAML's constructors raise these for a bad tagged scalar or date ('!!int abc', '2001-13-45',
+        # '!!timestamp x'), and its composer recurses once per nesting level
+        raise ConfigError(f"{path}: invalid YAML value ({type(exc).__name__}: {str(exc)[:200]})") from None
     if data is None:
         return {}
     if not isinstance(data, Mapping):
@@ -241,7 +247,13 @@ def load_config(config_file: Optional[str | os.PathLike] = None, overrides: Iter
     for key, text in zip(items[::2], items[1::2]):
         _set_dotted(tree, key, _parse_value(text), valid)
     cfg = Config.wrap(tree)
-    check(cfg)
+    try:
+        check(cfg)
+    except ConfigError as exc:
+        where = os.fspath(config_file) if config_file and not items else ""
+        if not where or str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
     return cfg
 
 

@@ -2,7 +2,7 @@
 failure is recorded, not raised); distinct failures (exception type and the package line that
 raised it, or a user error whose message does not name the file) are listed with the smallest
 input ``hypothesis`` shrinks each to. ``extra_info``: cases run, failing cases, distinct failures.
-A parser that fails today is ``xfail(strict=True)`` as in the suite. Run:
+Run:
 
     python -m pytest tests/benchmarks/test_fuzz_parsers_bench.py --benchmark-only -q -s
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis.errors import NoSuchExample
 
-from test_fuzz_parsers import KNOWN, TARGETS, BadError, Target, check
+from test_fuzz_parsers import TARGETS, BadError, Target, check
 
 CASES = 1000
 SHRINK_TRIES = 2000
@@ -84,8 +84,7 @@ def _report(name: str, result: Dict[str, Any]) -> str:
 
 
 @pytest.mark.benchmark(group="fuzz: 1,000 cases per parser")
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.xfail(strict=True, reason=KNOWN[n][0])]
-                                               if n in KNOWN else []) for n in TARGETS])
+@pytest.mark.parametrize("name", list(TARGETS))
 def test_fuzz_parser_1000_cases(benchmark, name):
     result = benchmark.pedantic(run_recorded, args=(TARGETS[name], CASES), rounds=1, iterations=1)
     report = _report(name, result)

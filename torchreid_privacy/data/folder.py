@@ -127,7 +127,7 @@ def read_market_split(folder: Path, skips: _Skips) -> List[Item]:
 def _word_ids(words: Iterable[str]) -> Dict[str, int]:
     """Sorted words -> 0..n-1; numerically when every word is a number (``2`` before ``10``)."""
     unique = sorted(set(words))
-    if all(w.isdigit() for w in unique):
+    if all(w.isascii() and w.isdigit() for w in unique):  # '\u00b2' is a digit to str.isdigit, not to int()
         unique.sort(key=int)
     return {w: i for i, w in enumerate(unique)}
 

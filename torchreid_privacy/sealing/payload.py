@@ -297,11 +297,14 @@ def _unseal(p_bytes: bytes, name: str, key: bytes, sidecar: Optional[bytes], lab
         plaintext = aead.decrypt(nonce, payload[HEADER_BYTES:], _associated_data(name, digest, version))
     except InvalidTag:
         raise AuthenticationFailed(f"{failed} (wrong key, or the image, its name or its payload changed)") from None
-    n, = struct.unpack_from(">H", plaintext)
-    original_name = plaintext[2:2 + n].decode("utf-8")
-    if version == 1:
-        return Recovered(plaintext[2 + n:], _plain_name(original_name, f"{label}: sealed original name"))
-    size, = struct.unpack_from(">Q", plaintext, 2 + n)
+    try:  # authenticated, so only a sealer of another format (or a bug) gets here with a short plaintext
+        n, = struct.unpack_from(">H", plaintext)
+        original_name = plaintext[2:2 + n].decode("utf-8")
+        if version == 1:
+            return Recovered(plaintext[2 + n:], _plain_name(original_name, f"{label}: sealed original name"))
+        size, = struct.unpack_from(">Q", plaintext, 2 + n)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise SealError(f"{label}: a malformed sealed payload ({exc})") from None
     start = 2 + n + 8
     return Recovered(plaintext[start:start + size], _original_name(original_name, f"{label}: sealed original name"))
 

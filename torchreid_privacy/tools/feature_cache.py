@@ -27,6 +27,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
+from tokenize import TokenError
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
@@ -93,7 +94,9 @@ class FeatureCache:
         """One ``.npy`` file of a shard; anything else (empty, truncated, pickled, ``.npz``) is an error naming it."""
         try:
             arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:  # an empty file is an EOFError
+        except (OSError, ValueError, EOFError, SyntaxError, TokenError, OverflowError, MemoryError) as exc:
+            # an empty file is an EOFError; a damaged header fails numpy's literal parser (SyntaxError,
+            # TokenError) or states a shape no memory holds (MemoryError, OverflowError)
             raise self._fail(path, f"is unreadable ({str(exc) or type(exc).__name__})") from None
         if not isinstance(arr, np.ndarray):  # np.load gives an NpzFile for a zip
             if hasattr(arr, "close"):

@@ -245,12 +245,14 @@ ARGS_FILE = "frontier_args.json"
 
 def read_json(path: str, what: str = "") -> Any:
     """A JSON file's content; a file that is not valid JSON is a one-line error naming it."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        data = f.read()
     try:
-        return json.loads(text)
-    except ValueError as exc:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ValueError(f"{path}: not valid JSON ({exc}){what}") from None
+    except RecursionError:
+        raise ValueError(f"{path}: not valid JSON (nested too deeply){what}") from None
 
 
 def file_sha256(path: str) -> str:
@@ -386,7 +388,12 @@ def _finished(job: Job) -> Optional[Dict[str, Any]]:
     """A job's saved result, or None; a training job cut off before it finished is moved aside."""
     path = _result_path(job)
     if os.path.isfile(path):
-        return read_json(path, "; delete it to run that job again with --resume")
+        again = "; delete it to run that job again with --resume"
+        result = read_json(path, again)
+        if not isinstance(result, dict) or (job.what == "third_party" and not isinstance(result.get("weights"), str)):
+            raise ValueError(f"{path}: not a finished job's result (a JSON object"
+                             f"{' with the weights path' if job.what == 'third_party' else ''}){again}")
+        return result
     if job.what != "third_party_eval" and os.path.exists(job.folder):
         n = 1
         while os.path.exists(f"{job.folder}.incomplete-{n}"):
