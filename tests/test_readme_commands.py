@@ -19,7 +19,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -72,18 +71,18 @@ KEY_OUTPUT = {
     "attack reid": r"O->M +rank-1",
     "attack recover": r"attacker on P, \d+ pairs",
     "bench step": r"bench step: ",
-    "bench kernels": r"no CUDA device" if not torch.cuda.is_available() else r"device: .+\ndtype: ",
+    "bench kernels": r"no CUDA device",
     "bench scale": r"bench scale: scale\.json",
     "frontier": r"frontier: \S+/frontier\.json",
 }
 # README command text the test shrinks (a shorter generated video, still enough tracklets to train)
 CMD_SUBSTITUTIONS = [("--frames 400 --people 20", "--frames 200 --people 10")]
 # commands whose documented outcome here is a non-zero exit and exactly this output (one line)
-EXPECTED_FAILURE = {} if torch.cuda.is_available() else \
-    {"bench kernels": (1, "no CUDA device: kernels not benchmarked")}
-# commands run in their own process though they are torchreid-privacy commands, and why
-OWN_PROCESS = {"bench kernels": "the kernels run compiled by Triton, as a reader runs them, not in the interpreter "
-                                "that conftest.py turns on for this process (TRITON_INTERPRET)"}
+EXPECTED_FAILURE = {"bench kernels": (1, "no CUDA device: kernels not benchmarked")}
+# commands run in their own process though they are torchreid-privacy commands, and why: bench kernels
+# sees no GPU there (CUDA_VISIBLE_DEVICES empty), so its documented CPU outcome is what every machine
+# checks; its GPU path is checked by running it on a GPU, not by this test
+OWN_PROCESS = {"bench kernels": "run without TRITON_INTERPRET (conftest.py's) and without a visible GPU"}
 # README Python blocks: test-size substitutions (text -> replacement)
 PY_SUBSTITUTIONS = [("height=256, width=128", "height=64, width=32"), ("max_epoch=120", "max_epoch=1"),
                     ('name="resnet50"', 'name="tiny_reid"'), ("batch_size_train=64", "batch_size_train=16"),
@@ -220,7 +219,8 @@ def _run_command(cmd, workspace, capsys, used=None):
     if sub in OWN_PROCESS:
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         r = subprocess.run([sys.executable, "-m", "torchreid_privacy", *rest, *extra], cwd=workspace,
-                           capture_output=True, text=True, timeout=600, env={**env, "TQDM_DISABLE": "1"})
+                           capture_output=True, text=True, timeout=600,
+                           env={**env, "TQDM_DISABLE": "1", "CUDA_VISIBLE_DEVICES": ""})
         rc, stdout, stderr = r.returncode, r.stdout, r.stderr
     elif words[0] == "torchreid-privacy":
         from torchreid_privacy import kernels

@@ -359,6 +359,14 @@ def test_detections_of_another_video_are_refused(street, tmp_path):
     assert _folder_listing(tmp_path) == ["late.det.txt"]
 
 
+def test_detections_outside_the_frame_are_counted_and_warned(street, tmp_path, caplog):
+    det = tmp_path / "det.txt"
+    det.write_text(street.det_path.read_text() + "3,-1,900,10,30,80,0.9,-1,-1,-1\n")  # x 900 in a 320-wide frame
+    with caplog.at_level("WARNING"):
+        report = video_to_dataset(street.path, tmp_path / "out", detections=det, every=2, progress=False)
+    assert report.counts["boxes_outside"] == 1 and "1 box(es) lie wholly outside the 320x240 frame" in caplog.text
+
+
 def test_too_few_tracklets_are_refused(street, tmp_path):
     with pytest.raises(ValueError, match="too few tracklets .*--min-images 500"):
         video_to_dataset(street.path, tmp_path / "out", detections=street.det_path, min_images=500, progress=False)

@@ -544,6 +544,29 @@ def test_onnx_boxes_come_back_through_the_letterbox(tmp_path, layout):
     assert len(build_detector(f"onnx:{path}", threshold=0.95)(0, np.zeros((50, 100, 3), np.uint8))) == 0
 
 
+@pytest.mark.parametrize("device, available, expected", [
+    ("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("cuda:1", ["CPUExecutionProvider"], ["CPUExecutionProvider"]),  # asked for, not in this build
+    ("cpu", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+])
+def test_onnx_providers_follow_the_device(tmp_path, monkeypatch, device, available, expected):
+    """The CUDA provider branch, run on a CPU: the build's providers forced, the session's request recorded."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = _yolo_graph(tmp_path / "yolo.onnx", YOLO_ROWS)
+    asked = []
+    real = ort.InferenceSession
+
+    def session(model, providers=None, **kw):
+        asked.append(list(providers))
+        return real(model, providers=["CPUExecutionProvider"], **kw)  # this machine has only the CPU one
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: available)
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    det = build_detector(f"onnx:{path}", device=device)
+    assert asked == [expected] and len(det(0, np.zeros((50, 100, 3), np.uint8))) == 1
+
+
 def test_onnx_bad_files_are_refused_naming_the_flag_and_file(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")

@@ -267,3 +267,17 @@ def test_a_crops_folder_holding_the_output_is_refused_before_any_work(street, tr
                        "--checkpoint", trained_run, "--crops", str(tmp_path / crops)])
     assert rc == 1 and "--crops: " in err and "apart from the video" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_video_scores_the_plan_as_anonymize_hides_it(tmp_path):
+    """bench video's rows: recall of the first pass's boxes (what the second pass replaces), and their price."""
+    from torchreid_privacy.tools import bench_video
+
+    out = tmp_path / "video.json"
+    assert bench_video.main(["--width", "320", "--height", "240", "--frames", "16", "--people", "4",
+                             "--detectors", "file:{det}", "--output", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    filled, none = rows  # the temporal defaults, then none
+    assert none["temporal"] == {"max_gap": 0, "extend": 0, "margin": 0.0}
+    assert filled["recall"] >= none["recall"] and filled["people"] == none["people"] > 0
+    assert 0 < none["pixels_anonymized"] < filled["pixels_anonymized"] < 1

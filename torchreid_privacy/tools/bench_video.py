@@ -48,25 +48,19 @@ def recall_of(path: Path, gt: Path, spec: str, temporal: TemporalSettings, fail_
     options = {k: v for k, v in (options or base).items() if k in names}
     detector = build_detector(spec, **options)
     start = time.perf_counter()
-    plan = plan_video(path, info, detector, temporal, fail_closed=fail_closed,
-                      motion=build_detector("motion") if fail_closed else None, progress=False)
+    plan = plan_video(path, info, detector, temporal, fail_closed=fail_closed, progress=False)
     seconds = time.perf_counter() - start
     recall = PrivacyRecall(read_mot(gt, evaluation=False), info.width, info.height)
+    hidden_pixels = 0  # the share of all pixels the plan anonymizes: the price of the recall (1.0 hides everything)
     for index in range(plan.frames):
-        recall.add(index, plan.mask(index, info.height, info.width))
+        mask = plan.mask(index, info.height, info.width)
+        recall.add(index, mask)
+        hidden_pixels += int(mask.sum())
     report = recall.report()
     return {"detector": spec, "options": options, "temporal": temporal.as_dict(), "fail_closed": fail_closed,
             "frames_per_second": plan.frames / seconds, "recall": report["recall"], "people": report["people"],
             "hidden": report["hidden"], "worst_frame": report["worst_frame"], "frames_whole": plan.counts["frames_whole"],
-            "boxes": plan.counts["boxes"], "pixels_anonymized": _pixel_share(plan, info)}
-
-
-def _pixel_share(plan, info) -> float:
-    """The share of all pixels the plan anonymizes: the price of the recall (1.0 hides everything)."""
-    total = 0
-    for index in range(plan.frames):
-        total += int(plan.mask(index, info.height, info.width).sum())
-    return total / (plan.frames * info.height * info.width)
+            "boxes": plan.counts["boxes"], "pixels_anonymized": hidden_pixels / (plan.frames * info.height * info.width)}
 
 
 def _table(rows: List[dict]) -> str:

@@ -44,11 +44,11 @@ from torchreid_privacy.utils.atomic import (check_new_folder, move_into_place, n
                                             write_new)
 from torchreid_privacy.utils.images import resize_rgb, to_batch01
 
-from .detectors import Detector, build_detector
+from .detectors import Detector
 from .io import WRITE_CODECS, VideoError, VideoInfo, VideoWriter, probe, read_frames
 from .mot import write_mot
 from .plan import VideoPlan, clip_boxes, plan_video, read_ground_truth, video_detector  # noqa: F401 (re-exported)
-from .privacy_recall import PrivacyRecall
+from .privacy_recall import PrivacyRecall, box_mask
 from .sealed_crops import SealedCropsWriter, encode_png, video_digest
 from .temporal import TemporalSettings
 
@@ -319,8 +319,7 @@ def anonymize_video(inp: PathLike, out: PathLike, model, detector: Detector, cha
     fn = anonymizer(model)
     truth = read_ground_truth(ground_truth) if ground_truth is not None else None
     start = time.perf_counter()
-    motion = build_detector("motion") if fail_closed else None
-    plan = plan_video(inp, info, detector, temporal, fail_closed=fail_closed, motion=motion, progress=progress)
+    plan = plan_video(inp, info, detector, temporal, fail_closed=fail_closed, progress=progress)
     _warn_unused(detector, plan.frames)
     recall = PrivacyRecall(truth, info.width, info.height) if truth is not None else None
     whole = whole_frame_desensitizer(model)
@@ -348,7 +347,8 @@ def anonymize_video(inp: PathLike, out: PathLike, model, detector: Detector, cha
                         outputs.write(frame, [next(published) for _ in frame.boxes])
                         boxes += len(frame.boxes)
                     if recall is not None:
-                        recall.add(frame.index, _hidden_mask(frame, info))
+                        # what the output anonymized: its pasted boxes, or all of the frame
+                        recall.add(frame.index, box_mask(frame.boxes, info.height, info.width, bool(frame.whole)))
                 bar.update(len(chunk))
         frames = outputs.writer.frames
         if frames != plan.frames:
@@ -364,17 +364,6 @@ def anonymize_video(inp: PathLike, out: PathLike, model, detector: Detector, cha
     if recall is not None:
         report = _write_recall(report, recall, detector, temporal)
     return report
-
-
-def _hidden_mask(frame: _Frame, info: VideoInfo) -> np.ndarray:
-    """The pixels of ``frame`` the output anonymized: its pasted boxes, or all of it."""
-    mask = np.zeros((info.height, info.width), bool)
-    if frame.whole:
-        mask[:] = True
-        return mask
-    for x1, y1, x2, y2 in frame.boxes.tolist():
-        mask[y1:y2, x1:x2] = True
-    return mask
 
 
 def _write_recall(report: VideoReport, recall: PrivacyRecall, detector: Detector,

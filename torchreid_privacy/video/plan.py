@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .detectors import Detector, build_detector
 from .io import VideoError, VideoInfo, read_frames
 from .mot import TRACK, MotFormatError, pixel_boxes, read_mot
-from .privacy_recall import BOX_MIN, coverage
+from .privacy_recall import BOX_MIN, box_mask, coverage
 from .temporal import TemporalSettings, fill_tracks, is_filled
 
 log = logging.getLogger(__name__)
@@ -52,27 +52,14 @@ class VideoPlan:
     frames: int
     plans: Dict[int, FramePlan]
     counts: Dict[str, int] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)  # the first few detector errors, for the report
 
     def __getitem__(self, index: int) -> FramePlan:
         return self.plans.get(index, EMPTY)
 
-    @property
-    def boxes(self) -> int:
-        return sum(len(p.boxes) for p in self.plans.values())
-
-    def whole_frames(self) -> List[int]:
-        return sorted(f for f, p in self.plans.items() if p.whole)
-
     def mask(self, index: int, height: int, width: int) -> np.ndarray:
         """The pixels this plan anonymizes on frame ``index``."""
         plan = self[index]
-        mask = np.zeros((height, width), bool)
-        if plan.whole:
-            mask[:] = True
-        for x1, y1, x2, y2 in plan.boxes.tolist():
-            mask[y1:y2, x1:x2] = True
-        return mask
+        return box_mask(plan.boxes, height, width, whole=bool(plan.whole))
 
 
 def video_detector(detections: Optional[PathLike] = None, detector: Optional[str] = None,
@@ -125,9 +112,13 @@ def sample_frames(path: PathLike, count: int, stated: int = 0) -> List[np.ndarra
     return kept[::max(1, len(kept) // count)][:count] if len(kept) > count else kept
 
 
-def _prime(detector, path: PathLike, info: VideoInfo) -> None:
-    if hasattr(detector, "prime"):
-        detector.prime(sample_frames(path, PRIME_FRAMES, info.frames))
+def prime_detectors(detectors: List, path: PathLike, info: VideoInfo) -> None:
+    """Give every detector that has ``prime`` one sample of the video (decoded once for all of them)."""
+    primed = [d for d in detectors if hasattr(d, "prime")]
+    if primed:
+        sample = sample_frames(path, PRIME_FRAMES, info.frames)
+        for d in primed:
+            d.prime(sample)
 
 
 def _detect(detector, index: int, rgb: np.ndarray) -> np.ndarray:
@@ -149,23 +140,19 @@ def _linker(detector, fps: float) -> Optional[Callable[[int, np.ndarray], np.nda
 
 
 def plan_video(path: PathLike, info: VideoInfo, detector, temporal: TemporalSettings = TemporalSettings(),
-               fail_closed: bool = False, motion=None, progress: bool = True) -> VideoPlan:
+               fail_closed: bool = False, progress: bool = True) -> VideoPlan:
     """Detect, track, fill and clip the boxes of every frame of ``path`` (see the module docstring).
 
-    ``motion``: the detector whose boxes are the moving area ``fail_closed`` checks (the lead's
-    ``motion`` detector); required with ``fail_closed``.
+    With ``fail_closed`` a ``motion`` detector's boxes are the moving area every frame's boxes must cover.
     """
-    if fail_closed and motion is None:
-        raise ValueError("--fail-closed: needs a motion detector for the moving area")
-    _prime(detector, path, info)
-    if motion is not None:
-        _prime(motion, path, info)
+    motion = build_detector("motion") if fail_closed else None
+    prime_detectors([detector, motion], path, info)
     link = _linker(detector, info.fps)
     detected: Dict[int, np.ndarray] = {}
     moving: Dict[int, np.ndarray] = {}
     failed: Dict[int, str] = {}
     counts = {"frames": 0, "boxes_detected": 0, "detector_errors": 0}
-    errors: List[str] = []
+    first_error = ""
     for index, rgb in tqdm(enumerate(read_frames(path)), total=info.frames or None, desc="detect", unit="frame",
                            disable=None if progress else True, dynamic_ncols=True, leave=False):
         counts["frames"] += 1
@@ -174,8 +161,7 @@ def plan_video(path: PathLike, info: VideoInfo, detector, temporal: TemporalSett
         except Exception as exc:  # any detector failure: this frame is desensitized whole, never passed raw
             counts["detector_errors"] += 1
             failed[index] = f"detector error ({type(exc).__name__}: {exc})"
-            if len(errors) < 5:
-                errors.append(f"frame {index}: {type(exc).__name__}: {exc}")
+            first_error = first_error or f"frame {index}: {type(exc).__name__}: {exc}"
             boxes = np.zeros((0, 6))
         if link is not None:
             boxes = boxes.copy()
@@ -190,9 +176,9 @@ def plan_video(path: PathLike, info: VideoInfo, detector, temporal: TemporalSett
                 failed.setdefault(index, f"motion detector error ({type(exc).__name__}: {exc})")
     if counts["frames"] == 0:
         raise VideoError(f"{path}: decoded no frame")
-    if errors:
+    if first_error:
         log.warning("the detector failed on %d frame(s), each desensitized whole; first: %s",
-                    counts["detector_errors"], errors[0])
+                    counts["detector_errors"], first_error)
     filled, fill_counts = fill_tracks(detected, counts["frames"], temporal)
     counts.update(fill_counts)
     plans, clip_counts = _clip(filled, info.width, info.height, int(getattr(detector, "outside", 0)))
@@ -203,7 +189,7 @@ def plan_video(path: PathLike, info: VideoInfo, detector, temporal: TemporalSett
         plans.setdefault(index, FramePlan(EMPTY.boxes, EMPTY.tracks)).whole = why
     counts["frames_whole"] = len(failed)
     counts["boxes"] = sum(len(p.boxes) for p in plans.values())
-    return VideoPlan(counts["frames"], plans, counts, errors)
+    return VideoPlan(counts["frames"], plans, counts)
 
 
 def clip_boxes(boxes: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -228,10 +214,15 @@ def _clip(boxes: Dict[int, np.ndarray], width: int, height: int,
         outside += int((~keep & ~is_filled(rows)).sum())  # a track carried past the frame's edge is no loss
         if keep.any():
             plans[index] = FramePlan(xyxy, rows[keep, TRACK].astype(np.int64))
+    warn_outside(outside, width, height)
+    return plans, {"boxes_outside": outside, "boxes_clipped": clipped}
+
+
+def warn_outside(outside: int, width: int, height: int) -> None:
+    """The warning for boxes with no pixel in the frame: counted, never dropped in silence."""
     if outside:
         log.warning("%d box(es) lie wholly outside the %dx%d frame and hide nothing: are the detections made "
                     "for this video's resolution?", outside, width, height)
-    return plans, {"boxes_outside": outside, "boxes_clipped": clipped}
 
 
 def _uncovered(moving: Dict[int, np.ndarray], plans: Dict[int, FramePlan], info: VideoInfo) -> Dict[int, str]:
@@ -240,10 +231,7 @@ def _uncovered(moving: Dict[int, np.ndarray], plans: Dict[int, FramePlan], info:
     for index, blobs in moving.items():
         if not len(blobs):
             continue
-        plan = plans.get(index, EMPTY)
-        mask = np.zeros((info.height, info.width), bool)
-        for x1, y1, x2, y2 in plan.boxes.tolist():
-            mask[y1:y2, x1:x2] = True
+        mask = box_mask(plans.get(index, EMPTY).boxes, info.height, info.width)
         worst = min((c.box for c in coverage(mask, blobs) if c is not None), default=1.0)
         if worst < BOX_MIN:
             out[index] = f"fail-closed: a moving area only {worst:.0%} covered by boxes"

@@ -45,6 +45,16 @@ class Coverage:
         return self.head >= HEAD_MIN and self.box >= BOX_MIN
 
 
+def box_mask(boxes: np.ndarray, height: int, width: int, whole: bool = False) -> np.ndarray:
+    """The ``height x width`` mask of the pixels under the ``(N, 4)`` whole-pixel boxes (all of them with ``whole``):
+    what an output anonymized, as the pipeline records it."""
+    mask = np.full((height, width), bool(whole))
+    if not whole:
+        for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4).tolist():
+            mask[y1:y2, x1:x2] = True
+    return mask
+
+
 def _integral(mask: np.ndarray) -> np.ndarray:
     """(H+1, W+1) summed-area table of a boolean mask."""
     out = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)

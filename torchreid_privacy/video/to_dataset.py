@@ -46,8 +46,8 @@ from torchreid_privacy.utils.atomic import check_new_folder, new_folder, write_j
 
 from .detectors import Detector
 from .io import VideoInfo, probe, read_frames
-from .plan import PRIME_FRAMES, read_ground_truth, sample_frames, video_detector
-from .privacy_recall import PrivacyRecall
+from .plan import prime_detectors, read_ground_truth, video_detector, warn_outside
+from .privacy_recall import PrivacyRecall, box_mask
 from .mot import TRACK, pixel_boxes, read_mot, tracks_of, write_mot
 from .tracklets import TrackLinker, evaluate_tracklets
 
@@ -113,9 +113,10 @@ def video_to_dataset(video: PathLike, output: PathLike, detections: Optional[Pat
     truth = _read_ground_truth(ground_truth) if ground_truth else None
     recall = PrivacyRecall(read_ground_truth(ground_truth), info.width, info.height) if ground_truth else None
     linker = TrackLinker(float(info.fps), lost_frames=lost_frames)
-    if hasattr(detector, "prime"):
-        detector.prime(sample_frames(video, PRIME_FRAMES, info.frames))
+    prime_detectors([detector], video, info)
     tracked, counts = _track(video, info, detector, linker, progress, recall)
+    counts["boxes_outside"] = int(getattr(detector, "outside", 0))  # a MOT file's boxes with no pixel in the frame
+    warn_outside(counts["boxes_outside"], info.width, info.height)
     if counts["boxes_detected"] == 0:
         raise ValueError(_no_person(video, detector, counts["frames_read"]))
     identities, counts["boxes_too_small"] = _identities(tracked, info, every, min_height, min_images)
@@ -192,10 +193,7 @@ def _track(video: PathLike, info: VideoInfo, detector: Detector, linker: TrackLi
         found = np.asarray(detector(index, rgb), dtype=np.float64).reshape(-1, 6)
         boxes += len(found)
         if recall is not None:
-            mask = np.zeros(rgb.shape[:2], bool)
-            for x1, y1, x2, y2 in pixel_boxes(found, info.width, info.height).tolist():
-                mask[y1:y2, x1:x2] = True
-            recall.add(index, mask)
+            recall.add(index, box_mask(pixel_boxes(found, info.width, info.height), info.height, info.width))
         for row, det in enumerate(linker.update(index, found)):
             if det[TRACK] >= 1:
                 tracked.setdefault(int(det[TRACK]), []).append((index, row, det[:4].copy()))

@@ -106,13 +106,14 @@ def link_video(frames_and_boxes: Iterable[Tuple[int, np.ndarray]], fps: float, *
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``(len(a), len(b))`` of two sets of ``x1, y1, x2, y2`` boxes."""
-    a, b = np.asarray(a, dtype=np.float64).reshape(-1, 4), np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    """IoU matrix ``(len(a), len(b))`` of two sets of boxes whose first four columns are ``x1, y1, x2, y2``."""
+    a, b = (np.asarray(z, dtype=np.float64) for z in (a, b))
+    a, b = a.reshape(len(a), -1)[:, :4] if a.size else np.zeros((0, 4)), b.reshape(len(b), -1)[:, :4] if b.size \
+        else np.zeros((0, 4))
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = (a[:, 2:] - a[:, :2]).prod(-1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(-1)
+    area_a, area_b = (np.clip(z[:, 2:] - z[:, :2], 0, None).prod(-1) for z in (a, b))
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
-
 import numpy as np
+
+from ..tracklets import box_iou  # noqa: F401 (one IoU for tracks, unions and tests)
 
 FLAG = "--detector"
 WEIGHTS_FLAG = "--detector-weights"
@@ -80,17 +81,6 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, min_score: float, iou: float) -> n
     rects = [[float(x1), float(y1), float(x2 - x1), float(y2 - y1)] for x1, y1, x2, y2 in np.asarray(xyxy)[:, :4]]
     keep = cv2.dnn.NMSBoxes(rects, [float(s) for s in scores], float(min_score), float(iou))
     return np.asarray(keep, dtype=np.int64).reshape(-1)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` IoU of corner boxes."""
-    a, b = np.asarray(a, dtype=np.float64)[:, :4], np.asarray(b, dtype=np.float64)[:, :4]
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda z: np.prod(np.clip(z[:, 2:] - z[:, :2], 0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 # ------------------------------------------------------------------ spec arguments and values
