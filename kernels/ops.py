@@ -45,7 +45,7 @@ mosaic, gaussian_blur, add_noise, bn_leaky_relu, ssim_psnr, batch_hard_triplet =
 
 _IMAGES = ((3, 3, 37, 19), (5, 3, 256, 128))
 _MANY_CHANNELS = ((2, 80, 5, 7),)  # more channels than one reduction tile holds
-_BATCH = 0  # placeholder in bench shapes: torchreid_privacy.tools.bench_kernels puts the batch size here
+_BATCH = 0  # placeholder in bench shapes: torchreid_privacy.bench.kernels puts the batch size here
 _BENCH_IMAGES = ((_BATCH, 3, 256, 128),)
 # the unet_128 generator's largest BatchNorm inputs at 256x128 (ngf 64): the last up level,
 # then down levels 2, 3, 4 (deeper ones are tiny)

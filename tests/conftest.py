@@ -57,7 +57,7 @@ def tiny_root(tmp_path_factory) -> str:
 def tiny_cfg(tiny_root, tmp_path):
     """Factory: the quickstart config shrunk for tests, plus overrides."""
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     def make(*overrides: str):
         return load_config(packaged_config(QUICKSTART),
@@ -71,7 +71,7 @@ def trained_run(tiny_root, tmp_path_factory) -> str:
     """A joint-mode run directory (2 short epochs) for the CLI tests."""
     from torchreid_privacy.builder import build_privacy_engine
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     run = tmp_path_factory.mktemp("run")
     cfg = load_config(packaged_config(QUICKSTART),

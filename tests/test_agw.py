@@ -13,7 +13,7 @@ from torchreid_privacy import bridge
 from torchreid_privacy.utils import weights
 from torchreid_privacy.models.nets import build_reid_model
 from torchreid_privacy.config import load_config
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 from torchreid_privacy.plugins.agw import AGW, GeM, NonLocal, from_agw_state_dict
 from torchreid_privacy.registry import load_plugins
 

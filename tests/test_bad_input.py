@@ -15,7 +15,7 @@ from PIL import Image
 from torchreid_privacy.utils import checkpoint
 from torchreid_privacy.cli import main
 from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
 
 from tiny_config import TINY
@@ -70,7 +70,7 @@ def test_anonymize_converts_unusual_pngs(trained_run, tmp_path, capsys, kind):
         assert im.format == "JPEG" and im.mode == "RGB" and im.size == (32, 64)
     assert (src / "x.png").read_bytes() == before
     if kind == "png16":  # 16-bit is rescaled, not clipped to white
-        from torchreid_privacy.tools.folders import read_rgb
+        from torchreid_privacy.folders.process import read_rgb
 
         assert read_rgb(src / "x.png")[0, 0].tolist() == [156, 156, 156]
 

@@ -4,9 +4,9 @@ import json
 import pytest
 import torch
 
-from torchreid_privacy.tools import bench_step
+from torchreid_privacy.bench import step as bench_step
 
-from torchreid_privacy.tools import step_profile
+from torchreid_privacy.bench import step_profile
 from torchreid_privacy.cli import main as cli_main
 
 

@@ -82,7 +82,7 @@ def test_missing_checkpoint_and_baseline_checkpoint(tiny_cfg, tmp_path):
     assert r.returncode == 0, r.stderr
     import torch
     from torchreid_privacy import desensitize
-    from torchreid_privacy.tools.folders import read_rgb
+    from torchreid_privacy.folders.process import read_rgb
 
     out = torch.from_numpy(read_rgb(next((tmp_path / "o").iterdir())).copy()).permute(2, 0, 1).float() / 255
     block = cfg.privacy.desensitizer.params["block"]
@@ -102,7 +102,7 @@ def test_test_command_evaluates_a_run(trained_run, tmp_path):
 
 def test_plain_torchreid_training_when_privacy_disabled(tiny_root, tmp_path):
     """privacy.enabled false -> torchreid's own triplet engine, one epoch on the embedded data."""
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     r = _cli("train", "--config-file", packaged_config(QUICKSTART), "data.root", tiny_root,
              "data.save_dir", str(tmp_path / "plain"), "privacy.enabled", "false", "loss.name", "triplet",

@@ -4,7 +4,7 @@ import pathlib
 import pytest
 
 from torchreid_privacy.config import load_config
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 QUICKSTARTS = {QUICKSTART, "quickstart_sealed.yaml"}  # the demo's, and the recommended sealed run at its size

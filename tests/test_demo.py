@@ -5,7 +5,7 @@ import stat
 
 from tiny_config import TINY
 
-from torchreid_privacy.tools.demo import KEYED, SEALED, run_demo
+from torchreid_privacy.studies.demo import KEYED, SEALED, run_demo
 
 
 def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):

@@ -107,7 +107,7 @@ def _worker(rank, world, rendezvous, root, out_dir, overrides):
     torch.set_num_threads(1)
     from torchreid_privacy.builder import build_privacy_engine
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     distributed.init_from_env(use_gpu=False)
     try:

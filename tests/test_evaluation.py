@@ -290,7 +290,7 @@ import json
 import numpy as np, torch
 torch.set_num_threads(1)
 from torchreid_privacy.metrics import settings
-from torchreid_privacy.tools.bench_scale import peak_mb, reset_peak, rss_mb
+from torchreid_privacy.bench.scale import peak_mb, reset_peak, rss_mb
 
 if not reset_peak():  # e.g. not Linux, or /proc mounted read-only: no peak to measure
     print(json.dumps({"skip": "cannot write /proc/self/clear_refs (no way to reset the peak-memory mark)"}))

@@ -17,7 +17,7 @@ from torchreid_privacy.export import exporter as export_mod
 from torchreid_privacy.sealing import keys
 from torchreid_privacy.cli import main
 from torchreid_privacy.config import load_config
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 from torchreid_privacy.export.exporter import export_onnx
 from torchreid_privacy.utils.images import from_gan, to_gan
 from torchreid_privacy.inference import PrivacyModel, model_from_config

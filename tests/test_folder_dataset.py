@@ -118,7 +118,7 @@ def test_config_names_register_with_val_split(tiny_root, tiny_cfg, tmp_path, mon
 def test_train_on_a_folder_with_one_override(tiny_root, tmp_path):
     """The README's promise: the quickstart config trains on a folder of crops, no code."""
     from torchreid_privacy.cli import main
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     crops = _identity_copy(tiny_root, tmp_path / "crops")
     before = sorted(p.relative_to(crops) for p in crops.rglob("*"))

@@ -7,8 +7,8 @@ from PIL import Image
 
 from tiny_config import TINY
 from torchreid_privacy.cli import main
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
-from torchreid_privacy.tools.frontier import METRICS, conventional_points, pareto
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.frontier import METRICS, conventional_points, pareto
 
 
 def test_strengths_are_scaled_from_256x128_to_the_run_size():
@@ -81,7 +81,7 @@ def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_
 
 
 def test_resume_refuses_other_arguments_and_foreign_folders(tiny_root, tmp_path, capsys):
-    from torchreid_privacy.tools.frontier import ARGS_FILE, check_output
+    from torchreid_privacy.studies.frontier import ARGS_FILE, check_output
 
     args = {"config": "a.yaml", "overrides": [], "seeds": 3, "quick": False, "variants": None, "dataset": None,
             "data_root": None}
@@ -101,7 +101,7 @@ def test_resume_refuses_other_arguments_and_foreign_folders(tiny_root, tmp_path,
 def test_the_residual_sealed_variant_is_the_shipped_sealed_config():
     """The frontier measures exactly what configs/quickstart_sealed.yaml trains."""
     from torchreid_privacy.config import load_config, to_dict
-    from torchreid_privacy.tools.frontier import LEARNED_VARIANTS
+    from torchreid_privacy.studies.frontier import LEARNED_VARIANTS
 
     variant = to_dict(load_config(packaged_config(QUICKSTART), LEARNED_VARIANTS["residual-sealed"]))
     shipped = to_dict(load_config(packaged_config("quickstart_sealed.yaml")))

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from torchreid_privacy.cli import main
-from torchreid_privacy.tools import frontier
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies import frontier
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
 
 class _Stopped(Exception):

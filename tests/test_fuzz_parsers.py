@@ -386,7 +386,7 @@ FORGED_SIDECAR = Target(
 # --- feature-cache shards
 
 def _cache_make(folder: Path):
-    from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest
+    from torchreid_privacy.search.feature_cache import FeatureCache, content_digest
 
     cache = FeatureCache(folder, "0123456789abcdef", "raw")
     digests = [content_digest(bytes([i])) for i in range(3)]
@@ -406,7 +406,7 @@ def _cache_strategy(ctx):
 
 
 def _cache_run(ctx, case) -> None:
-    from torchreid_privacy.tools.feature_cache import FeatureCache
+    from torchreid_privacy.search.feature_cache import FeatureCache
 
     which, data = case
     for name, path in ctx["files"].items():
@@ -424,7 +424,7 @@ CACHE = Target("feature-cache", _cache_make, _cache_strategy, _cache_run,
 # --- gallery index metadata
 
 def _index_make(folder: Path):
-    from torchreid_privacy.tools.gallery_index import normalized, open_or_build
+    from torchreid_privacy.search.gallery_index import normalized, open_or_build
 
     names = [f"{i:04d}_c1s1_{i:06d}_00.jpg" for i in range(40)]
     features = normalized(np.random.default_rng(0).standard_normal((40, 8)).astype(np.float32))
@@ -435,7 +435,7 @@ def _index_make(folder: Path):
 
 
 def _index_run(ctx, data: bytes) -> None:
-    from torchreid_privacy.tools.gallery_index import open_or_build
+    from torchreid_privacy.search.gallery_index import open_or_build
 
     _replace(ctx["index"], ctx["index_bytes"])
     _replace(ctx["path"], data)
@@ -452,7 +452,7 @@ INDEX = Target("index-metadata", _index_make,
 # --- frontier files
 
 def _frontier_args_make(folder: Path):
-    from torchreid_privacy.tools.frontier import ARGS_FILE
+    from torchreid_privacy.studies.frontier import ARGS_FILE
 
     out = folder / "sweep"
     out.mkdir()
@@ -464,7 +464,7 @@ def _frontier_args_make(folder: Path):
 
 
 def _frontier_args_run(ctx, data: bytes) -> None:
-    from torchreid_privacy.tools.frontier import check_output
+    from torchreid_privacy.studies.frontier import check_output
 
     _replace(ctx["path"], data)
     check_output(str(ctx["out"]), ctx["args"], resume=True)
@@ -477,7 +477,7 @@ FRONTIER_ARGS = Target("frontier_args.json", _frontier_args_make,
 
 
 def _third_party_make(folder: Path):
-    from torchreid_privacy.tools.frontier import Job
+    from torchreid_privacy.studies.frontier import Job
 
     job = Job("third_party", 1, config_file="", overrides=[], folder=str(folder / "third_party" / "seed1"),
               threads=1)
@@ -488,7 +488,7 @@ def _third_party_make(folder: Path):
 
 
 def _third_party_run(ctx, data: bytes) -> None:
-    from torchreid_privacy.tools.frontier import _finished
+    from torchreid_privacy.studies.frontier import _finished
 
     _replace(ctx["path"], data)
     result = _finished(ctx["job"])
@@ -505,7 +505,7 @@ THIRD_PARTY = Target("third_party.json", _third_party_make,
 # --- YAML configs
 
 def _config_make(folder: Path):
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     seed = Path(packaged_config(QUICKSTART)).read_bytes()
     hot = [i for i, c in enumerate(seed) if c in b":\n[]{}"][::3]

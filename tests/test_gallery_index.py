@@ -10,7 +10,7 @@ import torch
 from torchreid_privacy.cli import main
 from torchreid_privacy.metrics import settings
 from torchreid_privacy.metrics.ranking import distances, protocol_mask, top_k, top_k_features
-from torchreid_privacy.tools.gallery_index import normalized, open_or_build, recall_at_k, search_top_k
+from torchreid_privacy.search.gallery_index import normalized, open_or_build, recall_at_k, search_top_k
 
 pytest.importorskip("faiss")
 

@@ -16,7 +16,7 @@ from PIL import Image
 from torchreid_privacy.cli import main
 from torchreid_privacy.sealing import containers, keys, payload
 from torchreid_privacy.sealing.keys import write_key_file
-from torchreid_privacy.tools.folders import process_folder, unseal_folder
+from torchreid_privacy.folders.process import process_folder, unseal_folder
 from torchreid_privacy.utils import atomic
 
 KEY = bytes(range(32))

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from torchreid_privacy.cli import main
-from torchreid_privacy.tools.feature_cache import FeatureCache, FeatureCacheError
+from torchreid_privacy.search.feature_cache import FeatureCache, FeatureCacheError
 
 QUERY = ["0001_c1s1_000001_00.jpg", "0002_c1s1_000002_00.jpg"]
 GALLERY = ["0001_c2s1_000003_00.jpg", "0002_c2s1_000004_00.jpg", "0003_c2s1_000005_00.jpg"]
@@ -82,7 +82,7 @@ def test_search_never_writes_through_a_link_in_its_output(trained_run, tmp_path,
 
 
 def test_cache_index_and_folder_writers_refuse_links(tmp_path):
-    from torchreid_privacy.tools.folders import process_folder
+    from torchreid_privacy.folders.process import process_folder
 
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -136,7 +136,7 @@ def test_a_gallery_name_that_is_not_utf8_is_skipped_and_named(trained_run, tmp_p
 
 
 def test_outputs_are_written_all_or_none(trained_run, tmp_path, capsys, monkeypatch):
-    from torchreid_privacy.tools import search as search_module
+    from torchreid_privacy.search import query as search_module
 
     calls = []
 
@@ -206,7 +206,7 @@ def test_an_index_or_its_metadata_that_is_not_what_its_name_promises_is_refused(
     import json
 
     pytest.importorskip("faiss")
-    from torchreid_privacy.tools.gallery_index import normalized, open_or_build
+    from torchreid_privacy.search.gallery_index import normalized, open_or_build
 
     feats = normalized(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     names = [f"{i}.jpg" for i in range(len(feats))]
@@ -227,7 +227,7 @@ def test_an_index_or_its_metadata_that_is_not_what_its_name_promises_is_refused(
 # ------------------------------------------------------------------ 6. decompression bombs
 def test_a_decompression_bomb_is_an_unreadable_image_everywhere(trained_run, tmp_path, capsys, caplog, bomb_png):
     from torchreid_privacy.data.folder import read_folder
-    from torchreid_privacy.tools.folders import process_folder
+    from torchreid_privacy.folders.process import process_folder
 
     # a folder dataset (Market-1501 layout)
     root = tmp_path / "market"

@@ -99,7 +99,7 @@ def keyed_run(tiny_root, tmp_path_factory):
     from tiny_config import TINY
 
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     base = tmp_path_factory.mktemp("keyed")
     key_file = str(base / "secret.key")

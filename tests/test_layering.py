@@ -30,7 +30,10 @@ PLACES = {
     "torchreid_privacy.trained_run": "application",
     "torchreid_privacy.attacks": "application",
     "torchreid_privacy.export": "application",
-    "torchreid_privacy.tools": "application",
+    "torchreid_privacy.bench": "application",
+    "torchreid_privacy.folders": "application",
+    "torchreid_privacy.search": "application",
+    "torchreid_privacy.studies": "application",
     "torchreid_privacy.video.anonymize": "application",  # runs a trained run's G (inference.load)
     "torchreid_privacy.cli": "cli",
     "torchreid_privacy.__main__": "cli",

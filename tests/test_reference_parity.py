@@ -12,7 +12,7 @@ from torchreid_privacy import bridge
 from torchreid_privacy.metrics.settings import ImageMetricAccumulator, evaluate_rank
 from torchreid_privacy.registry import DESENSITIZERS
 from torchreid_privacy.sealing.payload import payload_overhead, seal, unseal
-from torchreid_privacy.tools.folders import encode_image
+from torchreid_privacy.folders.process import encode_image
 
 
 def test_mosaic_equals_pils_top_left_pixel_mosaic_on_photographs():

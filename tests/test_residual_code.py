@@ -8,7 +8,7 @@ import torch
 from torchreid_privacy.config import ConfigError, load_config
 from torchreid_privacy.models.nets import build_generator
 from torchreid_privacy.registry import ANONYMIZERS, DESENSITIZERS
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 from torchreid_privacy.utils.images import from_gan, to_gan
 
 

@@ -24,7 +24,7 @@ from torchreid_privacy import bridge
 from torchreid_privacy.utils import checkpoint
 from torchreid_privacy.plugins.engine.state import resume_run
 from torchreid_privacy.cli import main
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
 
 from tiny_config import TINY

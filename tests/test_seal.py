@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from PIL import Image
 
 from torchreid_privacy.sealing import keys
-from torchreid_privacy.tools.folders import process_folder, unseal_folder
+from torchreid_privacy.folders.process import process_folder, unseal_folder
 from torchreid_privacy.sealing.payload import (
     HEADER_BYTES,
     AlreadySealed,

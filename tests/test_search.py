@@ -10,9 +10,9 @@ from PIL import Image
 from torchreid_privacy.cli import main
 from torchreid_privacy.data.synthetic import DATASET_DIR, MARKET_SUBDIR
 from torchreid_privacy.visualization.drawing import HIT, MISS, RankRow, rank_list_image
-from torchreid_privacy.tools.feature_cache import FeatureCache
+from torchreid_privacy.search.feature_cache import FeatureCache
 from torchreid_privacy.metrics.ranking import top_k
-from torchreid_privacy.tools.search import parse_labels
+from torchreid_privacy.search.query import parse_labels
 
 
 def _split_dirs(tiny_root):
@@ -129,7 +129,7 @@ def test_feature_cache_skips_work_and_follows_content(trained_run, tmp_path, cap
 
 
 def test_feature_cache_round_trips_any_digest_appends_shards_and_names_a_damaged_one(tmp_path):
-    from torchreid_privacy.tools.feature_cache import FeatureCacheError
+    from torchreid_privacy.search.feature_cache import FeatureCacheError
 
     digests = [bytes(32), b"\x01" * 31 + b"\x00", b"\xff" * 32]  # numpy "S" dtype would strip trailing zeros
     c = FeatureCache(tmp_path, "f" * 16, "raw")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from torchreid_privacy import bridge
-from torchreid_privacy.data import make_synthetic_market, read_manifest, synthetic, synthetic_hard
+from torchreid_privacy.data import make_synthetic_market, read_manifest, synthetic, synthetic_hard, synthetic_people
 from torchreid_privacy.data.synthetic import MARKET_SUBDIR
 
 SMALL = dict(num_ids=8, train_images_per_id=3, gallery_per_id=3, num_junk=4)
@@ -123,7 +123,7 @@ def test_foreign_folder_is_never_overwritten(tmp_path):
     assert (foreign / MARKET_SUBDIR / "query" / "0001_c1s1_000001_00.jpg").read_bytes() == b"real data"
 
 
-@pytest.mark.parametrize("style, module, render", [("plain", synthetic, "_render"),
+@pytest.mark.parametrize("style, module, render", [("plain", synthetic_people, "_render"),
                                                     ("hard", synthetic_hard, "render")])
 def test_killed_generation_leaves_no_half_set(tmp_path, monkeypatch, style, module, render):
     real = getattr(module, render)

@@ -17,7 +17,7 @@ from torchreid_privacy.inference import load
 from torchreid_privacy.publish import PublishChannel
 from torchreid_privacy.sealing.keys import read_key_file, write_key_file
 from torchreid_privacy.sealing.payload import AuthenticationFailed, SealError
-from torchreid_privacy.tools.search import parse_labels
+from torchreid_privacy.search.query import parse_labels
 from torchreid_privacy.video.anonymize import anonymize_video, clip_boxes, video_detector
 from torchreid_privacy.video.io import VideoWriter, probe, read_frames
 from torchreid_privacy.video.mot import read_mot

@@ -271,7 +271,7 @@ def test_a_crops_folder_holding_the_output_is_refused_before_any_work(street, tr
 
 def test_bench_video_scores_the_plan_as_anonymize_hides_it(tmp_path):
     """bench video's rows: recall of the first pass's boxes (what the second pass replaces), and their price."""
-    from torchreid_privacy.tools import bench_video
+    from torchreid_privacy.bench import video as bench_video
 
     out = tmp_path / "video.json"
     assert bench_video.main(["--width", "320", "--height", "240", "--frames", "16", "--people", "4",

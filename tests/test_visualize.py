@@ -16,7 +16,7 @@ def opened(trained_run):
 
 
 def test_write_views_layout_and_same_numbers_as_test(opened, tmp_path):
-    from torchreid_privacy.tools.visualize import write_views
+    from torchreid_privacy.folders.visualize import write_views
 
     run, scores = opened
     paths = write_views(run, str(tmp_path / "views"), queries=3, topk=5)

@@ -9,7 +9,7 @@ from torchreid_privacy import bridge
 
 from torchreid_privacy.utils import weights
 from torchreid_privacy.cli import main
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 from torchreid_privacy.registry import load_plugins
 
 

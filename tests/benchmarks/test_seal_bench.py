@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from references import photo_crops
-from torchreid_privacy.tools.folders import encode_image
+from torchreid_privacy.folders.process import encode_image
 from torchreid_privacy.sealing.payload import seal, unseal
 
 BATCH, HEIGHT, WIDTH = 64, 256, 128

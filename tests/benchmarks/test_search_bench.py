@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from torchreid_privacy.config import load_config
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 from torchreid_privacy.inference import model_from_config
 from torchreid_privacy.models.nets import build_generator, build_reid_model
 from torchreid_privacy.metrics.ranking import distances, protocol_mask, rank_metrics, top_k
-from torchreid_privacy.tools.search import folder_features, search
+from torchreid_privacy.search.query import folder_features, search
 
 MODELS = {
     # the demo's model: tiny_reid + U-Net ngf 16 at 64x32

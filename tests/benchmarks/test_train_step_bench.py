@@ -11,7 +11,7 @@ import pytest
 from torchreid_privacy import bridge
 from torchreid_privacy.builder import build_privacy_engine
 from torchreid_privacy.config import load_config
-from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import types
 import pytest
 import torch
 
-from torchreid_privacy.tools import bench_kernels as bench
+from torchreid_privacy.bench import kernels as bench
 
 
 def test_half_precision_rows_in_the_interpreter():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchreid_privacy.tools import bench_kernels as bench
+from torchreid_privacy.bench import kernels as bench
 
 
 @pytest.mark.no_triton

@@ -16,8 +16,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterator
 
-from torchreid_privacy.tools import folders as folders_module
-from torchreid_privacy.tools.folders import list_images, process_folder, unseal_folder
+from torchreid_privacy.folders import process as folders_module
+from torchreid_privacy.folders.process import list_images, process_folder, unseal_folder
 from torchreid_privacy.inference import PrivacyModel
 
 

@@ -48,7 +48,7 @@ def attack(args: argparse.Namespace) -> int:
     else:
         from torchreid_privacy.attacks import recovery_attack
 
-        from torchreid_privacy.tools.report import format_psnr_rows
+        from torchreid_privacy.studies.report import format_psnr_rows
 
         pairs = int_list("--pairs", args.pairs)
         result = recovery_attack(path, pairs, steps=args.steps, batch_size=args.batch_size, key=key)

@@ -66,7 +66,7 @@ def int_list(flag: str, text: str) -> list:
 
 
 def print_results(by_mode: dict) -> None:
-    from torchreid_privacy.tools.report import format_table, summarize
+    from torchreid_privacy.studies.report import format_table, summarize
 
     rows = {}
     for mode, res in by_mode.items():

@@ -7,7 +7,7 @@ from .common import add_config_args
 
 
 def add_parsers(sub) -> None:
-    from torchreid_privacy.tools.frontier import LEARNED_VARIANTS
+    from torchreid_privacy.studies.frontier import LEARNED_VARIANTS
 
     p = sub.add_parser("frontier", help="sweep the conventional desensitizers' strengths and the learned variants over "
                                         "seeds; P as published; writes frontier.json/.csv/.png")
@@ -30,7 +30,7 @@ def add_parsers(sub) -> None:
 
 
 def frontier(args: argparse.Namespace) -> int:
-    from torchreid_privacy.tools.frontier import format_frontier, run_frontier
+    from torchreid_privacy.studies.frontier import format_frontier, run_frontier
 
     variants = [v for v in args.variants.split(",") if v] if args.variants else None
     result = run_frontier(args.config_file, args.output, seeds=args.seeds, overrides=args.opts, quick=args.quick,

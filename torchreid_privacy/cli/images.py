@@ -77,7 +77,7 @@ def add_parsers(sub) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from torchreid_privacy.tools.folders import check_folders
+    from torchreid_privacy.folders.process import check_folders
 
     check_folders(args.input, args.output)  # fail before loading anything
     if args.batch_size < 1:
@@ -97,7 +97,7 @@ def _video_input(args: argparse.Namespace, video_only: tuple = ()) -> bool:
 
 
 def anonymize(args: argparse.Namespace) -> int:
-    from torchreid_privacy.tools.folders import process_folder
+    from torchreid_privacy.folders.process import process_folder
     from torchreid_privacy.inference import load
 
     if _video_input(args, video_only=VIDEO_ONLY):
@@ -198,7 +198,7 @@ def _anonymize_onnx(args: argparse.Namespace) -> int:
 
 def recover(args: argparse.Namespace) -> int:
     """Sealed images are unsealed with --key-file (exact bytes); the rest go through G_R."""
-    from torchreid_privacy.tools.folders import process_folder
+    from torchreid_privacy.folders.process import process_folder
 
     if _video_input(args):
         return _recover_video(args)
@@ -219,7 +219,7 @@ def recover(args: argparse.Namespace) -> int:
             raise ValueError(f"--checkpoint: {len(only)} image(s) are not sealed (e.g. {only[0]}); recovering "
                              "them needs the run's decoder")
     else:
-        from torchreid_privacy.tools.folders import sealed_images
+        from torchreid_privacy.folders.process import sealed_images
 
         sealed = sealed_images(args.input)
         if sealed:
@@ -258,7 +258,7 @@ def _recover_video(args: argparse.Namespace) -> int:
 def _unseal(args: argparse.Namespace):
     import sys
 
-    from torchreid_privacy.tools.folders import unseal_folder
+    from torchreid_privacy.folders.process import unseal_folder
     from torchreid_privacy.sealing.keys import read_key_file
 
     report = unseal_folder(args.input, args.output, read_key_file(args.key_file))

@@ -47,7 +47,7 @@ def add_parsers(sub) -> None:
 
 def search(args: argparse.Namespace) -> int:
     """Under torchrun the ranks share the feature extraction (each writes its cache shard); rank 0 ranks."""
-    from torchreid_privacy.tools.search import search as run_search
+    from torchreid_privacy.search.query import search as run_search
     from torchreid_privacy.utils import distributed
 
     if args.cache and args.no_cache:
@@ -69,7 +69,7 @@ def search(args: argparse.Namespace) -> int:
 
 def visualize(args: argparse.Namespace) -> int:
     from torchreid_privacy.trained_run import TrainedRun
-    from torchreid_privacy.tools.visualize import check_counts, view_lines, write_views
+    from torchreid_privacy.folders.visualize import check_counts, view_lines, write_views
 
     check_counts(args.queries, args.topk, args.identities)  # before the run is loaded
     run = TrainedRun.open(args.checkpoint, args.opts, config_file=args.config_file)

@@ -7,7 +7,7 @@ from .common import add_config_args, add_video_detection_args, int_list
 
 
 def add_parsers(sub) -> None:
-    from torchreid_privacy.tools.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES, THIRD_PARTY_EPOCHS
+    from torchreid_privacy.studies.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES, THIRD_PARTY_EPOCHS
 
     p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-sealed, "
                                     "attack the sealed run and M, check sealed recovery, print the tables")
@@ -78,7 +78,7 @@ def add_parsers(sub) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from torchreid_privacy.tools.demo import run_demo
+    from torchreid_privacy.studies.demo import run_demo
 
     run_demo(args.output, data_root=args.data_root, modes=[m for m in args.modes.split(",") if m],
              config_file=args.config_file, overrides=args.opts, attacks=not args.no_attacks,
@@ -181,17 +181,17 @@ def split(args: argparse.Namespace) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     if args.what == "step":
-        from torchreid_privacy.tools import bench_step
+        from torchreid_privacy.bench import step as bench_step
 
         return bench_step.main(args.args)
     if args.what == "scale":
-        from torchreid_privacy.tools import bench_scale
+        from torchreid_privacy.bench import scale as bench_scale
 
         return bench_scale.main(args.args)
     if args.what == "video":
-        from torchreid_privacy.tools import bench_video
+        from torchreid_privacy.bench import video as bench_video
 
         return bench_video.main(args.args)
-    from torchreid_privacy.tools import bench_kernels as bench_module
+    from torchreid_privacy.bench import kernels as bench_module
 
     return bench_module.main(args.args)

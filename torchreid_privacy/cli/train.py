@@ -133,7 +133,7 @@ def test(args: argparse.Namespace) -> int:
     out = args.output or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(run.path))), "test")
     caches = {}
     if features is not None:
-        from torchreid_privacy.tools.feature_cache import evaluation_hook
+        from torchreid_privacy.search.feature_cache import evaluation_hook
 
         caches, hook = evaluation_hook(run.model, features)  # its shards are checked here, before the evaluation
         run.evaluator.batch_hooks.append(hook)

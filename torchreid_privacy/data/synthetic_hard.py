@@ -19,7 +19,7 @@ from typing import Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from torchreid_privacy.data.synthetic import (
+from torchreid_privacy.data.synthetic_people import (
     HEIGHT,
     WIDTH,
     _SS,

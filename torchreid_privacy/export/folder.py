@@ -23,7 +23,7 @@ from tqdm import tqdm
 from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.utils.images import resize_rgb
 from torchreid_privacy.publish import PublishChannel
-from torchreid_privacy.tools.folders import FolderReport, check_folders, list_images, output_names, output_path, read_rgb
+from torchreid_privacy.folders.process import FolderReport, check_folders, list_images, output_names, output_path, read_rgb
 from torchreid_privacy.export.runtime import OnnxAnonymizer
 
 log = logging.getLogger(__name__)

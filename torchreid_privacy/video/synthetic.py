@@ -2,7 +2,7 @@
 
 Why: the video paths (``make-data --from-video``, ``anonymize --input VIDEO``) are tested and
 demonstrated on data that ships with the code. The walkers are the embedded dataset's
-figures (:mod:`torchreid_privacy.data.synthetic`), each drawn per frame with its walking
+figures (:mod:`torchreid_privacy.data.synthetic_people`), each drawn per frame with its walking
 cycle, entering and leaving the scene at different times, speeds, heights and directions,
 crossing each other (occlusion) in front of a static street background.
 
@@ -34,7 +34,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from torchreid_privacy.data import synthetic as figures
+from torchreid_privacy.data import synthetic_people as figures
 from torchreid_privacy.data import synthetic_hard as hard
 from torchreid_privacy.utils.atomic import write_new
 

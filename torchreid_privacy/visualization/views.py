@@ -10,7 +10,7 @@ seeded desensitizer), and rank lists use the evaluation's distances and Market-1
 This module needs only a ``PrivacyModel`` (duck-typed: ``to01``, ``normalize``, ``embed``,
 ``anonymize``, ``conventional``, ``recover``) and one target's torchreid test loaders, so the engine
 can put the same pictures into TensorBoard at the end of training (:func:`tensorboard_images`);
-:func:`torchreid_privacy.tools.visualize.write_views` does it for a saved run.
+:func:`torchreid_privacy.folders.visualize.write_views` does it for a saved run.
 
 Example::
 

@@ -17,7 +17,7 @@ import os
 import pytest
 import torch
 
-from torchreid_privacy.tools import bench_kernels as bench
+from torchreid_privacy.bench import kernels as bench
 from torchreid_privacy.kernels import OPS, dispatch
 
 CUDA = torch.cuda.is_available()

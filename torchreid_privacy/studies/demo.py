@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional, Sequence
 from torchreid_privacy.utils import atomic
 from torchreid_privacy.config import load_config
 from torchreid_privacy.metrics.settings import SETTINGS
-from torchreid_privacy.tools.report import format_psnr_rows, format_reid_attack, format_table, summarize
+from torchreid_privacy.studies.report import format_psnr_rows, format_reid_attack, format_table, summarize
 
 QUICKSTART = "quickstart.yaml"
 KEYED, SEALED = "progressive-keyed", "progressive-sealed"
@@ -163,7 +163,7 @@ def _attack(run: str, key: Optional[bytes], pairs: Sequence[int], steps: int,
 
 def _views(run: str) -> Dict[str, Any]:
     """Rank lists of the four settings, the t-SNE and the O | M | P | R grid of a run."""
-    from torchreid_privacy.tools.visualize import view_lines, write_views
+    from torchreid_privacy.folders.visualize import view_lines, write_views
 
     paths = write_views(run, os.path.join(run, "views"))
     return {"lines": view_lines(paths), "tsne": str(paths["tsne"]), "grid": str(paths.get("grid", "")),

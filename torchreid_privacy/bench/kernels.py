@@ -1,6 +1,6 @@
 """GPU benchmark of the fused kernels: torch eager vs ``torch.compile`` vs Triton, one table.
 
-``python -m torchreid_privacy.tools.bench_kernels [--batch 256] [--quick] [--no-compile]`` (the CLI's
+``python -m torchreid_privacy.bench.kernels [--batch 256] [--quick] [--no-compile]`` (the CLI's
 ``torchreid-privacy bench kernels`` calls :func:`main`). First it measures the device's
 copy bandwidth with a 1 GiB ``tensor.copy_``, then for every op in ``kernels.OPS`` it checks
 the Triton result against the torch reference (PASS/FAIL) and times eager, compiled and

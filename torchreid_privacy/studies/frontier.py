@@ -315,7 +315,7 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
                  resume: bool = False) -> Dict[str, Any]:
     """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``."""
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.frontier_plot import plot_frontier
+    from torchreid_privacy.studies.frontier_plot import plot_frontier
     from torchreid_privacy.utils import atomic
 
     check_config(config_file)

@@ -127,7 +127,7 @@ def _row(name: str, size: Dict[str, int], threads: int, work_dir: str, nprobes: 
         np.save(os.path.join(work_dir, "exact.npy"), idx)
         extra["ms_per_query"] = 1000 * (time.perf_counter() - t0) / len(q["O"])
     else:
-        from torchreid_privacy.tools.gallery_index import build, normalized
+        from torchreid_privacy.search.gallery_index import build, normalized
 
         gn = normalized(g["O"])
         index = build(gn, name, digest="bench")
@@ -151,7 +151,7 @@ def _search_row(index, qo: np.ndarray, go: np.ndarray, nprobe: Optional[int], ex
     is built to find)."""
     import torch
 
-    from torchreid_privacy.tools.gallery_index import recall_at_k, search_top_k
+    from torchreid_privacy.search.gallery_index import recall_at_k, search_top_k
 
     t0 = time.perf_counter()
     idx, _ = search_top_k(index, torch.from_numpy(qo), torch.from_numpy(go), TOPK, nprobe=nprobe or 1)

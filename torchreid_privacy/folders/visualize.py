@@ -5,7 +5,7 @@ pictures themselves live in ``views`` so the training engine can draw them too.
 
 Example::
 
-    from torchreid_privacy.tools.visualize import write_views
+    from torchreid_privacy.folders.visualize import write_views
     paths = write_views("log/quickstart", "views")      # {"ranklists": [...], "tsne": ..., "grid": ...}
 """
 from __future__ import annotations

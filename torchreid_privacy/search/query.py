@@ -11,7 +11,7 @@ does, and same-pid same-camera gallery images are left out of each query's list 
 
 Example::
 
-    from torchreid_privacy.tools.search import search
+    from torchreid_privacy.search.query import search
     res = search("log/run", "photos/query", "protected/gallery", "results", gallery_protected=True)
     res.metrics            # {"R1": .., "mAP": ..} or None without labels
     res.files["json"]      # results/ranks.json
@@ -45,9 +45,9 @@ from tqdm import tqdm
 from torchreid_privacy.utils import atomic, distributed
 from torchreid_privacy.utils.images import UNREADABLE_IMAGE, resize_rgb, to_batch01
 from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
-from torchreid_privacy.tools.feature_cache import FeatureCache, content_digest, model_fingerprint
-from torchreid_privacy.tools.folders import list_images, read_rgb
-from torchreid_privacy.tools.gallery_index import INDEX_DIR
+from torchreid_privacy.search.feature_cache import FeatureCache, content_digest, model_fingerprint
+from torchreid_privacy.folders.process import list_images, read_rgb
+from torchreid_privacy.search.gallery_index import INDEX_DIR
 from torchreid_privacy.inference import PrivacyModel
 from torchreid_privacy.metrics.ranking import eval_mode, rank_metrics_features, top_k_features
 
@@ -334,7 +334,7 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
     if int(batch_size) < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
     if index is not None:
-        from torchreid_privacy.tools.gallery_index import INDEX_KINDS, import_faiss
+        from torchreid_privacy.search.gallery_index import INDEX_KINDS, import_faiss
 
         if index not in INDEX_KINDS:
             raise ValueError(f"--index: expected one of {', '.join(INDEX_KINDS)}, got {index!r}")
@@ -439,7 +439,7 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
     t0 = time.perf_counter()
     index_info = None
     if index is not None:
-        from torchreid_privacy.tools.gallery_index import index_summary, normalized, open_or_build, search_top_k
+        from torchreid_privacy.search.gallery_index import index_summary, normalized, open_or_build, search_top_k
 
         folder = None if cache_root is None else atomic.safe_child(
             cache_root, f"{INDEX_DIR}/{'anonymized' if protect_gallery else 'raw'}", "--cache")

@@ -38,7 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from torchreid_privacy.tools import step_profile
+from torchreid_privacy.bench import step_profile
 
 SIZES: Dict[str, List[str]] = {
     "tiny": ["data.height", "64", "data.width", "32", "train.batch_size", "16", "privacy.generator.ngf", "8",
@@ -72,7 +72,7 @@ def build_config(size: str, device: torch.device, data_root: str, save_dir: str,
                  model: Optional[str] = None, extra: Sequence[str] = ()) -> Any:
     """The quickstart config at ``size`` for ``device`` (plus ``extra`` dotted overrides)."""
     from torchreid_privacy.config import load_config
-    from torchreid_privacy.tools.demo import QUICKSTART, packaged_config
+    from torchreid_privacy.studies.demo import QUICKSTART, packaged_config
 
     if size not in SIZES:
         raise ValueError(f"--size: expected one of {', '.join(SIZES)}, got {size!r}")
