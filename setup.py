@@ -1,14 +1,38 @@
 """torchreid-privacy: privacy-preserving person re-identification as torchreid plugins."""
+import re
+
 from setuptools import setup
+
+# the one version: torchreid_privacy.__version__ (read as text: building must not import torch)
+with open("torchreid_privacy/__init__.py", encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+# what a package index shows: short, with absolute links (the README's relative links lead nowhere there)
+LONG_DESCRIPTION = """# torchreid-privacy
+
+Train any [torchreid](https://github.com/KaiyangZhou/deep-person-reid) ReID backbone
+identity-invariant on raw pedestrian images and on their reversibly anonymized versions, after
+Zhang, Ye & Yang, [Learnable Privacy-Preserving Anonymization for Pedestrian
+Images](https://arxiv.org/abs/2207.11677) (ACM MM 2022). A `privacy:` section in a torchreid
+YAML config trains an anonymization encoder G, the ReID model C and, optionally, a recovery
+decoder; anonymized images are published as ordinary JPEG/PNG files, with the original sealed
+(encrypted and authenticated) for the key holder; video anonymization hides every detected person
+and reports its privacy recall.
+
+    pip install torchreid-privacy
+    torchreid-privacy demo
+
+Python 3.9+, PyTorch 2.1+, runs on CPU; Triton kernels on a CUDA GPU. MIT licence.
+"""
 
 setup(
     name="torchreid-privacy",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Train any torchreid backbone identity-invariant on raw and reversibly anonymized "
         "pedestrian images (Zhang, Ye & Yang, ACM MM 2022)"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=LONG_DESCRIPTION,
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=[
@@ -74,11 +98,15 @@ setup(
         "export": ["onnx", "onnxruntime", "onnxscript"],
         # a faiss index for search over large galleries (search --index flat|ivf|ivfpq)
         "index": ["faiss-cpu"],
+        # the documentation site: mkdocs build --strict (CI builds it)
+        "docs": ["mkdocs", "mkdocs-material", "mkdocstrings[python]"],
         "test": ["pytest", "pytest-benchmark", "hypothesis", "scikit-image", "onnx", "onnxruntime", "onnxscript",
                  "faiss-cpu"],
     },
     entry_points={"console_scripts": ["torchreid-privacy = torchreid_privacy.__main__:console"]},
+    license="MIT",
     classifiers=[
+        "License :: OSI Approved :: MIT License",
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],

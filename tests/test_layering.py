@@ -175,3 +175,68 @@ def test_tests_import_their_helpers_as_plain_pytest_finds_them():
                               or isinstance(node, ast.Import) and any(a.name.split(".")[0] == "tests"
                                                                       for a in node.names)]
     assert not offenders, f"import from 'tests.' (write 'from tiny_config import ...'): {offenders}"
+
+
+def _cycles(graph):
+    """Strongly connected components of more than one node (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _module_graph():
+    graph = collections.defaultdict(set)
+    for mod, (path, is_pkg) in MODULES.items():
+        graph[mod] |= {t for t in _imports(mod, path, is_pkg) if t in MODULES and t != mod}
+    return graph
+
+
+def test_no_import_circles_between_modules():
+    """A circle (``synthetic`` importing ``synthetic_hard`` importing ``synthetic``) means neither
+    module can be read, tested or moved alone; function-level imports count too."""
+    assert not _cycles(_module_graph())
+
+
+def test_no_import_circles_between_packages():
+    """Packages form a ladder: if ``attacks`` uses ``folders``, ``folders`` never uses ``attacks``
+    (a package and its own subpackages are one room)."""
+    def package(mod):
+        return mod if MODULES[mod][1] else mod.rsplit(".", 1)[0]
+
+    graph = collections.defaultdict(set)
+    for mod, targets in _module_graph().items():
+        for target in targets:
+            a, b = package(mod), package(target)
+            if a != b and not a.startswith(b + ".") and not b.startswith(a + "."):
+                graph[a].add(b)
+    assert not _cycles(graph)
+
+
+def test_cycle_finder_finds_a_circle():
+    """The two tests above can fail: the finder reports a planted circle."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

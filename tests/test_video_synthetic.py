@@ -258,3 +258,22 @@ def test_cli_style_is_not_for_from_video(tmp_path, monkeypatch, capsys):
     assert main(["make-data", "--from-video", "v.mkv", "--output", "o", "--style", "hard"]) == 1
     assert "--style" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_make_data_synthetic_video_size(tmp_path, capsys):
+    """``make-data --synthetic-video --size WxH`` writes frames of that size (the README's street is
+    768x576); a malformed size is a usage error naming the flag, and --size only goes with a video."""
+    from torchreid_privacy.video.io import probe
+
+    path = tmp_path / "s.mkv"
+    assert main(["make-data", "--synthetic-video", str(path), "--style", "hard", "--size", "96x64",
+                 "--frames", "3", "--people", "2"]) == 0
+    info = probe(str(path))
+    assert (info.width, info.height) == (96, 64)
+    for bad in ("96", "96x", "x64", "10x64", "96x64x2"):
+        with pytest.raises(SystemExit) as e:
+            main(["make-data", "--synthetic-video", str(tmp_path / "b.mkv"), "--size", bad])
+        assert e.value.code == 2 and "--size" in capsys.readouterr().err
+    assert main(["make-data", "--root", str(tmp_path / "d"), "--size", "96x64"]) == 1
+    assert "--size: only with --synthetic-video" in capsys.readouterr().err
+    assert not (tmp_path / "b.mkv").exists() and not (tmp_path / "d").exists()

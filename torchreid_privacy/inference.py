@@ -37,11 +37,16 @@ class PrivacyModel(nn.Module):
 
     Args:
         reid: the ReID backbone C (eval mode returns features).
-        generator, decoder: G and G_R (None in baseline mode, where P is the conventional M).
-        norm_mean, norm_std: torchreid's input normalization (``data.norm_mean/std``).
-        height, width: the model's input size.
-        desensitizer, desensitizer_params: the conventional desensitizer (M).
-        key_channels: > 0 when ``decoder`` is keyed (``privacy.decoder.keyed``).
+        generator: G (None in baseline mode, where P is the conventional M).
+        decoder: G_R (None in baseline mode and for sealed recovery).
+        norm_mean: torchreid's input normalization mean (``data.norm_mean``).
+        norm_std: torchreid's input normalization std (``data.norm_std``).
+        height: the model's input height.
+        width: the model's input width.
+        desensitizer: the conventional desensitizer's registered name (M).
+        desensitizer_params: its parameters.
+        key_channels: the number of key planes the decoder takes: positive when ``decoder`` is keyed
+            (``privacy.decoder.keyed``), else 0.
         channel: how P is published (``privacy.publish``: format, quality); every number about P
             is measured on ``publish(P)``.
         config: the run's config, kept for reference (``load`` fills it).
@@ -71,10 +76,12 @@ class PrivacyModel(nn.Module):
     # ------------------------------------------------------------------ what it is
     @property
     def mode(self) -> str:
+        """``"baseline"`` (no G: P is the conventional M) or ``"learned"`` (P = G(O))."""
         return "baseline" if self.generator is None else "learned"
 
     @property
     def keyed(self) -> bool:
+        """Whether G_R takes a key (``privacy.recovery: keyed``)."""
         return self.key_channels > 0
 
     @property
@@ -90,6 +97,7 @@ class PrivacyModel(nn.Module):
 
     @property
     def has_key(self) -> bool:
+        """Whether a key was given (``set_key``, or ``load(..., key=...)``)."""
         return self.__key is not None
 
     def key_planes(self, like: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ENTRY_POINT_GROUP = "torchreid_privacy.plugins"
+"""The entry-point group through which other packages register components (see ``load_plugins``)."""
 
 
 class Registry:
@@ -42,6 +43,8 @@ class Registry:
         return deco
 
     def get(self, name: str) -> Callable[..., Any]:
+        """The factory registered as ``name`` (plugins loaded first); an unknown name is a
+        ``KeyError`` listing the registered names and the closest one."""
         load_plugins()
         try:
             return self._items[name]
@@ -54,6 +57,7 @@ class Registry:
         return f"unknown {self.kind} '{name}' (registered: {', '.join(self.names())}){hint}"
 
     def names(self) -> List[str]:
+        """Every registered name, sorted (plugins loaded first)."""
         load_plugins()
         return sorted(self._items)
 
@@ -85,11 +89,25 @@ def _same_object(a: Any, b: Any) -> bool:
 
 
 DESENSITIZERS = Registry("desensitizer")
+"""Conventional desensitizers (M): functions ``fn(images, **params)`` on (N, 3, H, W) batches in
+[0, 1] returning the same shape (``mosaic``, ``blur``, ``noise``); ``privacy.desensitizer``."""
 ANONYMIZERS = Registry("anonymizer")
+"""Image-to-image networks for G, G_R and the inversion adversary: factories called with ``ngf``,
+``num_downs``, ``norm`` (and ``in_channels`` for a keyed decoder) returning an ``nn.Module``
+(``unet_128``, ``unet_256``, ``resnet_6blocks``, ``resnet_9blocks``, ``residual_code``);
+``privacy.generator``, ``privacy.decoder``."""
 DISCRIMINATORS = Registry("discriminator")
+"""Conditional PatchGAN discriminators D1, D2: factories called with ``ndf`` and ``n_layers``
+(``basic``, ``n_layers``, ``pixel``); ``privacy.discriminator``."""
 LOSSES = Registry("loss")
+"""Loss modules the engine builds by name (``gan``, ``l1``, ``cross_entropy``, ``triplet``,
+``cross_triplet``, ``weighted_triplet``, ``center``, ``reid``)."""
 ENGINES = Registry("engine")
+"""Training engines (``privacy``: ``PrivacyEngine``)."""
 DETECTORS = Registry("detector")
+"""Video people detectors for ``anonymize --input VIDEO`` and ``make-data --from-video``:
+factories returning a callable ``detector(frame_index, rgb) -> (N, 6)`` boxes (``hog``,
+``motion``, ``torchvision``, ``onnx``, ``file``); ``--detector``."""
 
 ALL_REGISTRIES = {
     "desensitizers": DESENSITIZERS,
@@ -99,6 +117,7 @@ ALL_REGISTRIES = {
     "engines": ENGINES,
     "detectors": DETECTORS,
 }
+"""Every registry by its plural name (what ``torchreid-privacy list`` prints)."""
 
 # discovered by name (as entry points are), not imported: the registry sits below its plugins
 BUILTIN_PLUGIN_MODULES = ("torchreid_privacy.plugins", "torchreid_privacy.plugins.engine",

@@ -26,6 +26,15 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EngineParts:
+    """The parts of a privacy engine besides C, as ``PrivacyEngine(..., parts=...)`` takes them.
+
+    Any field left at its default is built from ``config`` (``complete_parts``): ``nets`` holds
+    G, G_R, D1, D2 (and the inversion adversary A) by name, ``optims``/``scheds`` their optimizers
+    and schedulers by the same names; ``reid_loss`` and ``center_optimizer`` are the ReID loss and
+    its centers' optimizer; ``inference`` the ``PrivacyModel`` over the nets;
+    ``val_target``/``test_targets`` the datamanager's validation and test target names.
+    """
+
     config: Optional[Config] = None
     optimizer: Any = None
     scheduler: Any = None

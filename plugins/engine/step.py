@@ -50,18 +50,23 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
     """Joint anonymization + identity-invariant ReID training (see the module docstring).
 
     Args:
-        datamanager: torchreid ``ImageDataManager`` (identity sampler); its test targets hold the
-            validation split (a ``<name>_val`` dataset, also a source) and the test sets.
+        datamanager (torchreid.data.ImageDataManager): torchreid's data manager (identity
+            sampler); its test targets hold the validation split (a ``<name>_val`` dataset, also a
+            source) and the test sets.
         model: the ReID backbone C (a torchreid model; it is made to return features in training).
-        optimizer, scheduler: C's (built from the config when None).
+        optimizer (torch.optim.Optimizer | None): C's optimizer (built from the config when None).
+        scheduler (torch.optim.lr_scheduler.LRScheduler | None): C's learning-rate scheduler
+            (built from the config when None).
         privacy: the ``privacy:`` section, a mapping merged into the defaults (or a full ``Config``
             as ``config``).
         parts: everything else already built (``builder.build_privacy_engine`` passes G, G_R, D1,
             D2, their optimizers and schedulers, the ReID loss and its center optimizer); what is
             missing is built from the config.
-        val_target, test_targets: target names (default: the validation split found among the
-            datamanager's sources and targets; the other targets).
-        use_gpu, amp: torchreid's ``use_gpu``; ``train.amp`` (off | bf16 | fp16).
+        val_target: the validation target's name (default: the validation split found among the
+            datamanager's sources and targets).
+        test_targets: the test targets' names (default: the other targets).
+        use_gpu: torchreid's ``use_gpu`` (default: whether CUDA is available).
+        amp: ``train.amp`` (off | bf16 | fp16).
         compile_mode: ``train.compile`` (off | default | max-autotune): the step runs
             ``torch.compile``-d callables of the nets (compiled at the first step); the registered
             nets, so checkpoints and evaluation, stay the bare ones.
@@ -149,10 +154,13 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
 
     @property
     def has_key(self) -> bool:
+        """Whether the keyed decoder's key was given (``set_key``)."""
         return self.inference.has_key
 
     @property
     def upgrades(self) -> List[Dict[str, Any]]:
+        """The supervision upgrades so far, one dict per upgrade (epoch and the validation numbers
+        that passed the gates)."""
         return self.policy.upgrades
 
     # ------------------------------------------------------------------ training step

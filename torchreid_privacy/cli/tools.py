@@ -66,6 +66,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--test-ratio", type=float, help="--from-video: share of identities in the test set (default 0.5)")
     p.add_argument("--frames", type=int, help="--synthetic-video: number of frames (default 80)")
     p.add_argument("--people", type=int, help="--synthetic-video: number of walkers (default 6)")
+    p.add_argument("--size", type=frame_size, metavar="WxH",
+                   help="--synthetic-video: frame size (default 320x240; the video benchmark's street is 768x576)")
     p.set_defaults(func=make_data)
 
     p = sub.add_parser("split", help="identity-disjoint train/val split of a torchreid dataset's train set")
@@ -104,8 +106,16 @@ MAKE_DATA_FLAGS = {
     "from_video": ("output", "detections", "ground_truth", "every", "min_height", "min_images", "segments",
                    "test_ratio", "detector", "detector_threshold", "detector_weights", "hog_min_height",
                    "skip_bad_boxes"),
-    "synthetic_video": ("frames", "people", "style"),
+    "synthetic_video": ("frames", "people", "style", "size"),
 }
+
+
+def frame_size(text: str) -> tuple:
+    """``768x576`` -> (768, 576); argparse names the flag when this raises."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and 32 <= int(p) <= 8192 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, each 32 to 8192 pixels, got {text!r}")
+    return int(parts[0]), int(parts[1])
 
 
 def make_data(args: argparse.Namespace) -> int:
@@ -133,6 +143,8 @@ def _make_video(args: argparse.Namespace) -> int:
     from torchreid_privacy.video.synthetic import make_synthetic_video
 
     kwargs = {k: getattr(args, k) for k in MAKE_DATA_FLAGS["synthetic_video"] if getattr(args, k) is not None}
+    if "size" in kwargs:
+        kwargs["width"], kwargs["height"] = kwargs.pop("size")
     made = make_synthetic_video(args.synthetic_video, seed=args.seed, **kwargs)
     print(f"video: {made.path} ({made.frames} frames, {made.people} people, {made.boxes} boxes, "
           f"{args.style or 'plain'} style)")
