@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Optional
 
 import numpy as np
 from PIL import UnidentifiedImageError
@@ -23,15 +23,11 @@ from tqdm import tqdm
 from torchreid_privacy.utils.atomic import write_new
 from torchreid_privacy.utils.images import resize_rgb
 from torchreid_privacy.publish import PublishChannel
-from torchreid_privacy.folders.process import FolderReport, check_folders, list_images, output_names, output_path, read_rgb
+from torchreid_privacy.folders.process import (FolderReport, batches, check_folders, list_images, output_names, output_path,
+                                               pending_outputs, read_rgb)
 from torchreid_privacy.export.runtime import OnnxAnonymizer
 
 log = logging.getLogger(__name__)
-
-
-def _chunks(files: List[Path], size: int) -> Iterator[List[Path]]:
-    for i in range(0, len(files), size):
-        yield files[i:i + size]
 
 
 def to_uint8(p01: np.ndarray) -> np.ndarray:
@@ -48,19 +44,9 @@ def anonymize_folder_onnx(inp: str, out: str, anonymizer: OnnxAnonymizer, batch_
     src, dst = check_folders(inp, out)
     channel = channel or PublishChannel(anonymizer.publish_format, anonymizer.publish_quality)
     report = FolderReport()
-    todo = []
-    for f, rel in output_names(src, list_images(src), channel, report):
-        try:
-            exists = output_path(dst, rel).exists()
-        except OSError as exc:  # a symbolic link in the way
-            report.fail(rel.as_posix(), f"{f}: {exc}")
-            continue
-        if exists:
-            report.skipped_existing += 1
-        else:
-            todo.append((f, rel))
+    todo = pending_outputs(src, dst, output_names(src, list_images(src), channel, report), report, Path.exists)
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
-        for chunk in _chunks(todo, batch_size):
+        for chunk in batches(todo, batch_size):
             arrays, names = [], []
             for f, rel in chunk:
                 try:

@@ -104,9 +104,29 @@ def read_rgb(path: Union[Path, bytes]) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _batches(files: List[Path], size: int) -> Iterator[List[Path]]:
-    for i in range(0, len(files), size):
-        yield files[i:i + size]
+def batches(items: List, size: int) -> Iterator[List]:
+    """``items`` in consecutive lists of at most ``size``."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def pending_outputs(src: Path, dst: Path, named: Iterable[Tuple[Path, PurePosixPath]], report: FolderReport,
+                    exists: Callable[[Path], bool]) -> List[Tuple[Path, PurePosixPath]]:
+    """The (input, output name) pairs whose output is not written yet: an output that ``exists``
+    is counted as skipped (a second run resumes), one that cannot be checked (a symbolic link in
+    the way, a name too long for the file system) as failed under the input's name."""
+    todo = []
+    for f, rel in named:
+        try:
+            done = exists(output_path(dst, rel))
+        except OSError as exc:
+            report.fail(f.relative_to(src).as_posix(), f"{f}: {exc}")
+            continue
+        if done:
+            report.skipped_existing += 1
+        else:
+            todo.append((f, rel))
+    return todo
 
 
 def output_names(src: Path, files: List[Path], channel: Optional[PublishChannel], report: FolderReport,
@@ -161,19 +181,10 @@ def process_folder(inp: str, out: str, fn: Callable[[torch.Tensor], torch.Tensor
         wanted = {str(PurePosixPath(name)) for name in only}
         files = [f for f in files if f.relative_to(src).as_posix() in wanted]
     report = FolderReport()
-    todo = []
-    for f, rel in output_names(src, files, channel, report, seal_key if neutral_names else None):
-        try:
-            exists = _output_exists(output_path(dst, rel), sealed=seal_key is not None)
-        except OSError as exc:  # a symbolic link in the way, a name too long for the file system
-            report.fail(f.relative_to(src).as_posix(), f"{f}: {exc}")
-            continue
-        if exists:
-            report.skipped_existing += 1
-        else:
-            todo.append((f, rel))
+    todo = pending_outputs(src, dst, output_names(src, files, channel, report, seal_key if neutral_names else None),
+                           report, lambda path: _output_exists(path, sealed=seal_key is not None))
     with tqdm(total=len(todo), desc=desc, unit="img", disable=None, dynamic_ncols=True) as bar:
-        for chunk in _batches(todo, batch_size):
+        for chunk in batches(todo, batch_size):
             tensors, names, raws = [], [], []  # raws: (original bytes, its file name) when sealing
             for f, rel in chunk:
                 try:
