@@ -45,7 +45,8 @@ def test_recover_without_checkpoint_gives_back_the_exact_files(sealed, tmp_path)
     assert _sha(rec) == _sha(src)  # every format, every size: byte-identical (PSNR infinite)
 
 
-def test_wrong_key_fails_per_file_and_exits_non_zero(sealed, tmp_path, capsys):
+def test_wrong_key_fails_per_file_and_exits_non_zero(sealed, tmp_path, capsys, caplog):
+    """Each failure is said once: as the command's own line, not also as a log warning."""
     _, out, _ = sealed
     wrong = tmp_path / "wrong.key"
     write_key_file(str(wrong), secrets.token_bytes(32))
@@ -53,6 +54,7 @@ def test_wrong_key_fails_per_file_and_exits_non_zero(sealed, tmp_path, capsys):
     assert main(["recover", "--input", str(out), "--output", str(rec), "--key-file", str(wrong)]) == 1
     err = capsys.readouterr().err
     assert err.count("authentication failed") == 3 and "0001_c1s1_000001_00.jpg" in err
+    assert "authentication failed" not in caplog.text
     assert not rec.exists() or not any(rec.iterdir())
 
 

@@ -321,7 +321,6 @@ def unseal_folder(inp: str, out: str, key: bytes, desc: str = "unseal") -> Unsea
         except SealError as exc:
             report.failed.append((rel.as_posix(), str(exc)))
             auth_failures += isinstance(exc, AuthenticationFailed)
-            log.warning("%s", exc)
             continue
         target_rel = PurePosixPath(rel.as_posix()).parent / recovered.original_name
         if target_rel in restored_by:  # two payloads name the same original: which is it? neither is kept quiet
