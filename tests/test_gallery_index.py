@@ -1,5 +1,6 @@
-"""``search --index``: faiss gives the brute-force rank lists (flat) or most of them (ivf, ivfpq);
-the index is saved beside the features and rebuilt only when they change; streamed ranking."""
+"""``search --index``: faiss gives the brute-force rank lists (flat) or most of them (ivf, ivfpq, hnsw);
+the index is saved beside the features and rebuilt only when they (or its build options) change;
+streamed ranking."""
 import json
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import torch
 from torchreid_privacy.cli import main
 from torchreid_privacy.metrics import settings
 from torchreid_privacy.metrics.ranking import distances, protocol_mask, top_k, top_k_features
-from torchreid_privacy.search.gallery_index import normalized, open_or_build, recall_at_k, search_top_k
+from torchreid_privacy.search.gallery_index import (IndexOptions, normalized, open_or_build, recall_at_k,
+                                                     search_top_k)
 
 pytest.importorskip("faiss")
 
@@ -63,6 +65,65 @@ def test_approximate_indexes_find_most_of_the_exact_top_10(kind, nprobe, floor):
     assert (np.diff(vals, axis=1)[np.isfinite(vals[:, 1:])] >= 0).all()  # ascending, as brute force
 
 
+def test_hnsw_finds_the_exact_top_10_and_its_breadth_trades_recall_for_speed():
+    qf, gf, ids = clustered(n_ids=600, per_id=8, dim=32)
+    exact, exact_d = top_k_features(qf, gf, 10, ids)
+    index = open_or_build(None, [str(i) for i in range(len(gf))], normalized(gf), "hnsw", hnsw_m=8,
+                          ef_construction=20)
+    assert index.kind == "hnsw" and index.hnsw_m == 8 and index.ef_construction == 20
+    assert type(index.index).__name__ == "IndexHNSWFlat" and index.index.hnsw.efConstruction == 20
+    found, vals = search_top_k(index, qf, gf, 10, ids=ids, ef_search=128)
+    assert recall_at_k(found, exact) >= 0.97
+    narrow = search_top_k(index, qf, gf, 10, ids=ids, ef_search=1)[0]  # efSearch is raised to k: 10
+    assert recall_at_k(narrow, exact) < recall_at_k(found, exact)
+    # the re-rank: an approximate list holds exact distances, ascending, and never the protocol's images
+    hit = found == exact
+    np.testing.assert_allclose(vals[hit], exact_d[hit], atol=1e-5)
+    assert (np.diff(vals, axis=1) >= 0).all()
+    q_pids, g_pids, q_cams, g_cams = ids
+    assert not ((g_pids[found] == q_pids[:, None]) & (g_cams[found] == q_cams[:, None])).any()
+
+
+def test_more_candidates_re_ranked_recover_what_compressed_codes_miss():
+    qf, gf, ids = clustered()
+    exact, _ = top_k_features(qf, gf, 10, ids)
+    index = open_or_build(None, [str(i) for i in range(len(gf))], normalized(gf), "ivfpq")
+    few = recall_at_k(search_top_k(index, qf, gf, 10, nprobe=16, ids=ids)[0], exact)
+    many = recall_at_k(search_top_k(index, qf, gf, 10, nprobe=16, ids=ids, candidates=100)[0], exact)
+    assert many >= few + 0.1 and many >= 0.9, (few, many)
+
+
+def test_a_saved_hnsw_index_is_reused_and_rebuilt_when_its_build_options_change(tmp_path):
+    _, gf, _ = clustered()
+    names = [f"{i}.jpg" for i in range(len(gf))]
+    first = open_or_build(tmp_path, names, normalized(gf), "hnsw", hnsw_m=8)
+    meta = json.loads((tmp_path / "hnsw.json").read_text())
+    assert (meta["hnsw_m"], meta["ef_construction"]) == (8, 40) and not first.reused
+    again = open_or_build(tmp_path, names, normalized(gf), "hnsw")  # 0: the saved index's options
+    assert again.reused and again.hnsw_m == 8 and again.index.hnsw.nb_neighbors(1) == 8
+    other = open_or_build(tmp_path, names, normalized(gf), "hnsw", hnsw_m=12)
+    assert not other.reused and json.loads((tmp_path / "hnsw.json").read_text())["hnsw_m"] == 12
+    meta = json.loads((tmp_path / "hnsw.json").read_text())
+    (tmp_path / "hnsw.json").write_text(json.dumps({**meta, "hnsw_m": 8}))  # the file has 12 links
+    with pytest.raises(ValueError, match=r"hnsw\.faiss has 12 links per vector, .*hnsw\.json says 8"):
+        open_or_build(tmp_path, names, normalized(gf), "hnsw")
+    # an index saved before hnsw existed (no hnsw fields) still loads
+    flat = open_or_build(tmp_path, names, normalized(gf), "flat")
+    meta = json.loads((tmp_path / "flat.json").read_text())
+    (tmp_path / "flat.json").write_text(json.dumps({k: v for k, v in meta.items()
+                                                    if k not in ("hnsw_m", "ef_construction")}))
+    assert open_or_build(tmp_path, names, normalized(gf), "flat").reused and not flat.reused
+
+
+@pytest.mark.parametrize("field, value, flag", [("nprobe", 0, "--nprobe"), ("ef_search", 0, "--ef-search"),
+                                                ("hnsw_m", 1, "--hnsw-m"), ("candidates", -1, "--candidates"),
+                                                ("nlist", -3, "--nlist"), ("ef_construction", True,
+                                                                           "--ef-construction")])
+def test_bad_index_options_name_their_flag(field, value, flag):
+    with pytest.raises(ValueError, match=f"^{flag}: expected"):
+        IndexOptions(**{field: value}).check()
+
+
 def test_saved_index_is_reused_rebuilt_when_features_change_and_a_bad_file_is_named(tmp_path):
     _, gf, _ = clustered()
     names = [f"{i}.jpg" for i in range(len(gf))]
@@ -99,6 +160,18 @@ def test_search_cli_with_a_flat_index_lists_what_brute_force_lists(trained_run, 
     assert "(reused)" in capsys.readouterr().out
     assert main([*common, "--output", str(tmp_path / "bad"), "--index", "flat", "--nprobe", "0"]) == 1
     assert "--nprobe: expected >= 1, got 0" in capsys.readouterr().err
+    # hnsw on a gallery this small visits every image: the brute-force lists, its options reported and saved
+    assert main([*common, "--output", str(tmp_path / "hnsw"), "--index", "hnsw", "--hnsw-m", "8",
+                 "--ef-search", "64"]) == 0
+    printed = capsys.readouterr().out
+    assert "index: hnsw over" in printed and "M 8, efConstruction 40, efSearch 64" in printed
+    graph = json.loads((tmp_path / "hnsw" / "ranks.json").read_text())
+    assert [[r["gallery"] for r in q["ranks"]] for q in graph["queries"]] == \
+        [[r["gallery"] for r in q["ranks"]] for q in brute["queries"]]
+    assert (graph["index"]["hnsw_m"], graph["index"]["ef_search"]) == (8, 64)
+    assert json.loads((tmp_path / "cache" / "index" / "anonymized" / "hnsw.json").read_text())["hnsw_m"] == 8
+    assert main([*common, "--output", str(tmp_path / "bad2"), "--index", "hnsw", "--ef-search", "0"]) == 1
+    assert "--ef-search: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
 def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, capsys):
@@ -120,8 +193,12 @@ def test_bench_scale_rows_agree_and_report_time_memory_and_recall(tmp_path, caps
     assert rows["flat"]["match_recall_at_10"] == pytest.approx(1.0)
     assert sweep[1]["match_recall_at_10"] < sweep[0]["match_recall_at_10"] <= 1.0
     n_queries, n_gallery, dim = 300, 3000, 32  # SIZES["tiny"]
-    features_mb = 2 * (n_queries + n_gallery) * dim * 4 / 2**20  # O and P, float32
-    assert all(r["features_mb"] == pytest.approx(features_mb) for r in rows.values())
+    features_mb = (n_queries + n_gallery) * dim * 4 / 2**20  # O, float32; the eval rows make P too
+    assert all(r["features_mb"] == pytest.approx(features_mb * (2 if name.startswith("eval") else 1))
+               for name, r in rows.items())
+    assert all(r["features"] == "gaussian" for r in rows.values())
+    assert rows["search-exact"]["O->O"]["R1"] == pytest.approx(rows["eval-whole"]["O->O"]["R1"])  # the same O
+    assert sweep[0]["speedup"] == pytest.approx(rows["search-exact"]["ms_per_query"] / sweep[0]["ms_per_query"])
     # the old path's peak holds at least one setting's whole distance matrix (measured: 29 MB):
     # a peak mark that was not reset, or not read, would not show it
     assert rows["eval-whole"]["peak_mb_above_features"] >= n_queries * n_gallery * 4 / 2**20, rows["eval-whole"]

@@ -11,7 +11,14 @@ search finds the same neighbours:
 - ``ivf``: an inverted file (``IndexIVFFlat``, ``nlist`` about 4 sqrt(n) cells, ``nprobe`` of them
   searched), approximate, for large galleries;
 - ``ivfpq``: the same cells with product-quantized codes (``m`` sub-vectors of 8 bits), for
-  galleries whose features do not fit in memory as float32.
+  galleries whose features do not fit in memory as float32;
+- ``hnsw``: a graph (``IndexHNSWFlat``: ``M`` links per vector, ``efConstruction`` candidates while
+  linking, ``efSearch`` while searching), approximate, the fastest at high recall; it holds a copy
+  of the features plus ``2 M`` links per vector, and its build is the slowest (see ``bench scale``).
+
+Every kind's candidates (``candidates``, at least the ``k`` asked for) are re-ranked with the
+evaluation's distances of the full features, so an approximate index's lists are exact distances in
+exact order, of what it found.
 
 The index is saved beside the feature cache (``INDEX_DIR``) with the digest of the features it
 was built from and rebuilt only when they change; a file that cannot be read, metadata that is not
@@ -35,14 +42,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from torchreid_privacy.search.index_defaults import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, INDEX_KINDS, NPROBE
 from torchreid_privacy.utils import atomic
+
+__all__ = ["INDEX_KINDS", "HNSW_M", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH", "NPROBE", "IndexOptions", "GalleryIndex",
+           "build", "open_or_build", "search_top_k", "recall_at_k", "index_summary", "normalized", "import_faiss"]
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("flat", "ivf", "ivfpq")
 INDEX_DIR = "index"
 TRAIN_POINTS_PER_CELL = 64
 FORMAT = 1
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How an index is built (``nlist``, ``pq_m``, ``hnsw_m``, ``ef_construction``: 0 = the default, or the
+    saved index's) and searched (``nprobe``, ``ef_search``, ``candidates`` re-ranked: 0 = ``k``)."""
+
+    nlist: int = 0
+    pq_m: int = 0
+    hnsw_m: int = 0
+    ef_construction: int = 0
+    nprobe: int = NPROBE
+    ef_search: int = HNSW_EF_SEARCH
+    candidates: int = 0
+
+    def check(self) -> "IndexOptions":
+        """Itself, or a ValueError naming the flag of the first bad value."""
+        for name, least in (("nlist", 0), ("pq_m", 0), ("hnsw_m", 0), ("ef_construction", 0), ("nprobe", 1),
+                            ("ef_search", 1), ("candidates", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                flag = "--" + {"hnsw_m": "hnsw-m"}.get(name, name.replace("_", "-"))
+                raise ValueError(f"{flag}: expected an integer >= {least}, got {value!r}")
+        if 0 < self.hnsw_m < 2:
+            raise ValueError(f"--hnsw-m: expected >= 2 links per vector, got {self.hnsw_m}")
+        return self
 
 
 def import_faiss():
@@ -85,24 +121,36 @@ class GalleryIndex:
     nlist: int = 0
     built_s: float = 0.0
     reused: bool = False
+    hnsw_m: int = 0
+    ef_construction: int = 0
 
-    def search(self, queries: np.ndarray, k: int, nprobe: int = 16) -> Tuple[np.ndarray, np.ndarray]:
-        """(inner products, indices) of each query's ``k`` candidates; -1 where fewer exist."""
-        if self.kind != "flat":
+    def search(self, queries: np.ndarray, k: int, nprobe: int = NPROBE,
+               ef_search: int = HNSW_EF_SEARCH) -> Tuple[np.ndarray, np.ndarray]:
+        """(inner products, indices) of each query's ``k`` candidates; -1 where fewer exist.
+        ``nprobe``: cells searched (ivf, ivfpq); ``ef_search``: the graph's search breadth (hnsw; at least k)."""
+        k = int(min(k, self.size))
+        if self.kind in ("ivf", "ivfpq"):
             self.index.nprobe = max(1, min(int(nprobe), self.nlist))
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), int(min(k, self.size)))
+        elif self.kind == "hnsw":
+            self.index.hnsw.efSearch = max(int(ef_search), k)
+        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
 
 def build(features: np.ndarray, kind: str, digest: str, nlist: Optional[int] = None, pq_m: int = 0,
-          seed: int = 0) -> GalleryIndex:
+          seed: int = 0, hnsw_m: int = 0, ef_construction: int = 0) -> GalleryIndex:
     """Build a ``kind`` index over normalized ``features`` (n, d)."""
     faiss = import_faiss()
     if kind not in INDEX_KINDS:
         raise ValueError(f"--index: expected one of {', '.join(INDEX_KINDS)}, got {kind!r}")
     n, d = features.shape
     t0 = time.perf_counter()
+    links = efc = 0
     if kind == "flat":
         index, cells = faiss.IndexFlatIP(d), 0
+    elif kind == "hnsw":
+        links, efc, cells = int(hnsw_m or HNSW_M), int(ef_construction or HNSW_EF_CONSTRUCTION), 0
+        index = faiss.IndexHNSWFlat(d, links, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = efc
     else:
         cells = int(nlist or default_nlist(n))
         quantizer = faiss.IndexFlatIP(d)
@@ -119,7 +167,8 @@ def build(features: np.ndarray, kind: str, digest: str, nlist: Optional[int] = N
         index.cp.max_points_per_centroid = TRAIN_POINTS_PER_CELL
         index.train(features)
     index.add(features)
-    return GalleryIndex(kind, index, digest, n, d, cells, time.perf_counter() - t0)
+    return GalleryIndex(kind, index, digest, n, d, cells, time.perf_counter() - t0, hnsw_m=links,
+                        ef_construction=efc)
 
 
 def _pq_subvectors(d: int) -> int:
@@ -135,8 +184,10 @@ def _paths(folder: Path, kind: str) -> Tuple[Path, Path]:
 
 
 # what each kind is built as (``build``): the faiss class ``read_index`` gives back, inner-product metric
-FAISS_TYPES = {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ"}
+FAISS_TYPES = {"flat": "IndexFlatIP", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ", "hnsw": "IndexHNSWFlat"}
 META_FIELDS = {"format": int, "kind": str, "digest": str, "size": int, "dim": int, "nlist": int, "pq_m": int}
+# added with hnsw: absent (an index saved before) reads as 0
+OPTIONAL_META_FIELDS = {"hnsw_m": int, "ef_construction": int}
 
 
 def _read_meta(meta_path: Path, kind: str) -> Dict[str, Any]:
@@ -148,7 +199,9 @@ def _read_meta(meta_path: Path, kind: str) -> Dict[str, Any]:
     if not isinstance(meta, dict):
         why = f"holds a JSON {type(meta).__name__}, not an object"
     else:
-        wrong = [k for k, t in META_FIELDS.items()
+        for k in OPTIONAL_META_FIELDS:
+            meta.setdefault(k, 0)
+        wrong = [k for k, t in {**META_FIELDS, **OPTIONAL_META_FIELDS}.items()
                  if not isinstance(meta.get(k), t) or isinstance(meta.get(k), bool)]
         why = (f"lacks or mistypes {', '.join(wrong)}" if wrong else
                f"describes a {meta['kind']!r} index, not {kind!r}" if meta["kind"] != kind else "")
@@ -169,14 +222,19 @@ def _check_loaded(index: Any, index_path: Path, meta_path: Path, kind: str, meta
     if index.ntotal != size or index.d != dim:
         raise ValueError(f"--index: {index_path} holds {index.ntotal} x {index.d} features, not the "
                          f"gallery's {size} x {dim}; delete it to rebuild")
-    if kind != "flat" and (index.nlist != meta["nlist"] or not index.is_trained):
+    if kind in ("ivf", "ivfpq") and (index.nlist != meta["nlist"] or not index.is_trained):
         raise ValueError(f"--index: {index_path} has {index.nlist} cells (trained: {index.is_trained}), "
                          f"{meta_path} says {meta['nlist']}; delete both to rebuild")
+    if kind == "hnsw" and index.hnsw.nb_neighbors(1) != meta["hnsw_m"]:
+        raise ValueError(f"--index: {index_path} has {index.hnsw.nb_neighbors(1)} links per vector, {meta_path} "
+                         f"says {meta['hnsw_m']}; delete both to rebuild")
 
 
 def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.ndarray, kind: str,
-                  nlist: Optional[int] = None, pq_m: int = 0) -> GalleryIndex:
-    """The saved index of these features, or a new one (saved when ``folder`` is given)."""
+                  nlist: Optional[int] = None, pq_m: int = 0, hnsw_m: int = 0,
+                  ef_construction: int = 0) -> GalleryIndex:
+    """The saved index of these features, or a new one (saved when ``folder`` is given). A build
+    option left at 0 takes the saved index's value (else the default); one that differs rebuilds."""
     faiss = import_faiss()
     digest = features_digest(names, features)
     if folder is not None:
@@ -184,7 +242,9 @@ def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.nda
         if meta_path.exists() and index_path.exists():
             meta = _read_meta(meta_path, kind)
             wanted = {"format": FORMAT, "digest": digest, "nlist": int(nlist or meta["nlist"]),
-                      "pq_m": int(pq_m or meta["pq_m"]), "size": len(names), "dim": int(features.shape[1])}
+                      "pq_m": int(pq_m or meta["pq_m"]), "size": len(names), "dim": int(features.shape[1]),
+                      "hnsw_m": int(hnsw_m or meta["hnsw_m"]),
+                      "ef_construction": int(ef_construction or meta["ef_construction"])}
             if all(meta.get(key) == value for key, value in wanted.items()):
                 try:
                     index = faiss.read_index(str(index_path))
@@ -192,27 +252,32 @@ def open_or_build(folder: Optional[Path], names: Sequence[str], features: np.nda
                     raise ValueError(f"--index: cannot read {index_path} ({str(exc).splitlines()[0]}); delete it "
                                      "to rebuild the index") from exc
                 _check_loaded(index, index_path, meta_path, kind, meta, len(names), features.shape[1])
-                return GalleryIndex(kind, index, digest, len(names), features.shape[1], meta["nlist"], reused=True)
-            log.info("search: the gallery's features changed since %s was built; rebuilding it", index_path)
-    built = build(features, kind, digest, nlist=nlist, pq_m=pq_m)
+                return GalleryIndex(kind, index, digest, len(names), features.shape[1], meta["nlist"], reused=True,
+                                    hnsw_m=meta["hnsw_m"], ef_construction=meta["ef_construction"])
+            log.info("search: the gallery's features (or the index options) changed since %s was built; "
+                     "rebuilding it", index_path)
+    built = build(features, kind, digest, nlist=nlist, pq_m=pq_m, hnsw_m=hnsw_m, ef_construction=ef_construction)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         index_path, meta_path = _paths(folder, kind)  # checked again: no link planted meanwhile
         atomic.write_bytes(index_path, faiss.serialize_index(built.index).tobytes())
         atomic.write_json(meta_path, {"format": FORMAT, "kind": kind, "digest": digest, "size": built.size,
                                       "dim": built.dim, "nlist": built.nlist, "pq_m": int(pq_m),
+                                      "hnsw_m": built.hnsw_m, "ef_construction": built.ef_construction,
                                       "built_s": round(built.built_s, 3)})
     return built
 
 
-def search_top_k(index: GalleryIndex, qf: torch.Tensor, gf: torch.Tensor, k: int, nprobe: int = 16,
-                 ids: Optional[Sequence[np.ndarray]] = None, block: int = 1024) -> Tuple[np.ndarray, np.ndarray]:
+def search_top_k(index: GalleryIndex, qf: torch.Tensor, gf: torch.Tensor, k: int, nprobe: int = NPROBE,
+                 ids: Optional[Sequence[np.ndarray]] = None, block: int = 1024, ef_search: int = HNSW_EF_SEARCH,
+                 candidates: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """``top_k_features``'s result from the index: each query's ``k`` nearest, ascending.
 
     With ``ids`` (q_pids, g_pids, q_camids, g_camids) the protocol's same-identity same-camera
     gallery images are dropped: the index proposes ``k`` plus as many candidates as a query has
-    such images. Candidates are re-ranked with the evaluation's distances (2 - 2 q.g, batched per block), so
-    ``flat`` gives the brute-force lists and ``ivf``/``ivfpq`` the brute-force order of what they found.
+    such images, or ``candidates`` if that is more. Candidates are re-ranked with the evaluation's
+    distances (2 - 2 q.g, batched per block), so ``flat`` gives the brute-force lists and the
+    approximate kinds the brute-force order of what they found.
     """
     q = normalized(qf)
     gt = torch.as_tensor(gf).float()
@@ -226,8 +291,8 @@ def search_top_k(index: GalleryIndex, qf: torch.Tensor, gf: torch.Tensor, k: int
     out_idx, out_val = [], []
     for start in range(0, len(q), block):
         stop = min(start + block, len(q))
-        want = min(int(k) + int(extra[start:stop].max()), index.size)
-        _, cand = index.search(q[start:stop], want, nprobe)
+        want = min(max(int(k) + int(extra[start:stop].max()), int(candidates)), index.size)
+        _, cand = index.search(q[start:stop], want, nprobe, ef_search)
         cand = torch.from_numpy(np.sort(cand, axis=1))  # gallery order (-1 first), so ties break as top_k's
         found = cand >= 0
         safe = cand.clamp(min=0)
@@ -257,7 +322,12 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean(hits)) if hits else 0.0
 
 
-def index_summary(index: GalleryIndex, nprobe: int) -> Dict[str, Any]:
-    return {"kind": index.kind, "size": index.size, "dim": index.dim, "nlist": index.nlist,
-            "nprobe": (None if index.kind == "flat" else min(nprobe, index.nlist)), "reused": index.reused,
-            "built_s": round(index.built_s, 3)}
+def index_summary(index: GalleryIndex, nprobe: int, ef_search: int = HNSW_EF_SEARCH,
+                  candidates: int = 0) -> Dict[str, Any]:
+    """What ``search`` reports (ranks.json's ``index``) about the index it ranked through."""
+    out = {"kind": index.kind, "size": index.size, "dim": index.dim, "nlist": index.nlist,
+           "nprobe": (min(nprobe, index.nlist) if index.kind in ("ivf", "ivfpq") else None), "reused": index.reused,
+           "built_s": round(index.built_s, 3), "candidates": int(candidates)}
+    if index.kind == "hnsw":
+        out.update(hnsw_m=index.hnsw_m, ef_construction=index.ef_construction, ef_search=int(ef_search))
+    return out

@@ -47,7 +47,7 @@ from torchreid_privacy.utils.images import UNREADABLE_IMAGE, resize_rgb, to_batc
 from torchreid_privacy.visualization.drawing import RankRow, rank_list_image, to_uint8
 from torchreid_privacy.search.feature_cache import FeatureCache, content_digest, model_fingerprint
 from torchreid_privacy.folders.process import list_images, read_rgb
-from torchreid_privacy.search.gallery_index import INDEX_DIR
+from torchreid_privacy.search.gallery_index import INDEX_DIR, IndexOptions
 from torchreid_privacy.inference import PrivacyModel
 from torchreid_privacy.metrics.ranking import eval_mode, rank_metrics_features, top_k_features
 
@@ -172,6 +172,8 @@ class SearchResult:
             ix = self.index
             how = "reused" if ix["reused"] else f"built in {ix['built_s']:.2f}s"
             probe = "" if ix["nprobe"] is None else f", {ix['nlist']} cells, nprobe {ix['nprobe']}"
+            if ix.get("ef_search") is not None:
+                probe = f", M {ix['hnsw_m']}, efConstruction {ix['ef_construction']}, efSearch {ix['ef_search']}"
             lines.append(f"index: {ix['kind']} over {ix['size']} gallery features ({how}{probe})")
         if self.metrics is not None:
             m = self.metrics
@@ -306,7 +308,7 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
            gallery_protected: bool = False, protect_gallery: bool = False, batch_size: int = 64,
            device: Union[str, torch.device] = "cpu", cache: Union[bool, str] = True, pngs: bool = True,
            cell_height: int = 128, index: Optional[str] = None, nprobe: int = 16,
-           overwrite: bool = False) -> Optional[SearchResult]:
+           overwrite: bool = False, index_options: Optional[IndexOptions] = None) -> Optional[SearchResult]:
     """Rank ``gallery`` for every image of ``query`` with the run's C and write the results.
 
     Under torchrun (a process group of N ranks) every rank embeds 1/N of the images into the
@@ -320,9 +322,11 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
             to the gallery first (O->P); neither: a raw gallery (O->O). Both: refused.
         cache: True = ``OUTPUT/cache``, a folder path, or False for none.
         index: rank through a faiss index (``flat`` exact, ``ivf``/``ivfpq`` approximate with
-            ``nprobe`` cells searched; :mod:`gallery_index`), saved under the cache's ``index/``
-            and rebuilt only when the gallery's features change. None: every query against every
-            gallery feature, one block of queries at a time.
+            ``nprobe`` cells searched, ``hnsw`` approximate graph; :mod:`gallery_index`), saved under
+            the cache's ``index/`` and rebuilt only when the gallery's features (or its build options)
+            change. None: every query against every gallery feature, one block of queries at a time.
+        index_options: the index's build and search options (:class:`gallery_index.IndexOptions`;
+            its ``nprobe`` wins over ``nprobe``).
         overwrite: remove a previous search's ``ranks.json``, ``ranks.csv`` and ``ranklists/`` from
             ``output`` first (without it such an ``output`` is refused before any work).
     """
@@ -333,14 +337,15 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
         raise ValueError(f"--topk: expected >= 1, got {topk}")
     if int(batch_size) < 1:
         raise ValueError(f"--batch-size: expected >= 1, got {batch_size}")
+    if int(nprobe) < 1:
+        raise ValueError(f"--nprobe: expected >= 1, got {nprobe}")
     if index is not None:
         from torchreid_privacy.search.gallery_index import INDEX_KINDS, import_faiss
 
         if index not in INDEX_KINDS:
             raise ValueError(f"--index: expected one of {', '.join(INDEX_KINDS)}, got {index!r}")
+        index_options = (index_options or IndexOptions(nprobe=int(nprobe))).check()
         import_faiss()
-    if int(nprobe) < 1:
-        raise ValueError(f"--nprobe: expected >= 1, got {nprobe}")
     cache_dir = None if cache is False or cache is None else (None if cache is True else str(cache))
     q_root, g_root, out = check_paths(query, gallery, output, cache_dir, default_cache=cache is True)
     previous = check_previous(out, output, overwrite)
@@ -375,7 +380,8 @@ def search(model: Union[str, PrivacyModel], query: str, gallery: str, output: st
         caches = {kind: FeatureCache(cache_root, model_fingerprint(model, kind), kind) for kind in kinds}
     with eval_mode(model):
         return _search(model, q_root, g_root, out, q_names, g_names, dataset, notes, caches, cache_root, topk,
-                       gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, nprobe, not_utf8)
+                       gallery_protected, protect_gallery, batch_size, pngs, cell_height, index, index_options,
+                       not_utf8)
 
 
 def _extract_shard(model: PrivacyModel, q_root: Path, g_root: Path, q_names: List[str], g_names: List[str],
@@ -417,7 +423,7 @@ def _drop_junk(q_names: List[str], g_names: List[str], q_root: Path, g_root: Pat
 def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names: List[str], g_names: List[str],
             dataset: Optional[str], notes: List[str], caches: Dict[str, FeatureCache], cache_root: Optional[Path],
             topk: int, gallery_protected: bool, protect_gallery: bool, batch_size: int, pngs: bool,
-            cell_height: int, index: Optional[str] = None, nprobe: int = 16,
+            cell_height: int, index: Optional[str] = None, index_options: Optional[IndexOptions] = None,
             not_utf8: Optional[Dict[str, List[str]]] = None) -> SearchResult:
     qf = folder_features(model, q_root, q_names, batch_size=batch_size, cache=caches.get("raw"), desc="query")
     gf = folder_features(model, g_root, g_names, anonymize=protect_gallery, batch_size=batch_size,
@@ -443,10 +449,13 @@ def _search(model: PrivacyModel, q_root: Path, g_root: Path, out: Path, q_names:
 
         folder = None if cache_root is None else atomic.safe_child(
             cache_root, f"{INDEX_DIR}/{'anonymized' if protect_gallery else 'raw'}", "--cache")
-        gindex = open_or_build(folder, gf.names, normalized(gf.features), index)
+        o = index_options
+        gindex = open_or_build(folder, gf.names, normalized(gf.features), index, nlist=o.nlist or None,
+                               pq_m=o.pq_m, hnsw_m=o.hnsw_m, ef_construction=o.ef_construction)
         t0 = time.perf_counter()  # ranking time: the search, not the build (reported apart)
-        idx, vals = search_top_k(gindex, qf.features, gf.features, k, nprobe, ids)
-        index_info = index_summary(gindex, nprobe)
+        idx, vals = search_top_k(gindex, qf.features, gf.features, k, o.nprobe, ids, ef_search=o.ef_search,
+                                 candidates=o.candidates)
+        index_info = index_summary(gindex, o.nprobe, o.ef_search, o.candidates)
     else:
         idx, vals = top_k_features(qf.features, gf.features, k, ids)
     ranking_s = time.perf_counter() - t0
