@@ -142,6 +142,12 @@ def _layouts(crops: RunCrops) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     return q, {"test": ~crops.is_query & (crops.crop == 0), "crops": ~crops.is_query}
 
 
+def _real_metrics(crops: RunCrops, g: np.ndarray) -> Dict[str, float]:
+    """Exact-search R1/mAP of C's real features on the crops' layout (query rows, gallery ``g``)."""
+    q, _ = _layouts(crops)
+    return exact_metrics(l2n(crops.o[q]), l2n(crops.o[g]), crops.pids[q], crops.pids[g], crops.cams[q], crops.cams[g])
+
+
 def _drawn_metrics(crops: RunCrops, model: FeatureModel, g: np.ndarray, seed: int) -> Dict[str, float]:
     """Exact-search R1/mAP of features drawn from ``model`` on the crops' layout (query rows, gallery ``g``)."""
     rng = np.random.default_rng(seed)
@@ -160,10 +166,8 @@ def calibrate(crops: RunCrops, model: FeatureModel, seed: int = 0, draws: int = 
     (on the quickstart run: mAP 0.87 against 0.755), since real look-alike identities and views are
     not Gaussian; one scale, found by bisection, absorbs that. The other layout (``crops``) is not
     used here and checks the result."""
-    q, layouts = _layouts(crops)
-    g = layouts["test"]
-    target = exact_metrics(l2n(crops.o[q]), l2n(crops.o[g]), crops.pids[q], crops.pids[g], crops.cams[q],
-                           crops.cams[g])["mAP"]
+    g = _layouts(crops)[1]["test"]
+    target = _real_metrics(crops, g)["mAP"]
 
     def drawn_map(scale: float) -> float:
         m = model.with_within_scale(scale)
@@ -187,8 +191,7 @@ def validate(crops: RunCrops, model: FeatureModel, seed: int = 0) -> Dict[str, D
     q, layouts = _layouts(crops)
     out: Dict[str, Dict[str, Any]] = {}
     for name, g in layouts.items():
-        real = exact_metrics(l2n(crops.o[q]), l2n(crops.o[g]), crops.pids[q], crops.pids[g], crops.cams[q],
-                             crops.cams[g])
+        real = _real_metrics(crops, g)
         drawn = _drawn_metrics(crops, model, g, seed)
         out[name] = {"queries": int(q.sum()), "gallery": int(g.sum()), "identities": int(len(np.unique(crops.pids))),
                      "real": real, "generated": drawn}
