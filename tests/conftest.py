@@ -49,7 +49,7 @@ def tiny_root(tmp_path_factory) -> str:
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
     root = tmp_path_factory.mktemp("reid-data")
-    make_synthetic_market(root, num_ids=24, train_images_per_id=8, gallery_per_id=4, num_junk=6)
+    make_synthetic_market(root, num_ids=24, train_images_per_id=8, gallery_per_id=4, num_junk=6, extra_test_ids=0)
     return str(root)
 
 

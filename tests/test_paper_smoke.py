@@ -29,7 +29,7 @@ def small_root(tmp_path_factory) -> str:
     from torchreid_privacy.data.synthetic import make_synthetic_market
 
     root = tmp_path_factory.mktemp("paper-smoke-data")
-    make_synthetic_market(root, num_ids=20, train_images_per_id=4, query_per_id=1, gallery_per_id=2, num_junk=2)
+    make_synthetic_market(root, num_ids=20, train_images_per_id=4, query_per_id=1, gallery_per_id=2, num_junk=2, extra_test_ids=0)
     return str(root)
 
 

@@ -36,7 +36,7 @@ def _toy_labels(n_ids: int = 40, seed: int = 0):
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("split")
-    make_synthetic_market(root, num_ids=N_IDS, num_junk=4)
+    make_synthetic_market(root, num_ids=N_IDS, num_junk=4, extra_test_ids=0)
     return root
 
 

@@ -1,6 +1,7 @@
 """The synthetic Market-1501: deterministic, Market layout, read by torchreid, learnable."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -13,7 +14,7 @@ from torchreid_privacy import bridge
 from torchreid_privacy.data import make_synthetic_market, read_manifest, synthetic, synthetic_hard, synthetic_people
 from torchreid_privacy.data.synthetic import MARKET_SUBDIR
 
-SMALL = dict(num_ids=8, train_images_per_id=3, gallery_per_id=3, num_junk=4)
+SMALL = dict(num_ids=8, train_images_per_id=3, gallery_per_id=3, num_junk=4, extra_test_ids=0)
 NAME = re.compile(r"^(-1|\d{4})_c([1-6])s\d+_\d{6}_\d{2}\.jpg$")
 FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 
@@ -29,7 +30,7 @@ def _names(dataset_dir: Path, folder: str) -> List[str]:
 
 @pytest.fixture(scope="module")
 def default_set(tmp_path_factory) -> Path:
-    """The default-size set, generated once (about 2 s)."""
+    """The default-size set, generated once (about 5 s)."""
     return make_synthetic_market(tmp_path_factory.mktemp("default"))
 
 
@@ -78,6 +79,40 @@ def test_torchreid_market1501_loader_reads_it(tmp_path):
     # pid -1 junk is ignored by the loader, 0000 distractors are kept
     assert len(ds.gallery) == n_test_ids * SMALL["gallery_per_id"] + SMALL["num_junk"] // 2
     assert {camid for _, _, camid, _ in ds.gallery} <= set(range(6))
+
+
+def test_extra_test_ids_add_queries_and_change_no_other_file(tmp_path):
+    """Test-only identities come from their own stream: the set without them is a byte-identical
+    subset (so the training identities and their images never change), and each adds its
+    queries and gallery images to the test split only."""
+    base = _files(make_synthetic_market(tmp_path / "a", **SMALL))
+    grown_dir = make_synthetic_market(tmp_path / "b", **{**SMALL, "extra_test_ids": 5})
+    grown = _files(grown_dir)
+    assert {k: grown[k] for k in base} == base
+    added = sorted(set(grown) - set(base))
+    assert len(added) == 5 * (2 + SMALL["gallery_per_id"])
+    assert not [k for k in added if "bounding_box_train" in str(k)]
+    ds = bridge.init_image_dataset("market1501", root=str(tmp_path / "b"), verbose=False)
+    n_test_ids = SMALL["num_ids"] - SMALL["num_ids"] // 2 + 5
+    assert len(ds.query) == n_test_ids * 2 and ds.num_train_pids == SMALL["num_ids"] // 2
+    assert read_manifest(grown_dir)["extra_test_ids"] == 5
+    with pytest.raises(FileExistsError, match="extra_test_ids"):
+        make_synthetic_market(tmp_path / "b", **SMALL)
+
+
+def test_default_set_has_500_queries(default_set):
+    """The embedded set: 500 queries (one rank-1 point is 0.2), 50 training identities."""
+    manifest = read_manifest(default_set)
+    assert manifest["counts"]["query"] == 500
+    assert len({NAME.match(n).group(1) for n in _names(default_set, "bounding_box_train")}) == 50
+
+
+def test_sets_written_before_test_only_ids_read_as_none(tmp_path):
+    path = make_synthetic_market(tmp_path, **SMALL)
+    manifest = read_manifest(path)
+    del manifest["extra_test_ids"]
+    (path / "synthetic.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert make_synthetic_market(tmp_path, **SMALL) == path
 
 
 def test_synthetic_market_dataset_generates_and_matches_market1501(default_set):
@@ -142,7 +177,7 @@ def test_killed_generation_leaves_no_half_set(tmp_path, monkeypatch, style, modu
 
 
 @pytest.mark.parametrize("name, value", [
-    ("num_ids", 3), ("num_ids", 1501), ("num_ids", 10.0), ("seed", -1), ("num_cameras", 7),
+    ("num_ids", 3), ("num_ids", 1501), ("num_ids", 10.0), ("extra_test_ids", -1), ("extra_test_ids", 1493), ("seed", -1), ("num_cameras", 7),
     ("cameras_per_id", 1), ("train_images_per_id", 1), ("query_per_id", 0), ("query_per_id", 4),
     ("gallery_per_id", 1), ("num_junk", -2),
 ])

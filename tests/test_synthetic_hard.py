@@ -21,7 +21,7 @@ from torchreid_privacy.data import (
 )
 from torchreid_privacy.data.synthetic import MANIFEST, MARKET_SUBDIR
 
-SMALL = dict(num_ids=12, train_images_per_id=4, gallery_per_id=3, num_junk=4)
+SMALL = dict(num_ids=12, train_images_per_id=4, gallery_per_id=3, num_junk=4, extra_test_ids=0)
 STATS_IDS = 60  # enough test identities for stable retrieval statistics; both styles in ~4 s
 NAME = re.compile(r"^(-1|\d{4})_c([1-6])s\d+_\d{6}_\d{2}\.jpg$")
 
@@ -35,7 +35,7 @@ def _files(dataset_dir: Path) -> Dict[str, bytes]:
 def both_styles(tmp_path_factory) -> Dict[str, Path]:
     """Plain and hard sets with the same parameters under one root."""
     root = tmp_path_factory.mktemp("styles")
-    return {style: make_synthetic_market(root, num_ids=STATS_IDS, style=style) for style in ("plain", "hard")}
+    return {style: make_synthetic_market(root, num_ids=STATS_IDS, style=style, extra_test_ids=0) for style in ("plain", "hard")}
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):

@@ -45,7 +45,10 @@ def add_parsers(sub) -> None:
     mode.add_argument("--synthetic-video", metavar="PATH", help="write a generated street video at PATH (.mkv: "
                                                                 "lossless) with its <stem>.gt.txt and <stem>.det.txt")
     p.add_argument("--seed", type=int, default=0, help="generator seed, or the video set's train/test split seed")
-    p.add_argument("--ids", type=int, help="--root: number of identities (default: the generator's)")
+    p.add_argument("--ids", type=int, help="--root: number of identities, half for training, half for test "
+                   "(default: the generator's 100)")
+    p.add_argument("--extra-test-ids", type=int, help="--root: test-only identities added to --ids (default: "
+                   "the embedded set's 200, for 500 queries; 0 = none)")
     p.add_argument("--style", choices=["plain", "hard"],
                    help="--root: plain (default): flat cartoon figures (ROOT/market1501); hard: textured clothing, "
                         "clutter, occlusion, strong camera nuisances (ROOT/market1501_hard). --synthetic-video: "
@@ -102,7 +105,7 @@ def list_components(args: argparse.Namespace) -> int:
 
 # make-data flags by mode (``--seed`` serves all three)
 MAKE_DATA_FLAGS = {
-    "root": ("ids", "style"),
+    "root": ("ids", "extra_test_ids", "style"),
     "from_video": ("output", "detections", "ground_truth", "every", "min_height", "min_images", "segments",
                    "test_ratio", "detector", "detector_threshold", "detector_weights", "hog_min_height",
                    "skip_bad_boxes"),
@@ -135,6 +138,8 @@ def _make_market(args: argparse.Namespace) -> int:
     kwargs = {"seed": args.seed, "style": style}
     if args.ids is not None:
         kwargs["num_ids"] = args.ids
+    if args.extra_test_ids is not None:
+        kwargs["extra_test_ids"] = args.extra_test_ids
     print(f"synthetic Market-1501 layout ({style} style) at {make_synthetic_market(args.root, **kwargs)}")
     return 0
 

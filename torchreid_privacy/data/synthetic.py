@@ -39,6 +39,10 @@ MARKET_SUBDIR = "Market-1501-v15.09.15"
 MANIFEST = "synthetic.json"
 GENERATOR_VERSION = 1
 _MAX_PID = 1500  # torchreid's Market1501 loader asserts pid <= 1501
+# The embedded set's test-only identities: 250 test identities, 500 queries, 1,550 gallery images,
+# so that a 3-point rank-1 difference between two runs can be resolved (one query was one point
+# with the 100 queries of the 50 test identities alone); the 50 training identities are unchanged.
+EMBEDDED_EXTRA_TEST_IDS = 200
 
 PathLike = Union[str, os.PathLike]
 
@@ -58,6 +62,7 @@ class SyntheticSpec:
     num_junk: int = 50
     version: int = GENERATOR_VERSION
     style: str = "plain"
+    extra_test_ids: int = 0  # test-only identities beyond num_ids (the embedded set: EMBEDDED_EXTRA_TEST_IDS)
 
     def validate(self) -> None:
         def need(ok: bool, name: str, what: str) -> None:
@@ -65,7 +70,7 @@ class SyntheticSpec:
                 raise ValueError(f"{name}: {what}, got {getattr(self, name)!r}")
 
         for name in ("num_ids", "seed", "num_cameras", "cameras_per_id", "train_images_per_id",
-                     "query_per_id", "gallery_per_id", "num_junk"):
+                     "query_per_id", "gallery_per_id", "num_junk", "extra_test_ids"):
             value = getattr(self, name)
             need(isinstance(value, (int, np.integer)) and not isinstance(value, bool), name,
                  "must be an integer")
@@ -79,6 +84,8 @@ class SyntheticSpec:
              "must be in [1, cameras_per_id] (one query per camera)")
         need(self.gallery_per_id >= 2, "gallery_per_id", "must be >= 2")
         need(self.num_junk >= 0, "num_junk", "must be >= 0")
+        need(0 <= self.extra_test_ids <= _MAX_PID - self.num_ids, "extra_test_ids",
+             f"must be in [0, {_MAX_PID} - num_ids]")
         need(isinstance(self.style, str) and self.style in STYLE_DIRS, "style",
              f"must be one of {', '.join(STYLE_DIRS)}")
 
@@ -105,16 +112,26 @@ def _plan(spec: SyntheticSpec) -> List[_Item]:
         for k in range(spec.train_images_per_id):
             items.append(_Item("bounding_box_train", pid, cams[pid][k % spec.cameras_per_id], (1, pid, k)))
     for pid in test_pids:
-        for k in range(spec.query_per_id):
-            items.append(_Item("query", pid, cams[pid][k], (2, pid, k)))
-        for k in range(spec.gallery_per_id):
-            # gallery round-robins the id's cameras, starting after the query cameras, so every
-            # query has a match on another camera under the Market-1501 protocol
-            cam = cams[pid][(k + spec.query_per_id) % spec.cameras_per_id]
-            items.append(_Item("bounding_box_test", pid, cam, (3, pid, k)))
+        items += _test_items(spec, pid, cams[pid])
     for k in range(spec.num_junk):
         pid = -1 if k % 2 == 0 else 0
         items.append(_Item("bounding_box_test", pid, int(rng.integers(1, spec.num_cameras + 1)), (4, k)))
+    # test-only identities come last from their own random stream, so every file of the set
+    # without them (names and bytes) is unchanged and the training identities are the same
+    extra_rng = np.random.default_rng([spec.seed, 6])
+    for pid in range(spec.num_ids + 1, spec.num_ids + spec.extra_test_ids + 1):
+        cams_x = (extra_rng.permutation(spec.num_cameras)[: spec.cameras_per_id] + 1).tolist()
+        items += _test_items(spec, pid, cams_x)
+    return items
+
+
+def _test_items(spec: SyntheticSpec, pid: int, cams: List[int]) -> List[_Item]:
+    """A test identity's queries (one per camera) and gallery images."""
+    items = [_Item("query", pid, cams[k], (2, pid, k)) for k in range(spec.query_per_id)]
+    # gallery round-robins the id's cameras, starting after the query cameras, so every
+    # query has a match on another camera under the Market-1501 protocol
+    items += [_Item("bounding_box_test", pid, cams[(k + spec.query_per_id) % spec.cameras_per_id], (3, pid, k))
+              for k in range(spec.gallery_per_id)]
     return items
 
 
@@ -188,14 +205,18 @@ def ensure_synthetic_market(root: PathLike, style: str = "plain") -> Path:
 
 def make_synthetic_market(root: PathLike, num_ids: int = 100, seed: int = 0, num_cameras: int = 6,
                           cameras_per_id: int = 3, train_images_per_id: int = 12, query_per_id: int = 2,
-                          gallery_per_id: int = 6, num_junk: int = 50, style: str = "plain") -> Path:
+                          gallery_per_id: int = 6, num_junk: int = 50, style: str = "plain",
+                          extra_test_ids: int = EMBEDDED_EXTRA_TEST_IDS) -> Path:
     """Write a synthetic Market-1501 under ``root/market1501`` and return that folder.
 
     Half the identities (``num_ids // 2``) are training identities, the rest test identities
     with ``query_per_id`` queries (each on its own camera) and ``gallery_per_id`` gallery
     images; ``num_junk`` gallery-only junk boxes alternate pid -1 (background) and 0000
-    (distractor people). Same arguments -> byte-identical files (with the same Pillow/libjpeg).
-    The default set (1050 images) takes about 2 s. ``style="hard"`` (:mod:`.synthetic_hard`, about
+    (distractor people). ``extra_test_ids`` test-only identities are added after them (the
+    embedded set's 200: 500 queries in all), drawn from their own random stream, so the set
+    with ``extra_test_ids=0`` is exactly the files of the set without them (the training
+    identities never change). Same arguments -> byte-identical files (with the same
+    Pillow/libjpeg). The default set (2,650 images) takes about 5 s. ``style="hard"`` (:mod:`.synthetic_hard`, about
     4 s) writes the same layout under ``root/market1501_hard`` instead, so both styles share a root.
 
     The set is built in a temporary folder and renamed into place, so a killed run never
@@ -205,7 +226,8 @@ def make_synthetic_market(root: PathLike, num_ids: int = 100, seed: int = 0, num
     """
     spec = SyntheticSpec(num_ids=num_ids, seed=seed, num_cameras=num_cameras, cameras_per_id=cameras_per_id,
                          train_images_per_id=train_images_per_id, query_per_id=query_per_id,
-                         gallery_per_id=gallery_per_id, num_junk=num_junk, style=style)
+                         gallery_per_id=gallery_per_id, num_junk=num_junk, style=style,
+                         extra_test_ids=extra_test_ids)
     spec.validate()
     # numpy integers pass validation; the manifest (JSON) needs Python ints
     spec = dataclasses.replace(spec, **{k: int(v) for k, v in dataclasses.asdict(spec).items()
@@ -239,7 +261,8 @@ def _check_existing(target: Path, spec: SyntheticSpec) -> Path:
         raise FileExistsError(
             f"{target} exists but is not a complete synthetic set (no {MANIFEST}); "
             "remove it or choose another root")
-    found = {**manifest, "style": _manifest_style(manifest)}
+    # sets written before test-only identities existed have none
+    found = {**manifest, "style": _manifest_style(manifest), "extra_test_ids": manifest.get("extra_test_ids", 0)}
     differ = sorted(k for k, v in dataclasses.asdict(spec).items() if found.get(k) != v)
     if differ:
         raise FileExistsError(
