@@ -43,8 +43,10 @@ class Evaluator:
     """
 
     def __init__(self, model: PrivacyModel, eval_seed: int = 0, grid_images: int = 8,
-                 parse: Callable[[Any], tuple] = parse_eval_batch, settings: Sequence[str] = SETTINGS) -> None:
+                 parse: Callable[[Any], tuple] = parse_eval_batch, settings: Sequence[str] = SETTINGS,
+                 per_query: bool = False) -> None:
         self.model, self.eval_seed, self.grid_images, self.parse = model, eval_seed, grid_images, parse
+        self.per_query = per_query  # add "hits": each setting's rank-1 hit per query (paired comparisons)
         self.settings = tuple(settings)  # e.g. SETTINGS + ("O->M",): M is embedded only when named
         self.batch_hooks: List[BatchHook] = []
 
@@ -113,10 +115,14 @@ class Evaluator:
                       q_camids=ids["query"]["camids"], g_camids=ids["gallery"]["camids"])
         # every rank holds the gathered features: each ranks 1/N of the query blocks
         shard = distributed.is_initialized()
-        rank = evaluate_settings(feats, settings=self.settings, shard_queries=shard, **labels)
+        hits: Optional[Dict[str, Any]] = {} if self.per_query else None
+        rank = evaluate_settings(feats, settings=self.settings, shard_queries=shard, hits=hits, **labels)
         unpublished = {side: {"O": feats[side]["O"], "P": feats[side]["P unpublished"]} for side in feats}
         with_p = [s for s in SETTINGS if "P" in s.split("->")]
-        return {"rank": rank, "image": {k: v.result() for k, v in acc.items() if v.count},
-                "rank_unpublished": evaluate_settings(unpublished, settings=with_p, shard_queries=shard, **labels),
-                "image_unpublished": {k: v.result() for k, v in raw.items() if v.count},
-                "publish": model.channel.as_dict()}
+        out = {"rank": rank, "image": {k: v.result() for k, v in acc.items() if v.count},
+               "rank_unpublished": evaluate_settings(unpublished, settings=with_p, shard_queries=shard, **labels),
+               "image_unpublished": {k: v.result() for k, v in raw.items() if v.count},
+               "publish": model.channel.as_dict()}
+        if hits is not None:
+            out["hits"] = {k: v.tolist() for k, v in hits.items()}
+        return out

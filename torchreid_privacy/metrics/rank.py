@@ -208,7 +208,7 @@ def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shap
                          max_rank: int = 50, use_metric_cuhk03: bool = False, chunk_size: int = 256,
                          rng: Union[None, int, np.random.RandomState] = None,
                          num_workers: Optional[int] = None,
-                         shard_queries: bool = False) -> Tuple[np.ndarray, float, float]:
+                         shard_queries: bool = False, return_first: bool = False) -> Tuple[Any, ...]:
     """:func:`evaluate_rank` from distances made one block of queries at a time.
 
     Why: the whole (num_query, num_gallery) matrix is 3.8 GB at MSMT17's size; here
@@ -218,6 +218,9 @@ def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shap
     ``shard_queries``: under torchrun, each rank ranks every world-size-th block and the blocks'
     per-query results are gathered, so every rank returns the same metrics for 1/N of the work.
     Every rank must call it together, with the same labels and ``block_distances``.
+
+    ``return_first``: also return each valid query's 0-based rank of its first true match (query
+    order), for paired per-query comparisons of two models on the same queries.
     """
     num_q, num_g = (int(n) for n in shape)
     if num_q == 0 or num_g == 0:
@@ -270,4 +273,5 @@ def evaluate_rank_blocks(block_distances: Callable[[int, int], np.ndarray], shap
     else:
         all_cmc = (first[:, None] <= np.arange(max_rank)).astype(np.float32)
     cmc = all_cmc.sum(0) / num_valid  # same float32 accumulation as torchreid
-    return cmc, float(np.mean(np.concatenate(aps))), float(np.mean(np.concatenate(inps)))
+    out = (cmc, float(np.mean(np.concatenate(aps))), float(np.mean(np.concatenate(inps))))
+    return (*out, first) if return_first else out

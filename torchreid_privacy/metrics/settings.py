@@ -14,7 +14,7 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -75,7 +75,8 @@ def _parse_setting(setting: str) -> Tuple[str, str]:
 def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids: ArrayLike, g_pids: ArrayLike,
                       q_camids: ArrayLike, g_camids: ArrayLike, settings: Sequence[str] = SETTINGS,
                       ranks: Sequence[int] = (1, 5, 10), chunk_size: int = 256,
-                      shard_queries: bool = False) -> Dict[str, Dict[str, float]]:
+                      shard_queries: bool = False,
+                      hits: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, Dict[str, float]]:
     """Rank-k, mAP and mINP (fractions in [0, 1]) for each ``"QUERY->GALLERY"`` setting.
 
     Args:
@@ -93,6 +94,8 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
         shard_queries: under torchrun, every rank calls this with the same features and ranks
             1/N of the query blocks (:func:`~torchreid_privacy.metrics.rank.evaluate_rank_blocks`);
             all ranks return the same scores.
+        hits: a dict to fill with each setting's rank-1 hit per query (uint8, query order, queries
+            without a true match left out): what a paired bootstrap over queries resamples.
 
     Returns:
         ``{"O->P": {"R1": .., "R5": .., "R10": .., "mAP": .., "mINP": ..}, ...}``
@@ -119,10 +122,12 @@ def evaluate_settings(features: Mapping[str, Mapping[str, ArrayLike]], *, q_pids
         if q.shape[1] != g.shape[1]:
             raise ValueError(f"features[gallery][{g_kind}]: feature dim {g.shape[1]} differs from the "
                              f"query's {q.shape[1]}")
-        cmc, m_ap, m_inp = evaluate_rank_blocks(lambda start, stop: normalized_distance(q[start:stop], g),
-                                                (len(q), len(g)), q_pids, g_pids, q_camids, g_camids,
-                                                max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size),
-                                                shard_queries=shard_queries)
+        cmc, m_ap, m_inp, first = evaluate_rank_blocks(
+            lambda start, stop: normalized_distance(q[start:stop], g), (len(q), len(g)), q_pids, g_pids, q_camids,
+            g_camids, max_rank=max(ranks), chunk_size=streamed_chunk(len(g), chunk_size),
+            shard_queries=shard_queries, return_first=True)
+        if hits is not None:
+            hits[setting] = (first == 0).astype(np.uint8)
         scores = {f"R{k}": float(cmc[min(k, len(cmc)) - 1]) for k in ranks}
         scores.update(mAP=m_ap, mINP=m_inp)
         results[setting] = scores
