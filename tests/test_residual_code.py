@@ -121,3 +121,67 @@ def test_the_engine_trains_the_code_as_an_identity_embedding(tiny_cfg):
     unet = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed"))
     unet.set_model_mode("train")
     assert "code" not in unet.forward_backward(next(iter(unet.train_loader)))  # no code to train
+
+
+def test_blocks_render_moves_only_jpeg_dc_terms_and_survives_publication():
+    """render=blocks: the residual is constant on JPEG's 8x8 cells, so publishing M + residual at
+    JPEG 95 keeps each cell's shift within a few grey levels (the code's channel survives)."""
+    from torchreid_privacy.publish.channel import PublishChannel
+
+    net = _net(render="blocks", bound=0.15)
+    with torch.no_grad():
+        for p in net.cell_map.parameters():
+            p.normal_(0, 1.0)  # a residual of full amplitude, not pix2pix's near-zero start
+        res = net.residual(net.code(to_gan(_images())), (64, 32))
+    cells = res.view(4, 3, 8, 8, 4, 8).permute(0, 1, 2, 4, 3, 5)
+    assert torch.equal(cells, cells[..., :1, :1].expand_as(cells)) and res.abs().max() > 0.1
+    flat = torch.full((4, 3, 64, 32), 0.5)
+    channel = PublishChannel("jpeg", 95)
+    shift = channel.publish(flat + res) - channel.publish(flat)
+    means = lambda x: x.view(4, 3, 8, 8, 4, 8).mean((3, 5))  # noqa: E731
+    # luma keeps each cell's DC; chroma (4:2:0) is averaged over 2x2 cells, so compare the luma
+    y = lambda x: (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])  # noqa: E731
+    assert (y(means(shift)) - y(means(res))).abs().max() < 3 / 255
+
+
+def test_decode_term_trains_a_reader_of_the_published_code(tiny_cfg):
+    """privacy.weights.decode: the reader learns the code from P as published (its share of
+    symbols read back rises); consistency adds its term; both absent at weight 0."""
+    from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.plugins.residual_code import code_readback
+
+    engine = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed",
+                                           "privacy.generator.name", "residual_code",
+                                           "privacy.generator.params", "{render: blocks, code_size: 8, reader: true}",
+                                           "privacy.weights.decode", "1", "privacy.weights.consistency", "1",
+                                           "privacy.weights.gan", "0"))
+    engine.set_model_mode("train")
+    imgs, _ = engine.parse_data_for_train(next(iter(engine.train_loader)))
+    gen = engine.nets["generator"]
+
+    def readback():  # on a copy in training mode (batch statistics; the engine's G untouched)
+        g = copy.deepcopy(gen).train()
+        with torch.no_grad():
+            o = to_gan(engine.inference.to01(imgs))
+            return code_readback(g, o, to_gan(engine.inference.publish(from_gan(g(o)))))
+
+    before = readback()
+    outs = [engine.forward_backward(next(iter(engine.train_loader))) for _ in range(30)]
+    after = readback()
+    assert all(math.isfinite(o["decode"]) and math.isfinite(o["consistency"]) for o in outs)
+    assert outs[-1]["decode"] < outs[0]["decode"]
+    assert after["bits_written"] == 16 and after["symbols_read"] > before["symbols_read"] + 0.1, (before, after)
+    plain = build_privacy_engine(tiny_cfg("privacy.mode", "joint", "privacy.recovery", "sealed",
+                                          "privacy.generator.name", "residual_code"))
+    plain.set_model_mode("train")
+    out = plain.forward_backward(next(iter(plain.train_loader)))
+    assert "decode" not in out and "consistency" not in out
+
+
+def test_a_perfect_reader_reads_every_bit():
+    net = _net(code_size=8, code_levels=4)
+    o = to_gan(_images())
+    net.read_code = net.code  # reads exactly what was written
+    from torchreid_privacy.plugins.residual_code import code_readback
+
+    assert code_readback(net, o, o) == {"symbols_read": 1.0, "bits_written": 16.0, "bits_read": 16.0}

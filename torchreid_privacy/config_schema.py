@@ -109,9 +109,12 @@ PRIVACY_DEFAULTS: Dict[str, Any] = {
     "inversion": {"enabled": False, "weight": 1.0, "margin": 0.25},
     "gan_mode": "vanilla",  # vanilla | lsgan
     # code: the batch-hard triplet on the identity code of an anonymizer that carries one (residual_code);
-    # cross: batch-hard triplet across the views (O anchors vs P, P anchors vs O); 0 = the paper's terms
+    # decode: MSE of that code read back from P as published by the anonymizer's reader (residual_code);
+    # cross: batch-hard triplet across the views (O anchors vs P, P anchors vs O); consistency: squared
+    # distance between each image's normalized C features on P and on O; 0 = the paper's terms
     "weights": {"gan": 1.0, "rec_p": 100.0, "rec_r": 100.0, "reid_o": 1.0, "reid_p": 1.0,
-                "center": 0.0005, "wrong_key": 10.0, "code": 1.0, "cross": 0.0},
+                "center": 0.0005, "wrong_key": 10.0, "code": 1.0, "decode": 0.0, "cross": 0.0,
+                "consistency": 0.0},
     "triplet": {"margin": 0.3, "weighted": False},
     "label_smooth": True,
     "lr": 3.5e-4,

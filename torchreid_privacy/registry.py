@@ -94,7 +94,7 @@ DESENSITIZERS = Registry("desensitizer")
 ANONYMIZERS = Registry("anonymizer")
 """Image-to-image networks for G, G_R and the inversion adversary: factories called with ``ngf``,
 ``num_downs``, ``norm`` (and ``in_channels`` for a keyed decoder) returning an ``nn.Module``
-(``unet_128``, ``unet_256``, ``resnet_6blocks``, ``resnet_9blocks``, ``residual_code``);
+(``unet_128``, ``unet_256``, ``resnet_6blocks``, ``resnet_9blocks``, ``residual_code``, ``learned_mosaic``);
 ``privacy.generator``, ``privacy.decoder``."""
 DISCRIMINATORS = Registry("discriminator")
 """Conditional PatchGAN discriminators D1, D2: factories called with ``ndf`` and ``n_layers``

@@ -55,10 +55,11 @@ def sealed_step(engine: Any, imgs: torch.Tensor, pids: torch.Tensor) -> Dict[str
         terms["inversion"] = torch.relu(engine.p.inversion.margin - inv)
         terms["inversion_l1"] = inv.detach()
     terms.update(engine._reid(torch.cat([imgs, engine.inference.normalize(p_pub01)]), pids))
-    terms.update(engine.code_terms(code, pids))
+    terms.update(engine.code_terms(code, pids, p_pub))
     w = engine.p.weights
     weights = {"gan": w.gan, "rec_p": w.rec_p, "reid_o": w.reid_o, "reid_p": w.reid_p, "code": w.code,
-               "cross": w.cross, "inversion": engine.p.inversion.weight}
+               "decode": w.decode, "cross": w.cross, "consistency": w.consistency,
+               "inversion": engine.p.inversion.weight}
     main = {k: terms[k] for k in weights if k in terms}
     check_finite(main, *where)
     engine._step(sum(weights[k] * v for k, v in main.items()), ["model", "generator"])

@@ -42,6 +42,9 @@ from .supervision import SupervisionMixin, requires_grad as _requires_grad
 from .torchreid_api import TorchreidRunAPI
 from .upgrade import UpgradePolicy
 
+# the loss terms of an identity code and of the crossed views (privacy.weights.<name>)
+CODE_TERMS = ("code", "decode", "cross", "consistency")
+
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +214,8 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             terms = self._reid(x, pids)
         check_finite({"reid_o": terms["reid_o"], "reid_p": terms["reid_p"]}, self.epoch + 1, self.global_step)
         w = self.p.weights
-        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"] + w.cross * terms.get("cross", 0.0),
+        self._step(w.reid_o * terms["reid_o"] + w.reid_p * terms["reid_p"] + w.cross * terms.get("cross", 0.0)
+                   + w.consistency * terms.get("consistency", 0.0),
                    ["model"], phase="C step")
         return {k: float(v.detach()) for k, v in terms.items()}
 
@@ -251,9 +255,10 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             if self.keyed:  # a wrong key must give back nothing beyond P itself
                 terms["wrong_key"] = F.l1_loss(r_wrong, p.detach())
         with self._phase("C fwd (O, P) + ReID loss"):
-            terms.update(self._reid(torch.cat([imgs, self.inference.normalize(self.as_published(from_gan(p)))]), pids))
-        terms.update(self.code_terms(code, pids))
-        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key", "code", "cross")
+            p_pub01 = self.as_published(from_gan(p))
+            terms.update(self._reid(torch.cat([imgs, self.inference.normalize(p_pub01)]), pids))
+        terms.update(self.code_terms(code, pids, to_gan(p_pub01)))
+        main = {k: terms[k] for k in ("gan", "rec_p", "rec_r", "reid_o", "reid_p", "wrong_key", *CODE_TERMS)
                 if k in terms}
         check_finite(main, self.epoch + 1, self.global_step)
         w = self.p.weights
@@ -271,12 +276,19 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
             return self._fwd("generator", o, with_code=True)
         return self._fwd("generator", o), None
 
-    def code_terms(self, code: Optional[torch.Tensor], pids: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """``{"code": batch-hard triplet on G's identity code}`` when G carries one (weight
-        ``privacy.weights.code``), else nothing."""
-        if code is None or not self.p.weights.code:
-            return {}
-        return {"code": self.code_loss(code, pids)}
+    def code_terms(self, code: Optional[torch.Tensor], pids: torch.Tensor,
+                   p_published: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """When G carries an identity code: ``code``, the batch-hard triplet on it (weight
+        ``privacy.weights.code``), and ``decode``, the error of reading it back from P as published
+        (GAN space; ``privacy.weights.decode``, for a G with a reader); else nothing."""
+        terms: Dict[str, torch.Tensor] = {}
+        if code is None:
+            return terms
+        if self.p.weights.code:
+            terms["code"] = self.code_loss(code, pids)
+        if self.p.weights.decode and p_published is not None and hasattr(self.nets["generator"], "decode_loss"):
+            terms["decode"] = self.nets["generator"].decode_loss(p_published, code)
+        return terms
 
     def _decode(self, p: torch.Tensor):
         """``(R, R from wrong keys or None)``: G_R's training forward on P."""
@@ -323,6 +335,8 @@ class PrivacyEngine(SupervisionMixin, TorchreidRunAPI, bridge.Engine):
                 terms[f"{k}_{tag}"] = v.detach()
         if self.p.weights.cross:  # the crossed settings O->P / P->O, trained directly
             terms["cross"] = self.cross_loss(feats[:b], feats[b:], pids)
+        if self.p.weights.consistency:  # each image's P features agree with its O features
+            terms["consistency"] = (F.normalize(feats[b:], dim=1) - F.normalize(feats[:b], dim=1)).pow(2).sum(1).mean()
         return terms
 
     def _step(self, loss: torch.Tensor, names: List[str], center: bool = True, phase: str = "step") -> None:
