@@ -10,11 +10,12 @@ from torchreid_privacy.studies.demo import KEYED, SEALED, run_demo
 
 def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
     out = tmp_path / "demo"
-    res = run_demo(str(out), modes=["progressive", SEALED], overrides=[*TINY, "train.max_epoch", "1"],
+    res = run_demo(str(out), modes=["baseline", "progressive", SEALED], overrides=[*TINY, "train.max_epoch", "1"],
                    attack_pairs=[4, 8], attack_steps=5, third_party_epochs=1)
     printed = capsys.readouterr().out
     for title in ("PSNR/SSIM O-R", "third-party ReID", "inversion attack", "attacker on M, 8 pairs",
-                  "sealed recovery on", "views of the progressive run", "wall time: total"):
+                  "sealed recovery on", "views of the progressive run", "wall time: total",
+                  "M (the baseline run's P)", "P (learned-mosaic)", "inversion@8 (dB)"):
         assert title in printed, title
     saved = json.load(open(out / "results.json"))
     assert set(saved) >= {"progressive", SEALED, "attack", "sealed", "views", "seconds"}
@@ -30,6 +31,10 @@ def test_demo_sealed_run_attacks_and_views(tmp_path, capsys):
     assert set(rec) >= {"authorized", "4", "8", "M", "vs_m_db"} and set(rec["M"]) == {"4", "8"}
     assert rec["authorized"]["psnr"] is None  # sealed: the key holder gets the exact file back
     assert "O-R" not in saved[SEALED]["image"]
+    # the sealed mode is the shipped sealed config's learned mosaic
+    from torchreid_privacy.inference import load
+
+    assert type(load(str(out / SEALED)).generator).__name__ == "LearnedMosaicAnonymizer"
     sealed = saved["sealed"]
     assert sealed["files"] > 0 and sealed["exact"] and sealed["wrong_key_rejected"] and sealed["tamper_rejected"]
     # header, name, size and tag (under 200 bytes) plus padding to the next 1 KiB bucket

@@ -44,7 +44,7 @@ def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_
                  "--data-root", tiny_root, *TINY]) == 0
     result = json.loads((out / "frontier.json").read_text())
     names = [p["name"] for p in result["points"]]
-    assert names == ["mosaic-24", "blur-12", "residual-sealed"] and len(result["seeds"]) == 1
+    assert names == ["mosaic-24", "blur-12", "learned-mosaic"] and len(result["seeds"]) == 1
     assert result["publish"] == {"format": "jpeg", "quality": 95}
     for p in result["points"]:
         (run,) = p["runs"]
@@ -55,10 +55,25 @@ def test_quick_frontier_writes_json_csv_and_png_from_published_p(tiny_root, tmp_
         test = json.loads((out / "runs" / p["name"] / f"seed{run['seed']}" / "results.json").read_text())["test"]
         assert run["o_p"] == test[run["target"]]["rank"]["O->P"]["R1"]
         assert run["o_p_float"] == test[run["target"]]["rank_unpublished"]["O->P"]["R1"]
+        # per-query hits: the paired intervals' input, the same R1 when pooled
+        n_q = len(run["hits"]["O->O"])
+        assert set(run["hits"]) == {"O->O", "O->P", "P->P"} and n_q == len(run["hits"]["P->P"]) > 0
+        assert run["o_p"] == pytest.approx(run["hits"]["O->P"].count("1") / n_q)
+        assert p["ci95"]["o_p"]["value"] == pytest.approx(run["o_p"])
+        lo, hi = p["ci95"]["o_p"]["ci95"]
+        assert lo <= run["o_p"] <= hi
+    assert "vs_yardstick" not in result["points"][0]  # mosaic-24 is the yardstick
+    for p in result["points"][1:]:
+        d = p["vs_yardstick"]["o_p"]
+        assert p["vs_yardstick"]["yardstick"] == "mosaic-24"
+        assert d["diff"] == pytest.approx(p["runs"][0]["o_p"] - result["points"][0]["runs"][0]["o_p"])
+        assert d["ci95"][0] <= d["diff"] <= d["ci95"][1]
     assert set(result["pareto"]["inversion"]) <= set(names) and result["pareto"]["inversion"]
     rows = list(csv.DictReader((out / "frontier.csv").open()))
     assert [r["name"] for r in rows] == names and float(rows[0]["o_p_mean"]) == pytest.approx(
         result["points"][0]["mean"]["o_p"], abs=1e-4)
+    assert rows[0]["vs_mosaic24_o_p_rel_diff"] == "" and float(rows[1]["vs_mosaic24_o_p_rel_diff"]) == pytest.approx(
+        result["points"][1]["vs_yardstick"]["o_p_rel"]["diff"], abs=1e-4)
     with Image.open(out / "frontier.png") as im:
         assert im.format == "PNG" and im.size[0] > 800
 
@@ -98,13 +113,26 @@ def test_resume_refuses_other_arguments_and_foreign_folders(tiny_root, tmp_path,
     check_output(str(out), {**args, "seeds": 2}, resume=True)  # the same sweep: accepted
 
 
-def test_the_residual_sealed_variant_is_the_shipped_sealed_config():
+def test_the_shipped_sealed_variant_is_the_shipped_sealed_config():
     """The frontier measures exactly what configs/quickstart_sealed.yaml trains."""
     from torchreid_privacy.config import load_config, to_dict
-    from torchreid_privacy.studies.frontier import LEARNED_VARIANTS
+    from torchreid_privacy.studies.frontier import LEARNED_VARIANTS, SHIPPED_SEALED
 
-    variant = to_dict(load_config(packaged_config(QUICKSTART), LEARNED_VARIANTS["residual-sealed"]))
+    variant = to_dict(load_config(packaged_config(QUICKSTART), LEARNED_VARIANTS[SHIPPED_SEALED]))
     shipped = to_dict(load_config(packaged_config("quickstart_sealed.yaml")))
     for tree in (variant, shipped):
         tree["data"].pop("save_dir")
     assert variant == shipped
+
+
+def test_conventional_points_are_chosen_by_name(tmp_path, capsys):
+    from torchreid_privacy.studies.frontier import parse_conventional
+
+    assert parse_conventional(["mosaic-24", "blur-12", "mosaic-16"]) == {"mosaic": [24.0, 16.0], "blur": [12.0]}
+    for bad in ("mosaic", "pixelate-8", "mosaic-0", "mosaic-x", "blur-nan", "noise--1"):
+        with pytest.raises(ValueError, match="--conventional: .*" + bad):
+            parse_conventional([bad])
+    out = tmp_path / "new"
+    assert main(["frontier", "--config-file", packaged_config(QUICKSTART), "--output", str(out),
+                 "--conventional", "mosaic-24,pixelate-8"]) == 1
+    assert "--conventional" in capsys.readouterr().err and not out.exists()

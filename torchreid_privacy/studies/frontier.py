@@ -65,14 +65,33 @@ LEARNED_VARIANTS: Dict[str, List[str]] = {
     "progressive-sealed-gated": ["privacy.mode", "progressive", *SEALED, "privacy.inversion.enabled", "true",
                                  "privacy.upgrade.inversion_gate.enabled", "true"],
     # M plus a bounded residual carrying only a quantized identity code (plugins/residual_code.py),
-    # no L1 pull towards M (the bound limits the residual), the crossed settings trained directly:
-    # configs/quickstart_sealed.yaml, the recommended sealed run
+    # no L1 pull towards M (the bound limits the residual), the crossed settings trained directly
     "residual-sealed": ["privacy.mode", "joint", *SEALED, "privacy.generator.name", "residual_code",
                         "privacy.generator.num_downs", "null",
                         "privacy.generator.params", '{"code_size": 32, "code_levels": 4, "bound": 0.15}',
                         "privacy.weights.rec_p", "0", "privacy.weights.code", "1", "privacy.weights.cross", "1"],
+    # residual_code with the code written into JPEG's DC terms (constant on 8x8 cells, at full
+    # amplitude from the start), a reader trained on P as published (decode), no GAN term
+    "residual-blocks": ["privacy.mode", "joint", *SEALED, "privacy.generator.name", "residual_code",
+                        "privacy.generator.num_downs", "null", "privacy.generator.params",
+                        '{"code_size": 32, "code_levels": 4, "bound": 0.15, "render": "blocks", "reader": true}',
+                        "privacy.weights.rec_p", "0", "privacy.weights.gan", "0", "privacy.weights.code", "1",
+                        "privacy.weights.decode", "1", "privacy.weights.cross", "1"],
+    # a mosaic on M's grid whose block colours G chooses (plugins/learned_mosaic.py): P has as many
+    # free values as M; no L1 pull towards M and no GAN term (the bound keeps it M-like):
+    # configs/quickstart_sealed.yaml, the recommended sealed run
+    "learned-mosaic": ["privacy.mode", "joint", *SEALED, "privacy.generator.name", "learned_mosaic",
+                       "privacy.generator.num_downs", "null", "privacy.generator.params", '{"bound": 0.25}',
+                       "privacy.weights.rec_p", "0", "privacy.weights.gan", "0", "privacy.weights.cross", "1"],
 }
-QUICK_VARIANTS = ("residual-sealed",)
+SHIPPED_SEALED = "learned-mosaic"  # the variant configs/quickstart_sealed.yaml trains
+# the sweep's learned points unless --variants names others: the paper's method, the code channel
+# and the shipped sealed config (the U-Net sealed variants leak 1-2 dB more than M: measured at
+# ec21461, docs/results.md; residual-sealed's smooth code is superseded by residual-blocks)
+DEFAULT_VARIANTS = ("progressive", "residual-blocks", SHIPPED_SEALED)
+QUICK_VARIANTS = ("learned-mosaic",)
+HIT_SETTINGS = ("O->O", "O->P", "P->P")  # stored per query ("0110..."): the paired intervals' input
+YARDSTICK = "mosaic-24"  # the conventional point every other point is compared with, query by query
 ATTACK_PAIRS = 256
 ATTACK_STEPS, QUICK_ATTACK_STEPS = 300, 60
 THIRD_PARTY_EPOCHS = 10
@@ -105,6 +124,22 @@ def conventional_points(height: int, strengths: Dict[str, Sequence[float]]) -> L
                                  "privacy.desensitizer.params", json.dumps({param: value})],
                                 strength=float(s), params={param: value}))
     return points
+
+
+def parse_conventional(names: Sequence[str]) -> Dict[str, List[float]]:
+    """``["mosaic-24", "blur-12"]`` -> ``{"mosaic": [24.0], "blur": [12.0]}`` (strengths at 256x128)."""
+    out: Dict[str, List[float]] = {}
+    for name in names:
+        family, _, value = name.rpartition("-")
+        try:
+            strength = float(value)
+        except ValueError:
+            strength = -1.0
+        if family not in STRENGTHS or not strength > 0 or not math.isfinite(strength):
+            raise ValueError(f"--conventional: expected FAMILY-STRENGTH with FAMILY one of {', '.join(STRENGTHS)} "
+                             f"and a positive strength at 256x128 (e.g. mosaic-24), got {name!r}")
+        out.setdefault(family, []).append(strength)
+    return out
 
 
 def learned_points(names: Sequence[str], desensitizer: str) -> List[Point]:
@@ -172,7 +207,9 @@ def _train_point(job: Job) -> Dict[str, Any]:
 
     cfg = _config(job, job.folder, [*job.point.overrides, "privacy.tensorboard_views", "false"])
     t0 = time.time()
-    results = build_privacy_engine(cfg).run_privacy(save_dir=job.folder, max_epoch=cfg.train.max_epoch)
+    engine = build_privacy_engine(cfg)
+    engine.evaluator.per_query = True  # the test's rank-1 hit per query, for the paired intervals
+    results = engine.run_privacy(save_dir=job.folder, max_epoch=cfg.train.max_epoch)
     target = next(iter(results["test"]))
     test = results["test"][target]
     rank, raw = test["rank"], test["rank_unpublished"]
@@ -181,18 +218,43 @@ def _train_point(job: Job) -> Dict[str, Any]:
            "o_o": o_o, "o_p": rank["O->P"]["R1"], "p_o": rank["P->O"]["R1"], "p_p": rank["P->P"]["R1"],
            "o_p_rel": rank["O->P"]["R1"] / o_o if o_o else 0.0, "p_p_rel": rank["P->P"]["R1"] / o_o if o_o else 0.0,
            "o_p_float": raw["O->P"]["R1"], "p_o_float": raw["P->O"]["R1"], "p_p_float": raw["P->P"]["R1"],
-           "psnr_o_p": test["image"]["O-P"]["psnr"], "upgrades": len(results["upgrades"])}
-    out.update(_inversion(job))
-    return out
-
-
-def _inversion(job: Job) -> Dict[str, Any]:
-    """The attacker's PSNR at 256 leaked pairs and at all training pairs of published P."""
-    from torchreid_privacy.attacks.recover import evaluate_attackers, leaked_pairs
-    from torchreid_privacy.metrics.inversion import build_attacker, train_attacker
+           "psnr_o_p": test["image"]["O-P"]["psnr"], "upgrades": len(results["upgrades"]),
+           "hits": {k: "".join(map(str, test["hits"][k])) for k in HIT_SETTINGS}}
+    t1 = time.time()
     from torchreid_privacy.trained_run import TrainedRun
 
     run = TrainedRun.open(job.folder)
+    out.update(_inversion(job, run))
+    out["attack_seconds"] = round(time.time() - t1, 1)
+    out.update(_code_readback(run))
+    return out
+
+
+def _code_readback(run: Any) -> Dict[str, Any]:
+    """For a G whose code a reader reads back (``residual_code`` with ``reader``): the share of the
+    code's symbols read back from the test images' P as published, and the bits that makes."""
+    import torch
+
+    from torchreid_privacy.plugins.residual_code import code_readback
+    from torchreid_privacy.utils.images import to_gan
+
+    gen = run.model.generator
+    if gen is None or getattr(gen, "reader", None) is None:
+        return {}
+    gen.eval()
+    read, count = 0.0, 0
+    with torch.no_grad():
+        for o01 in run.eval_batches01(run.test_targets[0]):
+            res = code_readback(gen, to_gan(o01), to_gan(run.model.publish(run.model.anonymize(o01))))
+            read, count = read + res["symbols_read"] * len(o01), count + len(o01)
+    return {"code_bits_written": gen.code_bits, "code_bits_read": read / count * gen.code_bits}
+
+
+def _inversion(job: Job, run: Any) -> Dict[str, Any]:
+    """The attacker's PSNR at 256 leaked pairs and at all training pairs of published P."""
+    from torchreid_privacy.attacks.recover import evaluate_attackers, leaked_pairs
+    from torchreid_privacy.metrics.inversion import build_attacker, train_attacker
+
     total = len(run.train_items())
     p01, _, o01 = leaked_pairs(run, total, seed=job.seed)
     nets = {}
@@ -262,12 +324,15 @@ def file_sha256(path: str) -> str:
 
 def sweep_args(config_file: str, overrides: Sequence[str] = (), seeds: int = 3, quick: bool = False,
                variants: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
-               data_root: Optional[str] = None) -> Dict[str, Any]:
+               data_root: Optional[str] = None, conventional: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """What identifies a sweep (``frontier_args.json``): its arguments and the config file's content."""
-    return {"config": os.path.abspath(config_file), "config_sha256": file_sha256(config_file),
+    args = {"config": os.path.abspath(config_file), "config_sha256": file_sha256(config_file),
             "overrides": list(overrides), "seeds": seeds, "quick": quick,
             "variants": None if variants is None else list(variants), "dataset": dataset,
             "data_root": None if data_root is None else os.path.abspath(data_root)}
+    if conventional is not None:  # absent for the full sweep, so sweeps saved before the flag resume
+        args["conventional"] = list(conventional)
+    return args
 
 
 def check_output(output: str, args: Dict[str, Any], resume: bool) -> None:
@@ -312,8 +377,10 @@ def check_config(config_file: str) -> None:
 def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Sequence[str] = (),
                  quick: bool = False, variants: Optional[Sequence[str]] = None, jobs: Optional[int] = 1,
                  dataset: Optional[str] = None, data_root: Optional[str] = None,
-                 resume: bool = False) -> Dict[str, Any]:
-    """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``."""
+                 resume: bool = False, conventional: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Train, attack and score every point on ``seeds`` seeds; write ``frontier.json/.csv/.png``.
+    ``conventional`` names the conventional points (e.g. ``["mosaic-24", "blur-12"]``; default
+    every strength of :data:`STRENGTHS`, or mosaic 24 and blur 12 with ``quick``)."""
     from torchreid_privacy.config import load_config
     from torchreid_privacy.studies.frontier_plot import plot_frontier
     from torchreid_privacy.utils import atomic
@@ -323,16 +390,17 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
         raise ValueError(f"--seeds: expected an integer >= 1, got {seeds!r}")
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"--jobs: expected an integer >= 1, got {jobs!r}")
-    args = sweep_args(config_file, overrides, seeds, quick, variants, dataset, data_root)
+    strengths = (parse_conventional(conventional) if conventional is not None else
+                 QUICK_STRENGTHS if quick else {f: STRENGTHS[f][1] for f in STRENGTHS})
+    args = sweep_args(config_file, overrides, seeds, quick, variants, dataset, data_root, conventional)
     check_output(output, args, resume)
     seeds = 1 if quick else seeds
     base = list(overrides) + ["privacy.enabled", "true", "data.root", data_root or os.path.join(output, "data")]
     if dataset:
         base += ["data.sources", f"[{dataset}]", "data.targets", f"[{dataset}]"]
     cfg = load_config(config_file, base)  # a bad override fails here, before any training
-    points = conventional_points(cfg.data.height, QUICK_STRENGTHS if quick else
-                                 {f: STRENGTHS[f][1] for f in STRENGTHS})
-    points += learned_points(variants if variants is not None else (QUICK_VARIANTS if quick else list(LEARNED_VARIANTS)),
+    points = conventional_points(cfg.data.height, strengths)
+    points += learned_points(variants if variants is not None else (QUICK_VARIANTS if quick else DEFAULT_VARIANTS),
                              cfg.privacy.desensitizer.name)
     os.makedirs(output, exist_ok=True)
     atomic.write_json(os.path.join(output, ARGS_FILE), args)
@@ -365,7 +433,11 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
         entry.pop("overrides")
         for metric in METRICS:
             entry["mean"][metric], entry["sd"][metric] = _mean_sd([r[metric] for r in rows[p.name]])
+        if rows[p.name] and all("code_bits_read" in r for r in rows[p.name]):  # a G whose code is read back
+            entry["code_bits"] = {"written": rows[p.name][0]["code_bits_written"],
+                                  "read": _mean_sd([r["code_bits_read"] for r in rows[p.name]])[0]}
         table.append(entry)
+    add_intervals(table)
     result = {"config": os.path.abspath(config_file), "overrides": list(overrides), "dataset": dataset or
               cfg.data.sources[0], "height": cfg.data.height, "width": cfg.data.width, "seeds": seed_list,
               "quick": quick, "publish": {"format": cfg.privacy.publish.format, "quality": cfg.privacy.publish.quality},
@@ -378,6 +450,29 @@ def run_frontier(config_file: str, output: str, seeds: int = 3, overrides: Seque
     write_csv(os.path.join(output, "frontier.csv"), table)
     plot_frontier(result, os.path.join(output, "frontier.png"))
     return result
+
+
+def _hit_runs(entry: Dict[str, Any]) -> Optional[List[Dict[str, List[int]]]]:
+    """A point's per-seed hits as 0/1 lists, or None when a run has none (a sweep saved before them)."""
+    if not all(isinstance(r.get("hits"), dict) for r in entry["runs"]):
+        return None
+    return [{k: [1 if c == "1" else 0 for c in v] for k, v in r["hits"].items()} for r in entry["runs"]]
+
+
+def add_intervals(table: List[Dict[str, Any]]) -> None:
+    """Per point: ``ci95`` (pooled rank-1 and ratios with their 95% bootstrap interval over queries
+    and seeds) and, against the yardstick (mosaic 24), ``vs_yardstick``: the paired difference and
+    its interval (same seeds, same queries)."""
+    from torchreid_privacy.studies.paired import intervals, paired_differences
+
+    hits = {p["name"]: _hit_runs(p) for p in table}
+    ref = hits.get(YARDSTICK)
+    for p in table:
+        if hits[p["name"]] is None:
+            continue
+        p["ci95"] = intervals(hits[p["name"]])
+        if ref is not None and p["name"] != YARDSTICK and len(ref) == len(hits[p["name"]]):
+            p["vs_yardstick"] = {"yardstick": YARDSTICK, **paired_differences(hits[p["name"]], ref)}
 
 
 def _result_path(job: Job) -> str:
@@ -434,19 +529,35 @@ def _run_all(jobs_: List[Job], workers: int, desc: str) -> List[Dict[str, Any]]:
 
 
 def write_csv(path: str, table: List[Dict[str, Any]]) -> None:
-    """One row per point: its identity, then ``METRIC_mean`` and ``METRIC_sd`` for every metric."""
+    """One row per point: its identity, then ``METRIC_mean`` and ``METRIC_sd`` for every metric,
+    then the pooled utility metrics with their 95% interval (``_lo``/``_hi``) and the paired
+    difference to the yardstick (``vs_mosaic24_...``); empty where a point has no per-query hits."""
     import io
 
+    from torchreid_privacy.studies.paired import PAIRED_METRICS
     from torchreid_privacy.utils.atomic import write_bytes
+
+    def ci_cells(p: Dict[str, Any]) -> List[str]:
+        cells = []
+        for m in PAIRED_METRICS:
+            c = p.get("ci95", {}).get(m)
+            cells += ["", "", ""] if c is None else [f"{c['value']:.4f}", f"{c['ci95'][0]:.4f}", f"{c['ci95'][1]:.4f}"]
+        for m in PAIRED_METRICS:
+            d = p.get("vs_yardstick", {}).get(m)
+            cells += ["", "", ""] if d is None else [f"{d['diff']:.4f}", f"{d['ci95'][0]:.4f}", f"{d['ci95'][1]:.4f}"]
+        return cells
 
     buf = io.StringIO()
     w = csv.writer(buf)
+    vs = YARDSTICK.replace("-", "")
     w.writerow(["name", "kind", "family", "strength", "params", "seeds"]
-               + [f"{m}_{s}" for m in METRICS for s in ("mean", "sd")])
+               + [f"{m}_{s}" for m in METRICS for s in ("mean", "sd")]
+               + [f"{m}_{s}" for m in PAIRED_METRICS for s in ("pooled", "lo", "hi")]
+               + [f"vs_{vs}_{m}_{s}" for m in PAIRED_METRICS for s in ("diff", "lo", "hi")])
     for p in table:
         w.writerow([p["name"], p["kind"], p["family"], "" if p["strength"] is None else f"{p['strength']:g}",
                     json.dumps(p["params"]), len(p["runs"])]
-                   + [f"{p[s][m]:.4f}" for m in METRICS for s in ("mean", "sd")])
+                   + [f"{p[s][m]:.4f}" for m in METRICS for s in ("mean", "sd")] + ci_cells(p))
     write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
@@ -470,4 +581,37 @@ def format_frontier(result: Dict[str, Any]) -> str:
     lines.append(f"mean{' +- sd' if n > 1 else ''} over seeds {result['seeds']}; P as published "
                  f"({result['publish']['format']} {result['publish']['quality']}); * = on the inversion/utility "
                  f"Pareto front; {result['seconds']:.0f} s")
-    return "\n".join(lines)
+    paired = format_intervals(result)
+    codes = [f"{p['name']}: the code read back from P as published, {p['code_bits']['read']:.1f} of "
+             f"{p['code_bits']['written']:.0f} bits (test images, mean over seeds)"
+             for p in result["points"] if "code_bits" in p]
+    return "\n".join(lines + ([""] + paired if paired else []) + codes)
+
+
+INTERVAL_COLUMNS = (("o_p_rel", "O->P/O->O"), ("p_p_rel", "P->P/O->O"))
+
+
+def format_intervals(result: Dict[str, Any]) -> List[str]:
+    """Per point, the utility ratios with their 95% interval and the paired difference to the
+    yardstick with its interval (queries x seeds bootstrap); [] when no point has per-query hits."""
+    points = [p for p in result["points"] if "ci95" in p]
+    if not points:
+        return []
+    head = ["point"] + [f"{label} [95%]" for _, label in INTERVAL_COLUMNS] + [
+        f"{label} - {YARDSTICK} [95%]" for _, label in INTERVAL_COLUMNS]
+    rows = []
+    for p in points:
+        cells = [p["name"]]
+        for metric, _ in INTERVAL_COLUMNS:
+            c = p["ci95"][metric]
+            cells.append(f"{c['value']:.3f} [{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]")
+        for metric, _ in INTERVAL_COLUMNS:
+            d = p.get("vs_yardstick", {}).get(metric)
+            cells.append("-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+        rows.append(cells)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    queries = len(points[0]["runs"][0]["hits"]["O->O"])
+    return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows] + [
+        f"pooled over seeds on {queries} queries; [95%]: bootstrap over queries and seeds; the difference to "
+        f"{YARDSTICK} is paired (same seeds, same queries)"]

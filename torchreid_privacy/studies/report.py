@@ -63,3 +63,17 @@ def format_psnr_rows(title: str, rows: Dict[str, Dict[str, float]]) -> str:
     """``name -> {psnr, ssim}`` rows (recovery attack, keyed recovery); PSNR None = exact (infinite)."""
     return _table([title, "PSNR", "SSIM"], [[name, "exact" if m["psnr"] is None else f"{m['psnr']:.2f}",
                                            f"{m['ssim']:.3f}"] for name, m in rows.items()])
+
+
+def format_vs_yardstick(baseline: Dict[str, Any], victim: Dict[str, Any], name: str, recover: Dict[str, Any],
+                        pairs: int) -> str:
+    """The attacked run's P beside mosaic 24's M (the baseline run's P is M), both as published: the
+    key holder's utility (O->P and P->P over O->O) and the inversion attacker's PSNR at ``pairs``."""
+    def ratios(res: Dict[str, Any]) -> List[str]:
+        oo = res["rank"]["O->O"]["R1"]
+        return [f"{res['rank'][s]['R1'] / oo:.2f}" if oo else "-" for s in ("O->P", "P->P")]
+
+    body = [["M (the baseline run's P)", _channel(baseline), *ratios(baseline),
+             f"{recover['M'][str(pairs)]['psnr']:.2f}"],
+            [f"P ({name})", _channel(victim), *ratios(victim), f"{recover[str(pairs)]['psnr']:.2f}"]]
+    return _table(["published images", "P as", "O->P/O->O", "P->P/O->O", f"inversion@{pairs} (dB)"], body)
