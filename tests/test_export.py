@@ -269,3 +269,16 @@ def test_anonymize_needs_checkpoint_or_onnx(tmp_path, capsys):
                  "--seal-key", str(tmp_path / "k.key")]) == 1
     assert "error: --seal-key: not supported with --onnx" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("generator", ["learned_mosaic", "residual_code"])
+def test_the_mosaic_family_generators_export(generator, tmp_path):
+    """The shipped sealed config's G (learned_mosaic: cells pooled to a grid that does not divide
+    the image) and residual_code export and match torch under onnxruntime at batch 1 and 8."""
+    params = "{render: blocks}" if generator == "residual_code" else "{}"
+    model = _model("privacy.generator.name", generator, "privacy.generator.num_downs", "null",
+                   "privacy.generator.params", params)
+    graph = OnnxGraph(export_onnx(model, "anonymizer", str(tmp_path / "g.onnx"), dynamic_batch=True), threads=1)
+    for n in (1, 8):
+        want, (x,) = _torch_and_inputs(model, "anonymizer", n)
+        assert np.abs(graph.run(x.numpy()) - want.numpy()).max() < TOL, f"{generator} at batch {n}"
