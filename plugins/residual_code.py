@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torchreid_privacy.registry import ANONYMIZERS, DESENSITIZERS
 
 from .anonymizers import LEAKY_SLOPE, check_input, check_positive, init_pix2pix_weights
+from .learned_mosaic import cell_grid, from_cells
 from .norm_act import conv_bias, create_norm_act
 
 
@@ -134,11 +135,9 @@ class ResidualCodeAnonymizer(nn.Module):
         """The bounded residual (N, 3, H, W) on the [0,1] scale that ``code`` paints."""
         if self.cell_map is not None:  # one value per channel and block x block cell
             cells = self.cell_map(code).view(code.shape[0], 3, *self.grid)
-            rows, cols = -(-size[0] // self.block), -(-size[1] // self.block)
-            if (rows, cols) != self.grid:
-                cells = F.interpolate(cells, size=(rows, cols), mode="nearest")
-            pattern = cells.repeat_interleave(self.block, 2).repeat_interleave(self.block, 3)[..., :size[0], :size[1]]
-            return self.bound * torch.tanh(pattern)
+            if cell_grid(size, self.block) != self.grid:
+                cells = F.interpolate(cells, size=cell_grid(size, self.block), mode="nearest")
+            return self.bound * torch.tanh(from_cells(cells, self.block, size))
         seed = self.seed_map(code).view(code.shape[0], -1, *self.grid)
         pattern = F.interpolate(self.render(seed), size=size, mode="bilinear", align_corners=False)
         return self.bound * torch.tanh(pattern)
