@@ -55,3 +55,16 @@ def test_demo_keyed_run(tmp_path, capsys):
     assert saved["attack"]["victim"] == KEYED
     assert set(saved["keyed"]) >= {"right_key", "wrong_key", "unkeyed"}
     assert saved["keyed"]["unkeyed"] == {k: saved["progressive"]["image"]["O-R"][k] for k in ("psnr", "ssim")}
+
+
+def test_demo_uses_a_set_already_under_its_data_root_and_makes_its_own_otherwise(tmp_path):
+    """A set make-data wrote (any parameters) is read as it is, never an error; a missing one is
+    made with the demo's 100 queries (the embedded set without its test-only identities)."""
+    from torchreid_privacy.data import make_synthetic_market, read_manifest
+    from torchreid_privacy.studies.demo import _demo_set
+
+    made = make_synthetic_market(tmp_path / "mine", num_ids=8, train_images_per_id=3, gallery_per_id=3,
+                                 num_junk=4, extra_test_ids=2)
+    assert _demo_set(str(tmp_path / "mine")) == str(made)
+    own = read_manifest(_demo_set(str(tmp_path / "fresh")))
+    assert own["extra_test_ids"] == 0 and own["counts"]["query"] == 100

@@ -17,8 +17,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--quick", action="store_true", help="one seed, mosaic 24 and blur 12, the learned-mosaic variant, "
                                                         "short attacks (for tests and a first look)")
     p.add_argument("--conventional", help="comma-separated conventional points FAMILY-STRENGTH, strengths at 256x128 "
-                                          "(e.g. mosaic-16,mosaic-24,blur-12; default every strength of mosaic, blur "
-                                          "and noise; mosaic-24 is the yardstick of the paired intervals)")
+                                          "(e.g. mosaic-16,mosaic-24,blur-12; default mosaic-8,16,24,32, blur-8,16 and "
+                                          "noise-0.3; mosaic-24 is the yardstick of the paired intervals)")
     p.add_argument("--variants", help=f"comma-separated learned variants of {', '.join(LEARNED_VARIANTS)} (default "
                                       f"{', '.join(DEFAULT_VARIANTS)})")
     p.add_argument("--dataset", help="train and test on this torchreid dataset (e.g. synthetic_market_hard) instead of "
