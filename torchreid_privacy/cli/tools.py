@@ -9,10 +9,12 @@ from .common import add_config_args, add_video_detection_args, int_list
 def add_parsers(sub) -> None:
     from torchreid_privacy.studies.demo import ATTACK_PAIRS, ATTACK_STEPS, DEFAULT_MODES, MODES, THIRD_PARTY_EPOCHS
 
-    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/joint/progressive/progressive-sealed, "
-                                    "attack the sealed run and M, check sealed recovery, print the tables")
+    p = sub.add_parser("demo", help="make the embedded dataset, train baseline/progressive/learned-mosaic (the shipped "
+                                    "sealed config), attack the sealed run and M, check sealed recovery, print the "
+                                    "tables")
     p.add_argument("--output", default="demo-output", help="run folder (default: demo-output)")
-    p.add_argument("--data-root", help="where the synthetic dataset lives (default: OUTPUT/data)")
+    p.add_argument("--data-root", help="where the synthetic dataset lives (default: OUTPUT/data, made with 100 queries; "
+                                       "a set already there is used as it is)")
     p.add_argument("--modes", default=",".join(DEFAULT_MODES), help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--no-attacks", action="store_true", help="skip the third-party ReID and inversion attacks")
     p.add_argument("--no-views", action="store_true", help="skip the rank-list / t-SNE views")
