@@ -57,14 +57,12 @@ class TrainedRun:
         return self.model.device
 
     def evaluate(self, target: str, grid_path: Optional[str] = None, desc: str = "test",
-                 settings: Sequence[str] = SETTINGS, per_query: bool = False) -> Dict[str, Any]:
+                 settings: Sequence[str] = SETTINGS) -> Dict[str, Any]:
         """Four-setting ranks and O-M/O-P/O-R metrics on ``target`` (as the run's final test);
-        ``settings`` may add e.g. ``"O->M"`` (gallery of conventionally desensitized images);
-        ``per_query`` adds ``"hits"``, each setting's rank-1 hit (0/1) per query."""
+        ``settings`` may add e.g. ``"O->M"`` (gallery of conventionally desensitized images)."""
         self.model.eval()
-        evaluator = self.evaluator if tuple(settings) == SETTINGS and not per_query else Evaluator(
-            self.model, self.config.privacy.eval_seed, self.config.privacy.grid_images, settings=settings,
-            per_query=per_query)
+        evaluator = self.evaluator if tuple(settings) == SETTINGS else Evaluator(
+            self.model, self.config.privacy.eval_seed, self.config.privacy.grid_images, settings=settings)
         return evaluator(self.datamanager.test_loader[target], grid_path, desc=f"{desc} {target}")
 
     @torch.no_grad()

@@ -206,6 +206,7 @@ def run_job(job: Job) -> Dict[str, Any]:
 
 def _train_point(job: Job) -> Dict[str, Any]:
     from torchreid_privacy.builder import build_privacy_engine
+    from torchreid_privacy.trained_run import TrainedRun
 
     cfg = _config(job, job.folder, [*job.point.overrides, "privacy.tensorboard_views", "false"])
     t0 = time.time()
@@ -223,8 +224,6 @@ def _train_point(job: Job) -> Dict[str, Any]:
            "psnr_o_p": test["image"]["O-P"]["psnr"], "upgrades": len(results["upgrades"]),
            "hits": {k: "".join(map(str, test["hits"][k])) for k in HIT_SETTINGS}}
     t1 = time.time()
-    from torchreid_privacy.trained_run import TrainedRun
-
     run = TrainedRun.open(job.folder)
     out.update(_inversion(job, run))
     out["attack_seconds"] = round(time.time() - t1, 1)
@@ -542,12 +541,10 @@ def write_csv(path: str, table: List[Dict[str, Any]]) -> None:
 
     def ci_cells(p: Dict[str, Any]) -> List[str]:
         cells = []
-        for m in PAIRED_METRICS:
-            c = p.get("ci95", {}).get(m)
-            cells += ["", "", ""] if c is None else [f"{c['value']:.4f}", f"{c['ci95'][0]:.4f}", f"{c['ci95'][1]:.4f}"]
-        for m in PAIRED_METRICS:
-            d = p.get("vs_yardstick", {}).get(m)
-            cells += ["", "", ""] if d is None else [f"{d['diff']:.4f}", f"{d['ci95'][0]:.4f}", f"{d['ci95'][1]:.4f}"]
+        for key, value in (("ci95", "value"), ("vs_yardstick", "diff")):
+            for m in PAIRED_METRICS:
+                c = p.get(key, {}).get(m)
+                cells += ["", "", ""] if c is None else [f"{c[value]:.4f}", f"{c['ci95'][0]:.4f}", f"{c['ci95'][1]:.4f}"]
         return cells
 
     buf = io.StringIO()
@@ -566,6 +563,8 @@ def write_csv(path: str, table: List[Dict[str, Any]]) -> None:
 
 def format_frontier(result: Dict[str, Any]) -> str:
     """The frontier as a table: mean +- sd over seeds per point (rank-1 in %, PSNR in dB)."""
+    from torchreid_privacy.studies.report import text_table
+
     n = len(result["seeds"])
     head = ["point", "O->O", "O->P", "P->P", "O->P/O->O", "P->P/O->O", "inversion@256", "inversion@all",
             "3rd-party O->P", "PSNR(O,P)"]
@@ -578,9 +577,7 @@ def format_frontier(result: Dict[str, Any]) -> str:
         for m, scale, digits in cols:
             cells.append(f"{scale * p['mean'][m]:.{digits}f}" + (f"+-{scale * p['sd'][m]:.{digits}f}" if n > 1 else ""))
         rows.append(cells)
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    lines = text_table(head, rows).split("\n")
     lines.append(f"mean{' +- sd' if n > 1 else ''} over seeds {result['seeds']}; P as published "
                  f"({result['publish']['format']} {result['publish']['quality']}); * = on the inversion/utility "
                  f"Pareto front; {result['seconds']:.0f} s")
@@ -597,6 +594,8 @@ INTERVAL_COLUMNS = (("o_p_rel", "O->P/O->O"), ("p_p_rel", "P->P/O->O"))
 def format_intervals(result: Dict[str, Any]) -> List[str]:
     """Per point, the utility ratios with their 95% interval and the paired difference to the
     yardstick with its interval (queries x seeds bootstrap); [] when no point has per-query hits."""
+    from torchreid_privacy.studies.report import text_table
+
     points = [p for p in result["points"] if "ci95" in p]
     if not points:
         return []
@@ -612,9 +611,7 @@ def format_intervals(result: Dict[str, Any]) -> List[str]:
             d = p.get("vs_yardstick", {}).get(metric)
             cells.append("-" if d is None else f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
         rows.append(cells)
-    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     queries = len(points[0]["runs"][0]["hits"]["O->O"])
-    return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows] + [
+    return text_table(head, rows).split("\n") + [
         f"pooled over seeds on {queries} queries; [95%]: bootstrap over queries and seeds; the difference to "
         f"{YARDSTICK} is paired (same seeds, same queries)"]

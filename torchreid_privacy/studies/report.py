@@ -20,7 +20,8 @@ def summarize(result: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _table(head: Sequence[str], rows: List[List[str]]) -> str:
+def text_table(head: Sequence[str], rows: List[List[str]]) -> str:
+    """Columns padded to their widest cell (the first left-aligned, the rest right), a dashed rule under the head."""
     lines = [list(head)] + rows
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -50,18 +51,18 @@ def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
         raw = res.get("rank_unpublished")
         cells.append("/".join(f"{100 * raw[s]['R1']:.1f}" for s in P_SETTINGS) if raw else "-")
         body.append(cells + [_psnr_ssim(res["image"].get(p)) for p in PAIRS])
-    return _table(head, body)
+    return text_table(head, body)
 
 
 def format_reid_attack(reid: Dict[str, Any]) -> str:
     """The third-party model's rank-1/mAP per setting."""
     body = [[s, f"{100 * reid[s]['R1']:.1f}", f"{100 * reid[s]['mAP']:.1f}"] for s in (*SETTINGS, "O->M") if s in reid]
-    return _table(["third-party ReID (raw-trained)", "rank-1", "mAP"], body)
+    return text_table(["third-party ReID (raw-trained)", "rank-1", "mAP"], body)
 
 
 def format_psnr_rows(title: str, rows: Dict[str, Dict[str, float]]) -> str:
     """``name -> {psnr, ssim}`` rows (recovery attack, keyed recovery); PSNR None = exact (infinite)."""
-    return _table([title, "PSNR", "SSIM"], [[name, "exact" if m["psnr"] is None else f"{m['psnr']:.2f}",
+    return text_table([title, "PSNR", "SSIM"], [[name, "exact" if m["psnr"] is None else f"{m['psnr']:.2f}",
                                            f"{m['ssim']:.3f}"] for name, m in rows.items()])
 
 
@@ -76,4 +77,4 @@ def format_vs_yardstick(baseline: Dict[str, Any], victim: Dict[str, Any], name: 
     body = [["M (the baseline run's P)", _channel(baseline), *ratios(baseline),
              f"{recover['M'][str(pairs)]['psnr']:.2f}"],
             [f"P ({name})", _channel(victim), *ratios(victim), f"{recover[str(pairs)]['psnr']:.2f}"]]
-    return _table(["published images", "P as", "O->P/O->O", "P->P/O->O", f"inversion@{pairs} (dB)"], body)
+    return text_table(["published images", "P as", "O->P/O->O", "P->P/O->O", f"inversion@{pairs} (dB)"], body)
